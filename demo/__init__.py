@@ -1,0 +1,1 @@
+"""CLIP attacks and defenses: the library behind the teaching app."""

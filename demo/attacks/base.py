@@ -1,0 +1,171 @@
+"""The attack interface: stateless configurations run on a model passed per call.
+
+Images are float tensors in [0,1], NCHW; eps and step sizes are floats in pixel units. The returned
+adversarial image is quantized to the uint8 grid (what a user can download as PNG), still inside the
+budget, and all reported predictions are computed on that quantized image.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field, fields
+from typing import Callable, ClassVar
+
+import torch
+import torch.nn as nn
+
+from ..timing import PassCounter, Timings, count_passes, timer
+
+
+class AttackError(ValueError):
+    """The attack cannot run with these inputs (e.g. too few labels for DLR, missing target)."""
+
+
+def param(default, *, lo=None, hi=None, step=None, label: str = "", help: str = "", unit: str = ""):
+    """A dataclass field carrying UI metadata (range, label, unit "/255" for pixel budgets)."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "step": step, "label": label, "help": help, "unit": unit})
+
+
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """Round to the uint8 grid (k/255), as when the image is saved as PNG."""
+    return torch.round(images.clamp(0, 1) * 255.0) / 255.0
+
+
+def project(adv: torch.Tensor, clean: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Project `adv` onto the eps-ball around `clean` (L-inf or L2) and into [0,1]."""
+    delta = adv - clean
+    if norm == "linf":
+        delta = delta.clamp(-eps, eps)
+    elif norm == "l2":
+        n = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        delta = delta * torch.clamp(eps / n, max=1.0)
+    return (clean + delta).clamp(0, 1)
+
+
+def quantize_in_budget(adv: torch.Tensor, clean: torch.Tensor, eps: float | None, norm: str) -> torch.Tensor:
+    """Quantize to uint8 while staying inside the budget.
+
+    Clean images from uploads already lie on the uint8 grid; then rounding the perturbation towards
+    zero keeps |delta| <= eps exactly for L-inf. For L2 the rounded delta can grow by half a level per
+    pixel, so it is shrunk until it fits.
+    """
+    q_clean = quantize(clean)
+    delta = adv - q_clean
+    q = q_clean + torch.trunc(delta * 255.0) / 255.0 if norm == "linf" else quantize(adv)
+    q = q.clamp(0, 1)
+    if eps is not None and norm == "l2":
+        for _ in range(8):
+            n = (q - q_clean).flatten(1).norm(dim=1)
+            over = n > eps + 1e-6
+            if not bool(over.any()):
+                break
+            shrink = (eps / n.clamp_min(1e-12)).clamp(max=1.0).view(-1, 1, 1, 1)
+            q = torch.where(over.view(-1, 1, 1, 1), quantize(q_clean + (q - q_clean) * shrink * 0.999), q)
+    return q
+
+
+@dataclass
+class AttackResult:
+    """What an attack returns (all tensors detached, on the input's device).
+
+    adv_images: the uint8-quantized adversarial images in [0,1].
+    delta: adv_images - images.
+    history: per-step records (e.g. {"step": i, "loss": ...}) for plots.
+    timings: milliseconds per stage ("attack").
+    passes: encoder passes per image, {"forward": f, "grad": g} (a grad pass = forward + backward).
+    meta: attack-specific facts (norms, success, target) for display.
+    """
+
+    adv_images: torch.Tensor
+    delta: torch.Tensor
+    history: list[dict] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
+    passes: dict[str, float] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def linf(self) -> torch.Tensor:
+        return self.delta.flatten(1).abs().amax(1)
+
+    @property
+    def l2(self) -> torch.Tensor:
+        return self.delta.flatten(1).norm(dim=1)
+
+
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass
+class Attack(abc.ABC):
+    """Base class: subclasses are dataclasses whose fields are hyperparameters (see `param`).
+
+    Subclasses set the class attributes and implement `perturb`. `__call__` validates inputs,
+    counts passes, times the run, quantizes and packages the result.
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    norm: ClassVar[str] = "linf"  # "linf" | "l2"
+    supports_targeted: ClassVar[bool] = True
+    needs_labels: ClassVar[bool] = True
+    min_classes: ClassVar[int] = 2
+    reference: ClassVar[str] = ""
+
+    @property
+    def budget(self) -> float | None:
+        """The norm bound the result must respect (None when the attack has no hard bound)."""
+        return getattr(self, "eps", None)
+
+    @classmethod
+    def params(cls) -> list:
+        return [f for f in fields(cls) if f.init]
+
+    def __call__(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        target: torch.Tensor | None = None,
+        seed: int = 0,
+        progress: ProgressFn | None = None,
+    ) -> AttackResult:
+        self.check(model, images, labels, target)
+        images = quantize(images.detach())  # images are 8-bit; the budget is measured from the 8-bit clean image
+        timings = Timings()
+        generator = torch.Generator(device=images.device).manual_seed(int(seed))
+        was_training = model.training
+        model.eval()
+        try:
+            with count_passes() as counter, timer("attack", timings, images.device):
+                with torch.enable_grad():
+                    adv, history = self.perturb(model, images.detach(), labels, target, generator, progress)
+                adv = quantize_in_budget(adv.detach(), images.detach(), self.budget, self.norm)
+        finally:
+            model.train(was_training)
+        n = images.shape[0]
+        return AttackResult(adv, adv - images.detach(), history, timings, _per_image(counter, n), {"norm": self.norm})
+
+    def check(self, model, images, labels, target) -> None:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise AttackError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
+        if float(images.min()) < 0 or float(images.max()) > 1:
+            raise AttackError("images must be in [0, 1]")
+        num_classes = getattr(model, "num_classes", None)
+        if num_classes is not None and num_classes < self.min_classes:
+            raise AttackError(f"{self.title or self.name} needs at least {self.min_classes} labels, got {num_classes}")
+        if self.needs_labels and labels is None:
+            raise AttackError(f"{self.title or self.name} needs labels")
+        if target is not None and not self.supports_targeted:
+            raise AttackError(f"{self.title or self.name} has no targeted mode")
+        for name, f in ((f.name, f) for f in self.params()):
+            lo, hi, v = f.metadata.get("lo"), f.metadata.get("hi"), getattr(self, name)
+            if lo is not None and v < lo or hi is not None and v > hi:
+                raise AttackError(f"{name}={v} is outside [{lo}, {hi}]")
+
+    @abc.abstractmethod
+    def perturb(self, model, images, labels, target, generator, progress) -> tuple[torch.Tensor, list[dict]]:
+        """Return (adversarial images in [0,1] inside the budget, per-step history)."""
+
+
+def _per_image(counter: PassCounter, n: int) -> dict[str, float]:
+    return {"forward": counter.forward / max(n, 1), "grad": counter.grad / max(n, 1)}

@@ -1,0 +1,129 @@
+"""One defense interface for the three paradigms (training-time, test-time adaptation, training-free).
+
+A defense is a stateless configuration (a dataclass of hyperparameters). Per call it gets the shared,
+frozen `ZeroShotClassifier` and a batch of images in [0,1]. It must never mutate shared state: the
+classifier's parameters are byte-identical after any call, and test-time adaptation works on cloned
+parameters (episodic). Randomized defenses draw from a local generator seeded per call.
+
+- `predict(clf, images, seed)` -> `DefenseOutput` (logits, the images or embeddings actually classified,
+  what changed, timings, passes per image).
+- `as_module(clf, seed)` -> an `nn.Module` images -> logits through the defense, differentiable for
+  adaptive attacks: BPDA (identity backward) for non-differentiable steps, EOT (averaged logits over
+  random draws) for randomized ones.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import ClassVar
+
+import torch
+import torch.nn as nn
+
+from ..attacks.base import param  # noqa: F401  (re-exported: defenses declare hyperparameters the same way)
+from ..timing import Timings, count_passes, timer
+
+
+class Paradigm(str, Enum):
+    TRAINING_TIME = "training-time"
+    TEST_TIME = "test-time"
+    TRAINING_FREE = "training-free"
+
+
+class DefenseError(ValueError):
+    """The defense cannot run (bad parameter, missing robust weights, unsupported model)."""
+
+
+@dataclass
+class DefenseOutput:
+    """logits (N, C); images: what was classified when the defense changes the input (else None);
+    features: the embedding classified when the defense changes the embedding (else None);
+    changed: facts to display (e.g. {"tau": [...], "adapted": True}); timings in ms; passes per image."""
+
+    logits: torch.Tensor
+    images: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+    changed: dict = field(default_factory=dict)
+    timings: Timings = field(default_factory=Timings)
+    passes: dict[str, float] = field(default_factory=dict)
+
+
+class BPDAWrapper(torch.autograd.Function):
+    """Forward: a non-differentiable transform's output; backward: identity (Athalye et al., 2018)."""
+
+    @staticmethod
+    def forward(ctx, x, transformed):
+        return transformed
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def bpda(x: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
+    """`transformed` in the forward pass, gradient of the identity w.r.t. `x` in the backward pass."""
+    return BPDAWrapper.apply(x, transformed.detach())
+
+
+@dataclass
+class Defense(abc.ABC):
+    """Base class. Subclasses set the class attributes and implement `predict`; override `as_module`
+    when the default (the defense's own forward through `predict` with BPDA) is not right."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    paradigm: ClassVar[Paradigm] = Paradigm.TRAINING_FREE
+    differentiable: ClassVar[bool] = True   # False -> adaptive attacks use BPDA
+    randomized: ClassVar[bool] = False      # True -> adaptive attacks use EOT
+    reference: ClassVar[str] = ""
+    deviation: ClassVar[str] = ""           # where this implementation departs from the paper, said in the UI
+
+    @classmethod
+    def params(cls) -> list:
+        return [f for f in fields(cls) if f.init]
+
+    def check(self) -> None:
+        for f in self.params():
+            lo, hi, v = f.metadata.get("lo"), f.metadata.get("hi"), getattr(self, f.name)
+            if lo is not None and v < lo or hi is not None and v > hi:
+                raise DefenseError(f"{self.title or self.name}: {f.name}={v} is outside [{lo}, {hi}]")
+
+    def __call__(self, clf: nn.Module, images: torch.Tensor, seed: int = 0) -> DefenseOutput:
+        """Validate, count passes, time and run `predict` (no gradients unless the defense enables them)."""
+        self.check()
+        with count_passes() as counter:
+            timings = Timings()
+            with timer("defense", timings, images.device), torch.no_grad():
+                out = self.predict(clf, images.detach(), seed)
+        out.timings.merge(timings)
+        n = max(images.shape[0], 1)
+        out.passes = {"forward": counter.forward / n, "grad": counter.grad / n}
+        return out
+
+    @abc.abstractmethod
+    def predict(self, clf: nn.Module, images: torch.Tensor, seed: int) -> DefenseOutput:
+        """Classify `images` through the defense. Runs under no_grad; use torch.enable_grad() inside
+        where the method itself needs gradients (counterattacks, prompt tuning)."""
+
+    def as_module(self, clf: nn.Module, seed: int = 0) -> nn.Module:
+        """The defended model for adaptive attacks (images -> logits, gradients reach the input)."""
+        return _PredictModule(self, clf, seed)
+
+
+class _PredictModule(nn.Module):
+    """Adaptive path by BPDA through the whole defense: forward = the defense's logits, backward =
+    the gradient of the undefended classifier at the defended input (identity for the defense)."""
+
+    def __init__(self, defense: Defense, clf: nn.Module, seed: int):
+        super().__init__()
+        self.defense, self.clf, self.seed = defense, clf, seed
+        self.num_classes = getattr(clf, "num_classes", None)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = self.defense.predict(self.clf, images.detach(), self.seed)
+        seen = out.images if out.images is not None else images.detach()
+        surrogate = self.clf(bpda(images, seen) if out.images is not None else images)
+        # Value of the defense, gradient of the surrogate.
+        return surrogate + (out.logits - surrogate).detach()

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the comparison pipeline and `python -m demo.eval`."""

@@ -1,0 +1,1 @@
+"""Model zoo, loading and the zero-shot classifier."""

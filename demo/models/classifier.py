@@ -1,0 +1,100 @@
+"""Zero-shot CLIP classifier: images in [0,1] -> logits, with CLIP's normalization inside."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..timing import record_pass
+
+# Pretrained CLIPs learn exp(logit_scale) close to 100; TeCoA and PMG-AFT clamp it there too.
+MAX_LOGIT_SCALE = 100.0
+
+
+class ZeroShotClassifier(nn.Module):
+    """normalize -> encode_image -> L2-normalize -> scale * cosine with cached class text features.
+
+    The wrapped CLIP is shared and read-only: its parameters never require grad, so attacks get input
+    gradients without touching (or racing on) the shared weights.
+
+    Args:
+        clip: an open_clip CLIP model (only `encode_image` is used here).
+        mean, std: CLIP's per-channel normalization, applied inside `forward`.
+        text_features: (C, D) L2-normalized class embeddings.
+        classnames: the C class names, in the order of `text_features`.
+        logit_scale: multiplier of cosine similarities.
+    """
+
+    def __init__(
+        self,
+        clip: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        text_features: torch.Tensor,
+        classnames: Sequence[str],
+        logit_scale: float,
+    ):
+        super().__init__()
+        self.clip = clip
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("text_features", text_features.detach(), persistent=False)
+        self.classnames = list(classnames)
+        self.logit_scale = float(min(logit_scale, MAX_LOGIT_SCALE))
+
+    @property
+    def device(self) -> torch.device:
+        return self.text_features.device
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classnames)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std
+
+    def encode(self, images: torch.Tensor, visual: nn.Module | None = None) -> torch.Tensor:
+        """L2-normalized image embeddings; `visual` swaps in another image tower (robust twins)."""
+        record_pass(images.shape[0], torch.is_grad_enabled() and images.requires_grad)
+        tower = visual if visual is not None else self.clip.visual
+        return F.normalize(tower(self.normalize(images)), dim=-1)
+
+    def logits_from_features(self, features: torch.Tensor, text_features: torch.Tensor | None = None) -> torch.Tensor:
+        text = self.text_features if text_features is None else text_features
+        return self.logit_scale * F.normalize(features, dim=-1) @ text.t()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits_from_features(self.encode(images))
+
+    def with_visual(self, visual: nn.Module) -> "ZeroShotClassifier":
+        """The same head (text features, scale) over another image tower."""
+        return _VisualSwap(self, visual)
+
+
+class _VisualSwap(ZeroShotClassifier):
+    def __init__(self, base: ZeroShotClassifier, visual: nn.Module):
+        nn.Module.__init__(self)
+        self.clip = base.clip
+        self.visual = visual
+        self.register_buffer("mean", base.mean, persistent=False)
+        self.register_buffer("std", base.std, persistent=False)
+        self.register_buffer("text_features", base.text_features, persistent=False)
+        self.classnames = base.classnames
+        self.logit_scale = base.logit_scale
+
+    def encode(self, images: torch.Tensor, visual: nn.Module | None = None) -> torch.Tensor:
+        return super().encode(images, visual if visual is not None else self.visual)
+
+
+@torch.no_grad()
+def build_text_features(clip: nn.Module, tokenizer, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    """(C, D) class embeddings: each template filled with the class name, encoded, normalized, averaged."""
+    device = next(clip.parameters()).device
+    feats = []
+    for name in classnames:
+        tokens = tokenizer([t.format(name) for t in templates]).to(device)
+        emb = F.normalize(clip.encode_text(tokens), dim=-1).mean(0)
+        feats.append(F.normalize(emb, dim=-1))
+    return torch.stack(feats)

@@ -1,0 +1,209 @@
+"""Loading CLIPs through open_clip (hub ids, local folders, checkpoint files, the teaching model).
+
+Every model goes through `open_clip.create_model_and_transforms`, so a checkpoint on disk and a hub id
+share one code path. Loaded models are cached, frozen (no parameter requires grad) and never mutated:
+requests only read them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+from urllib.parse import urlparse
+
+import open_clip
+import torch
+import torch.nn as nn
+from PIL import Image
+from torchvision.transforms import functional as TF
+
+from .classifier import ZeroShotClassifier, build_text_features
+from .zoo import DEFAULT_OFFLINE, DEFAULT_ONLINE, ModelSpec, spec_for
+
+log = logging.getLogger(__name__)
+
+MODEL_ENV = "DEMO_MODEL"
+DEFAULT_TEMPLATES = ("a photo of a {}.",)
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be built or its weights could not be read (missing, offline, corrupt)."""
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    # weights_only refuses pickled code: checkpoints are data, never programs.
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("vision_encoder_state_dict", "state_dict", "model"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    return state
+
+
+@dataclass
+class LoadedModel:
+    """A frozen open_clip CLIP plus what is needed to use it in [0,1] pixel space."""
+
+    spec: ModelSpec
+    clip: nn.Module
+    tokenizer: object
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize_mode: str = "shortest"
+    load_seconds: float = 0.0
+    _text_cache: "OrderedDict[tuple, torch.Tensor]" = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.clip.parameters()).device
+
+    def text_features(self, classnames: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch.Tensor:
+        """(C, D) class embeddings, computed once per (labels, templates) and cached (LRU, 64 entries)."""
+        key = (tuple(classnames), tuple(templates))
+        with self._lock:
+            if key in self._text_cache:
+                self._text_cache.move_to_end(key)
+                return self._text_cache[key]
+        feats = build_text_features(self.clip, self.tokenizer, classnames, templates)
+        with self._lock:
+            self._text_cache[key] = feats
+            while len(self._text_cache) > 64:
+                self._text_cache.popitem(last=False)
+        return feats
+
+    def classifier(self, classnames: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> ZeroShotClassifier:
+        clf = ZeroShotClassifier(
+            self.clip, self.mean, self.std, self.text_features(classnames, templates), classnames,
+            float(self.clip.logit_scale.detach().exp()),
+        )
+        clf.model_key, clf.tokenizer, clf.templates = self.key, self.tokenizer, tuple(templates)
+        return clf
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """PIL image -> (1, 3, S, S) float tensor in [0,1] at the model's resolution (no normalization)."""
+        image = image.convert("RGB")
+        if self.resize_mode == "squash":
+            image = image.resize((self.image_size, self.image_size), Image.BICUBIC)
+        else:
+            image = TF.resize(image, self.image_size, interpolation=TF.InterpolationMode.BICUBIC)
+            image = TF.center_crop(image, [self.image_size, self.image_size])
+        return TF.to_tensor(image).unsqueeze(0).to(self.device)
+
+
+def _build(spec: ModelSpec, device: torch.device) -> LoadedModel:
+    start = time.perf_counter()
+    try:
+        clip, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=spec.pretrained, device=device)
+        tokenizer = open_clip.get_tokenizer(spec.arch)
+        if spec.visual_weights:
+            if not Path(spec.visual_weights).is_file():
+                raise FileNotFoundError(f"image-tower weights not found: {spec.visual_weights}")
+            state = _load_state_dict(spec.visual_weights)
+            state = {k[len("visual."):] if k.startswith("visual.") else k: v for k, v in state.items()}
+            clip.visual.load_state_dict(state)
+    except Exception as exc:  # open_clip raises RuntimeError/FileNotFoundError/ValueError/OSError
+        raise ModelLoadError(f"could not load model {spec.key!r} ({spec.arch}): {exc}") from exc
+    clip.eval().requires_grad_(False)
+    cfg = open_clip.get_model_preprocess_cfg(clip)
+    size = cfg.get("size", 224)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return LoadedModel(
+        spec, clip, tokenizer, int(size), tuple(cfg["mean"]), tuple(cfg["std"]),
+        cfg.get("resize_mode", "shortest"), time.perf_counter() - start,
+    )
+
+
+_CACHE: dict[tuple[str, str], LoadedModel] = {}
+_CACHE_LOCK = threading.Lock()
+_KEY_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+
+
+def load_model(name: str, device: torch.device | str | None = None) -> LoadedModel:
+    """Build (once) and return the model `name` (zoo key or ad-hoc id, see `zoo.spec_for`).
+
+    Raises:
+        ValueError: the name is not a known key or a valid id.
+        ModelLoadError: the weights could not be loaded (missing file, hub unreachable, bad checkpoint).
+    """
+    spec = spec_for(name)
+    device = torch.device(device) if device is not None else pick_device()
+    key = (spec.key, str(device))
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
+    with key_lock:  # one build per model even when several requests ask at once
+        if key not in _CACHE:
+            model = _build(spec, device)
+            log.info("loaded %s in %.1fs", spec.key, model.load_seconds)
+            with _CACHE_LOCK:
+                _CACHE[key] = model
+    return _CACHE[key]
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """True when the model hub answers a TCP connection within `timeout` seconds (never hangs)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_model(requested: str | None = None, device: torch.device | str | None = None) -> tuple[LoadedModel, str]:
+    """Load the requested model (argument, else $DEMO_MODEL, else the online default), falling back to
+    the offline teaching model when the hub cannot be reached or loading fails. Returns (model, status)."""
+    name = requested or os.environ.get(MODEL_ENV) or DEFAULT_ONLINE
+    spec = spec_for(name)
+    if spec.online and not _cached_locally(spec) and not hub_reachable():
+        status = f"Model hub not reachable: using the offline teaching model instead of {spec.label}."
+        log.warning(status)
+        return load_model(DEFAULT_OFFLINE, device), status
+    try:
+        model = load_model(name, device)
+        return model, f"Using {spec.label}."
+    except ModelLoadError as exc:
+        if spec.key == DEFAULT_OFFLINE:
+            raise
+        status = f"Could not load {spec.label} ({exc}); using the offline teaching model."
+        log.warning(status)
+        return load_model(DEFAULT_OFFLINE, device), status
+
+
+def _cached_locally(spec: ModelSpec) -> bool:
+    """Whether the hub weights are already in the local Hugging Face cache (then no network is needed)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        repos = {r.repo_id for r in scan_cache_dir().repos}
+    except Exception:
+        return False
+    if spec.arch.startswith("hf-hub:"):
+        return spec.arch[len("hf-hub:"):] in repos
+    try:
+        cfg = open_clip.get_pretrained_cfg(spec.arch, spec.pretrained or "")
+    except Exception:
+        return False
+    return bool(cfg.get("hf_hub")) and cfg["hf_hub"].split("/")[0] + "/" + cfg["hf_hub"].split("/")[1] in repos

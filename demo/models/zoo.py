@@ -1,0 +1,82 @@
+"""The model zoo: which CLIPs the app offers, and which robust twins back the training-time defenses."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import teaching
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one CLIP with open_clip.
+
+    Args:
+        key: short id used by the CLI, the environment variable and the UI.
+        label: human-readable name.
+        arch: open_clip model name, or an `hf-hub:` / `local-dir:` id.
+        pretrained: open_clip pretrained tag or local checkpoint file (None for schema ids).
+        visual_weights: a visual-tower state dict loaded into `model.visual` after building (robust
+            towers distributed as image-tower-only files, as RobustVLM does).
+        base: key of the model whose text tower and tokenizer this one shares (robust twins).
+        twins: defense name -> key of the robust twin (training-time defenses of this model).
+        online: needs the model hub the first time (not cached locally).
+    """
+
+    key: str
+    label: str
+    arch: str
+    pretrained: str | None = None
+    visual_weights: str | None = None
+    base: str | None = None
+    twins: dict[str, str] = field(default_factory=dict)
+    online: bool = True
+    description: str = ""
+
+
+_TEACH = f"local-dir:{teaching.TEACHING_DIR}"
+
+ZOO: dict[str, ModelSpec] = {}
+
+
+def _add(spec: ModelSpec) -> None:
+    ZOO[spec.key] = spec
+
+
+_add(ModelSpec("teaching", "Teaching model (offline, embedded)", _TEACH, online=False,
+               twins={"tecoa": "teaching-tecoa", "fare": "teaching-fare"},
+               description="A small CLIP trained from scratch on the procedural teaching world. It only knows that world."))
+_add(ModelSpec("teaching-tecoa", "Teaching model, TeCoA image tower", _TEACH, online=False, base="teaching",
+               visual_weights=str(teaching.VISUAL_WEIGHTS["tecoa"])))
+_add(ModelSpec("teaching-fare", "Teaching model, FARE image tower", _TEACH, online=False, base="teaching",
+               visual_weights=str(teaching.VISUAL_WEIGHTS["fare"])))
+_add(ModelSpec("vit-b-32", "CLIP ViT-B/32 (LAION-2B)", "ViT-B-32", "laion2b_s34b_b79k",
+               twins={"tecoa": "vit-b-32-tecoa4", "fare": "vit-b-32-fare4"}))
+_add(ModelSpec("vit-b-32-tecoa4", "TeCoA4 ViT-B/32 (LAION-2B)", "hf-hub:chs20/TeCoA4-ViT-B-32-laion2B-s34B-b79K", base="vit-b-32"))
+_add(ModelSpec("vit-b-32-fare4", "FARE4 ViT-B/32 (LAION-2B)", "hf-hub:chs20/FARE4-ViT-B-32-laion2B-s34B-b79K", base="vit-b-32"))
+_add(ModelSpec("vit-b-32-openai", "CLIP ViT-B/32 (OpenAI)", "ViT-B-32-quickgelu", "openai"))
+_add(ModelSpec("vit-l-14-openai", "CLIP ViT-L/14 (OpenAI, GPU recommended)", "ViT-L-14-quickgelu", "openai",
+               twins={"tecoa": "vit-l-14-tecoa4", "fare": "vit-l-14-fare2"}))
+_add(ModelSpec("vit-l-14-tecoa4", "TeCoA4 ViT-L/14", "hf-hub:chs20/tecoa4-clip", base="vit-l-14-openai"))
+_add(ModelSpec("vit-l-14-fare2", "FARE2 ViT-L/14", "hf-hub:chs20/fare2-clip", base="vit-l-14-openai"))
+
+DEFAULT_ONLINE = "vit-b-32"
+DEFAULT_OFFLINE = "teaching"
+
+
+def spec_for(name: str) -> ModelSpec:
+    """A zoo key, or an ad-hoc id: `hf-hub:org/repo`, `local-dir:/path`, a folder with an
+    open_clip_config.json, or `ARCH=/path/to/checkpoint` (e.g. `ViT-B-32=/tmp/ckpt.safetensors`)."""
+    if name in ZOO:
+        return ZOO[name]
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return ModelSpec(name, name, name, online=name.startswith("hf-hub:"))
+    if "=" in name:
+        arch, path = name.split("=", 1)
+        return ModelSpec(name, f"{arch} ({Path(path).name})", arch, path, online=False)
+    if Path(name).is_dir():
+        return ModelSpec(name, Path(name).name, f"local-dir:{name}", online=False)
+    raise ValueError(
+        f"unknown model {name!r}: use one of {', '.join(ZOO)}, an hf-hub:/local-dir: id, a folder with "
+        "open_clip_config.json, or ARCH=/path/to/checkpoint"
+    )

@@ -1,0 +1,92 @@
+"""Wall-clock timing and model-pass counting shared by attacks, defenses and the app."""
+from __future__ import annotations
+
+import contextvars
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+
+def _sync(device: torch.device | None) -> None:
+    # CUDA kernels are asynchronous; without a sync the timer measures only the launch.
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Timings:
+    """Milliseconds per named stage, in insertion order."""
+
+    ms: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, ms: float) -> None:
+        self.ms[name] = self.ms.get(name, 0.0) + ms
+
+    def merge(self, other: "Timings", prefix: str = "") -> None:
+        for k, v in other.ms.items():
+            self.add(prefix + k, v)
+
+    @property
+    def total(self) -> float:
+        return sum(self.ms.values())
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.ms)
+
+
+@contextmanager
+def timer(name: str, timings: Timings, device: torch.device | None = None) -> Iterator[None]:
+    _sync(device)
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        _sync(device)
+        timings.add(name, (time.perf_counter() - start) * 1000.0)
+
+
+@dataclass
+class PassCounter:
+    """Counts image-encoder passes: `forward` images encoded without grad, `grad` images with grad.
+
+    A pass with grad enabled is counted as one forward + one backward, since every such pass in this
+    library is followed by a backward. Counts are in images, so passes per image = count / batch.
+    """
+
+    forward: int = 0
+    grad: int = 0
+    on_pass: "object | None" = None  # optional callable(counter) fired after each encoder call
+
+    @property
+    def total(self) -> int:
+        return self.forward + self.grad
+
+
+_CURRENT = contextvars.ContextVar("demo_pass_counters", default=[])
+
+
+@contextmanager
+def count_passes(on_pass=None) -> Iterator[PassCounter]:
+    """Count encoder passes made in this thread/context; nested counters all see the passes.
+
+    Context variables keep concurrent requests (threads) from seeing each other's counts.
+    """
+    counter = PassCounter(on_pass=on_pass)
+    token = _CURRENT.set(_CURRENT.get() + [counter])
+    try:
+        yield counter
+    finally:
+        _CURRENT.reset(token)
+
+
+def record_pass(n_images: int, with_grad: bool) -> None:
+    for c in _CURRENT.get():
+        if with_grad:
+            c.grad += n_images
+        else:
+            c.forward += n_images
+        if c.on_pass is not None:
+            c.on_pass(c)

@@ -1,0 +1,1 @@
+"""Training commands for the teaching model and its robust variants (`python -m demo.train`)."""

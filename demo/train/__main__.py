@@ -1,0 +1,40 @@
+"""python -m demo.train {clip,tecoa,fare,apt} [options]: train the teaching model and its defenses."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+from ..models import teaching
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m demo.train", description=__doc__)
+    sub = p.add_subparsers(dest="what", required=True)
+    c = sub.add_parser("clip", help="train the teaching CLIP from scratch on the teaching world")
+    c.add_argument("--steps", type=int, default=900)
+    c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--lr", type=float, default=2e-3)
+    c.add_argument("--eval-every", type=int, default=150)
+    for name in ("clip",):
+        s = sub.choices[name]
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--minutes", type=float, default=None, help="stop (and save) after this much wall time")
+        s.add_argument("--out", type=Path, default=teaching.TEACHING_DIR)
+        s.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.what == "clip":
+        from .clip_pretrain import train_clip
+
+        result = train_clip(args.steps, args.batch_size, args.lr, args.seed, args.minutes, args.out, args.eval_every)
+    print(result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

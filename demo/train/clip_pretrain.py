@@ -1,0 +1,75 @@
+"""Train the teaching CLIP from scratch on the teaching world (contrastive image-caption loss).
+
+The recipe is CLIP's (Radford et al., 2021, arXiv 2103.00020): symmetric InfoNCE between image and
+caption embeddings with a learned temperature, AdamW, warm-up then cosine decay. Captions come in
+several templates, some naming only the color or only the shape, so the text tower learns the words
+separately and can compose held-out (color, shape) pairs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import open_clip
+import torch
+
+from .. import world
+from ..models import teaching
+from .common import Clock, contrastive_loss, cosine_lr, save_half, world_classifier, world_loader, zero_shot_accuracy
+
+log = logging.getLogger(__name__)
+
+
+def build_fresh(seed: int) -> tuple[open_clip.CLIP, object]:
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**teaching.MODEL_CFG)
+    tokenizer = open_clip.SimpleTokenizer(context_length=teaching.MODEL_CFG["text_cfg"]["context_length"])
+    return model, tokenizer
+
+
+def train_clip(steps: int, batch_size: int, lr: float, seed: int, minutes: float | None, out_dir, eval_every: int) -> dict:
+    model, tokenizer = build_fresh(seed)
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    clock, history = Clock(minutes), []
+    warmup = max(1, steps // 20)
+    loader = iter(world_loader(batch_size, seed))
+    for step in range(steps):
+        images, _, caps = next(loader)
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, steps, warmup, lr)
+        img, txt, scale = model(images, tokenizer(caps))
+        loss = contrastive_loss(img, txt, scale, caps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, 4.6052)  # exp <= 100, as in CLIP
+        if step % 20 == 0:
+            log.info("step %d/%d loss %.4f scale %.1f %.0fs", step, steps, loss.item(), scale.item(), clock.elapsed)
+        if (step + 1) % eval_every == 0 or step + 1 == steps or clock.expired():
+            model.eval()
+            clf = world_classifier(model, tokenizer)
+            acc = {"step": step + 1, "loss": round(loss.item(), 4), "seconds": round(clock.elapsed),
+                   "seen": zero_shot_accuracy(clf, 500, seed=1, split="seen"),
+                   "held_out": zero_shot_accuracy(clf, 500, seed=2, split="held_out")}
+            history.append(acc)
+            log.info("eval %s", acc)
+            model.train()
+            _save(model, out_dir, {"history": history, "steps": step + 1, "batch_size": batch_size, "lr": lr, "seed": seed})
+        if clock.expired():
+            log.info("time budget reached after %d steps", step + 1)
+            break
+    return history[-1]
+
+
+def _save(model, out_dir, meta: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_half(model.state_dict(), out_dir / "open_clip_model.safetensors", {"training": meta})
+    cfg = {"model_cfg": teaching.MODEL_CFG, "preprocess_cfg": teaching.PREPROCESS_CFG,
+           "world": {"classnames": world.CLASSNAMES, "held_out": sorted(" ".join(p) for p in world.HELD_OUT),
+                     "template": world.EVAL_TEMPLATE}}
+    (out_dir / "open_clip_config.json").write_text(json.dumps(cfg, indent=2))
+    (out_dir / "training_clip.json").write_text(json.dumps(meta, indent=2))

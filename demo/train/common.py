@@ -1,0 +1,89 @@
+"""Shared pieces of the training commands: world data stream, zero-shot evaluation, saving."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, IterableDataset
+
+from .. import world
+from ..models import teaching
+from ..models.classifier import ZeroShotClassifier, build_text_features
+
+log = logging.getLogger(__name__)
+
+
+class WorldStream(IterableDataset):
+    """An endless stream of freshly rendered (images, labels, captions) batches from one seed."""
+
+    def __init__(self, batch_size: int, seed: int, image_size: int = teaching.IMAGE_SIZE, split: str = "seen"):
+        self.batch_size, self.seed, self.image_size, self.split = batch_size, seed, image_size, split
+
+    def __iter__(self):
+        torch.set_num_threads(1)  # the training step owns the other threads
+        step = 0
+        while True:
+            # Seeds never collide with the evaluation seeds (which are < 10_000).
+            yield world.make_batch(self.batch_size, 10_000 + self.seed * 1_000_003 + step, self.image_size, self.split)
+            step += 1
+
+
+def world_loader(batch_size: int, seed: int, split: str = "seen") -> DataLoader:
+    return DataLoader(WorldStream(batch_size, seed, split=split), batch_size=None, num_workers=1, prefetch_factor=4)
+
+
+def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def world_classifier(clip, tokenizer, logit_scale: float | None = None) -> ZeroShotClassifier:
+    feats = build_text_features(clip, tokenizer, world.CLASSNAMES, [world.EVAL_TEMPLATE])
+    scale = float(clip.logit_scale.detach().exp()) if logit_scale is None else logit_scale
+    return ZeroShotClassifier(clip, teaching.MEAN, teaching.STD, feats, world.CLASSNAMES, scale)
+
+
+@torch.no_grad()
+def zero_shot_accuracy(clf: ZeroShotClassifier, n: int = 500, seed: int = 1, split: str = "seen", batch: int = 250) -> float:
+    correct = 0
+    for i in range(0, n, batch):
+        images, labels, _ = world.make_batch(min(batch, n - i), seed * 1000 + i, teaching.IMAGE_SIZE, split)
+        correct += int((clf(images).argmax(1) == labels).sum())
+    return correct / n
+
+
+def save_half(state: dict[str, torch.Tensor], path: Path, meta: dict | None = None) -> None:
+    """fp16 safetensors: halves the shipped size; weights are cast back to fp32 on load."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: (v.detach().half() if v.is_floating_point() else v.detach()).contiguous() for k, v in state.items()}
+    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in (meta or {}).items()})
+
+
+class Clock:
+    def __init__(self, minutes: float | None):
+        self.start, self.limit = time.time(), (minutes * 60 if minutes else None)
+
+    @property
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def expired(self) -> bool:
+        return self.limit is not None and self.elapsed > self.limit
+
+
+def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, captions: list[str]) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE, with identical captions in a batch counted as positives of each other."""
+    logits = scale * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).t()
+    ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    cid = torch.tensor([ids[c] for c in captions])
+    target = (cid[:, None] == cid[None, :]).float()
+    target = target / target.sum(1, keepdim=True)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))

@@ -1,0 +1,1 @@
+"""Figures and images for display (perturbation heatmaps, timing charts)."""

@@ -1,0 +1,17 @@
+"""The procedural teaching world used to train and evaluate the embedded teaching model."""
+from .render import (  # noqa: F401
+    BACKGROUNDS,
+    CLASSNAMES,
+    COLOR_NAMES,
+    EVAL_TEMPLATE,
+    HELD_OUT,
+    HELD_OUT_CLASSES,
+    SEEN_CLASSES,
+    SHAPES,
+    SIZES,
+    Scenes,
+    captions,
+    make_batch,
+    render,
+    sample_scenes,
+)

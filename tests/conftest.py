@@ -1,0 +1,73 @@
+"""Shared fixtures: a tiny random CLIP loaded through the real local-dir path, and the teaching model."""
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("NO_PROXY", "localhost,127.0.0.1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+TINY_CFG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+}
+TINY_LABELS = ["cat", "dog", "car", "tree"]
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A folder in open_clip's local-dir format holding a tiny, randomly initialised CLIP."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    d = tmp_path_factory.mktemp("tiny_clip")
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**TINY_CFG)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "open_clip_model.safetensors"))
+    (d / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": TINY_CFG,
+        "preprocess_cfg": {"size": 32, "mean": [0.48145466, 0.4578275, 0.40821073],
+                           "std": [0.26862954, 0.26130258, 0.27577711], "interpolation": "bicubic",
+                           "resize_mode": "shortest"},
+    }))
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_dir):
+    from demo.models.loading import load_model
+
+    return load_model(f"local-dir:{tiny_dir}", "cpu")
+
+
+@pytest.fixture()
+def tiny_clf(tiny_model):
+    return tiny_model.classifier(TINY_LABELS)
+
+
+@pytest.fixture()
+def tiny_images():
+    g = torch.Generator().manual_seed(0)
+    return torch.round(torch.rand(3, 3, 32, 32, generator=g) * 255) / 255
+
+
+@pytest.fixture(scope="session")
+def teaching_model():
+    from demo.models.loading import load_model
+
+    return load_model("teaching", "cpu")
+
+
+@pytest.fixture(scope="session")
+def world_batch():
+    """A fixed small batch of seen-combination teaching-world images with labels."""
+    from demo import world
+
+    images, labels, _ = world.make_batch(64, seed=4242, image_size=128, split="seen")
+    return images, labels
