@@ -55,11 +55,12 @@ class ZeroShotClassifier(nn.Module):
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.mean) / self.std
 
-    def encode(self, images: torch.Tensor, visual: nn.Module | None = None) -> torch.Tensor:
-        """L2-normalized image embeddings; `visual` swaps in another image tower (robust twins)."""
+    def encode(self, images: torch.Tensor, visual: nn.Module | None = None, normalize: bool = True) -> torch.Tensor:
+        """Image embeddings (L2-normalized unless `normalize=False`); `visual` swaps in another tower."""
         record_pass(images.shape[0], torch.is_grad_enabled() and images.requires_grad)
         tower = visual if visual is not None else self.clip.visual
-        return F.normalize(tower(self.normalize(images)), dim=-1)
+        feats = tower(self.normalize(images))
+        return F.normalize(feats, dim=-1) if normalize else feats
 
     def logits_from_features(self, features: torch.Tensor, text_features: torch.Tensor | None = None) -> torch.Tensor:
         text = self.text_features if text_features is None else text_features
@@ -84,8 +85,8 @@ class _VisualSwap(ZeroShotClassifier):
         self.classnames = base.classnames
         self.logit_scale = base.logit_scale
 
-    def encode(self, images: torch.Tensor, visual: nn.Module | None = None) -> torch.Tensor:
-        return super().encode(images, visual if visual is not None else self.visual)
+    def encode(self, images: torch.Tensor, visual: nn.Module | None = None, normalize: bool = True) -> torch.Tensor:
+        return super().encode(images, visual if visual is not None else self.visual, normalize)
 
 
 @torch.no_grad()
