@@ -84,6 +84,9 @@ class _VisualSwap(ZeroShotClassifier):
         self.register_buffer("text_features", base.text_features, persistent=False)
         self.classnames = base.classnames
         self.logit_scale = base.logit_scale
+        for attr in ("model_key", "tokenizer", "templates"):
+            if hasattr(base, attr):
+                setattr(self, attr, getattr(base, attr))
 
     def encode(self, images: torch.Tensor, visual: nn.Module | None = None, normalize: bool = True) -> torch.Tensor:
         return super().encode(images, visual if visual is not None else self.visual, normalize)
