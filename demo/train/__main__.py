@@ -18,11 +18,20 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--batch-size", type=int, default=128)
     c.add_argument("--lr", type=float, default=2e-3)
     c.add_argument("--eval-every", type=int, default=150)
-    for name in ("clip",):
-        s = sub.choices[name]
+    c.add_argument("--out", type=Path, default=teaching.TEACHING_DIR, help="output folder")
+    for method in ("tecoa", "fare"):
+        r = sub.add_parser(method, help=f"adversarially fine-tune the teaching model's image tower ({method.upper()})")
+        r.add_argument("--steps", type=int, default=200)
+        r.add_argument("--batch-size", type=int, default=64)
+        r.add_argument("--lr", type=float, default=3e-4)
+        r.add_argument("--eps", type=float, default=4.0, help="L-inf budget in /255")
+        r.add_argument("--inner-steps", type=int, default=3)
+        r.add_argument("--inner-alpha", type=float, default=2.0, help="inner PGD step in /255")
+        r.add_argument("--eval-every", type=int, default=50)
+        r.add_argument("--out", type=Path, default=teaching.VISUAL_WEIGHTS[method], help="output .safetensors")
+    for s in sub.choices.values():
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--minutes", type=float, default=None, help="stop (and save) after this much wall time")
-        s.add_argument("--out", type=Path, default=teaching.TEACHING_DIR)
         s.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -32,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         from .clip_pretrain import train_clip
 
         result = train_clip(args.steps, args.batch_size, args.lr, args.seed, args.minutes, args.out, args.eval_every)
+    elif args.what in ("tecoa", "fare"):
+        from .robust import train_robust
+
+        result = train_robust(args.what, args.steps, args.batch_size, args.lr, args.eps / 255, args.inner_steps,
+                              args.inner_alpha / 255, args.seed, args.minutes, args.out, args.eval_every)
     print(result)
     return 0
 

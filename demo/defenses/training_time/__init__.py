@@ -1,1 +1,3 @@
-"""training-time defenses."""
+"""Training-time defenses: robustness trained into the weights (TeCoA, FARE) or the prompt (APT)."""
+from . import tecoa  # noqa: F401
+from . import fare  # noqa: F401

@@ -1,0 +1,26 @@
+"""FARE: unsupervised adversarial fine-tuning of the image embedding.
+
+Reference: Schlarmann, Singh, Croce, Hein. "Robust CLIP: Unsupervised Adversarial Fine-Tuning of
+Vision Embeddings for Robust Large Vision-Language Models". ICML 2024. arXiv 2402.12336.
+
+Online models use the published FARE checkpoints (`hf-hub:chs20/FARE4-ViT-B-32-laion2B-s34B-b79K`,
+`hf-hub:chs20/fare2-clip`); the teaching model uses the image tower trained by
+`python -m demo.train fare` (see demo/train/robust.py for the recipe and its deviations).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...registry import DEFENSES
+from .twin import RobustTwinDefense
+
+
+@DEFENSES.register("fare")
+@dataclass
+class FARE(RobustTwinDefense):
+    title = "FARE (adversarially fine-tuned, unsupervised)"
+    twin = "fare"
+    reference = ("Schlarmann et al., Robust CLIP: Unsupervised Adversarial Fine-Tuning of Vision Embeddings "
+                 "for Robust Large Vision-Language Models, ICML 2024, arXiv 2402.12336")
+    deviation = ("Teaching model: fine-tuned for a few hundred steps on 2 CPU cores with a 3-step inner PGD "
+                 "(the published recipe runs 20k steps with 10-step PGD on ImageNet).")

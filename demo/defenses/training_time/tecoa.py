@@ -1,0 +1,25 @@
+"""TeCoA: text-guided contrastive adversarial fine-tuning of the image tower.
+
+Reference: Mao, Geng, Yang, Wang, Vondrick. "Understanding Zero-Shot Adversarial Robustness for
+Large-Scale Models". ICLR 2023. arXiv 2212.07016.
+
+Online models use the published TeCoA4 checkpoints (`hf-hub:chs20/TeCoA4-ViT-B-32-laion2B-s34B-b79K`,
+`hf-hub:chs20/tecoa4-clip`); the teaching model uses the image tower trained by
+`python -m demo.train tecoa` (see demo/train/robust.py for the recipe and its deviations).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...registry import DEFENSES
+from .twin import RobustTwinDefense
+
+
+@DEFENSES.register("tecoa")
+@dataclass
+class TeCoA(RobustTwinDefense):
+    title = "TeCoA (adversarially fine-tuned, supervised)"
+    twin = "tecoa"
+    reference = "Mao et al., Understanding Zero-Shot Adversarial Robustness for Large-Scale Models, ICLR 2023, arXiv 2212.07016"
+    deviation = ("Teaching model: fine-tuned for a few hundred steps on 2 CPU cores with a 3-step inner PGD "
+                 "(the published recipe runs 20k steps with 10-step PGD on ImageNet).")

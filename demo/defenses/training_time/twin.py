@@ -1,0 +1,46 @@
+"""Shared code of the weight-swap defenses: classify with a robust twin's image tower.
+
+The robust twins (TeCoA, FARE) fine-tune only the image tower; the text tower is the base model's, so
+the base classifier's cached text features are reused and only the image embedding changes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch.nn as nn
+
+from ...models.loading import ModelLoadError, load_model
+from ...models.zoo import ZOO
+from ..base import Defense, DefenseError, DefenseOutput, Paradigm
+
+
+def twin_visual(clf: nn.Module, which: str) -> nn.Module:
+    """The image tower of the `which` twin of the model behind `clf` (loaded once, cached)."""
+    key = getattr(clf, "model_key", None)
+    spec = ZOO.get(key) if key else None
+    twin = spec.twins.get(which) if spec else None
+    if twin is None:
+        raise DefenseError(f"no {which.upper()} weights exist for model {key or 'unknown'!r}; "
+                           f"models with them: {', '.join(k for k, s in ZOO.items() if which in s.twins)}")
+    try:
+        return load_model(twin, clf.device).clip.visual
+    except ModelLoadError as exc:
+        raise DefenseError(f"the {which.upper()} checkpoint for {spec.label} could not be loaded: {exc}") from exc
+
+
+@dataclass
+class RobustTwinDefense(Defense):
+    """Swap in the adversarially fine-tuned image tower. Prediction costs one pass, like the base model;
+    the price was paid at training time. Attacking it adaptively means attacking the robust model itself,
+    so `as_module` is that classifier, exactly."""
+
+    paradigm = Paradigm.TRAINING_TIME
+    twin: ClassVar[str] = ""
+
+    def predict(self, clf, images, seed):
+        robust = clf.with_visual(twin_visual(clf, self.twin))
+        return DefenseOutput(logits=robust(images), changed={"image tower": ZOO[clf.model_key].twins[self.twin]})
+
+    def as_module(self, clf, seed=0):
+        return clf.with_visual(twin_visual(clf, self.twin))
