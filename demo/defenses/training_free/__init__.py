@@ -1,1 +1,5 @@
-"""training-free defenses."""
+"""Training-free defenses: the model is left alone; the input or its embedding is changed."""
+from . import jpeg  # noqa: F401
+from . import bit_depth  # noqa: F401
+from . import median  # noqa: F401
+from . import random_resize_pad  # noqa: F401

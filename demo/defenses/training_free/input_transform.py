@@ -1,0 +1,85 @@
+"""Shared machinery for input-transformation defenses: transform the image, then classify it.
+
+The transforms (JPEG, bit-depth reduction, median filter, random resize-and-pad) have no useful
+gradient: rounding and JPEG quantization are flat almost everywhere, and a median filter or a random
+resize routes the gradient to a few pixels. Adaptive attacks therefore use BPDA (Athalye, Carlini &
+Wagner, ICML 2018): the forward pass applies the real transform, the backward pass treats it as the
+identity. Randomized transforms add EOT: the defended model averages logits over several fresh draws.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn as nn
+
+from ..base import Defense, DefenseError, DefenseOutput, Paradigm, bpda
+
+
+def local_generator(seed: int) -> torch.Generator:
+    # A CPU generator gives the same draws on every device, so a seed means the same thing on a laptop
+    # and on a GPU Space.
+    return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
+def check_images(images: torch.Tensor) -> None:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise DefenseError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
+
+
+@dataclass
+class InputTransformDefense(Defense):
+    """Base class: subclasses implement `transform(images, generator)` -> images in [0,1].
+
+    `eot_draws` is only used by randomized subclasses (they declare it as a field); deterministic
+    transforms need a single draw.
+    """
+
+    paradigm: ClassVar[Paradigm] = Paradigm.TRAINING_FREE
+    differentiable: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def transform(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The transformed images (same shape, in [0,1]); no gradient needed."""
+
+    def changed(self, images: torch.Tensor, transformed: torch.Tensor) -> dict:
+        """Facts to display; by default how far the transform moved each image."""
+        diff = (transformed - images).flatten(1).abs()
+        return {"linf_change": diff.amax(1).tolist(), "mean_abs_change": diff.mean(1).tolist()}
+
+    def predict(self, clf, images, seed):
+        check_images(images)
+        transformed = self.transform(images, local_generator(seed)).clamp(0, 1)
+        return DefenseOutput(logits=clf(transformed), images=transformed, changed=self.changed(images, transformed))
+
+    @property
+    def draws(self) -> int:
+        return int(getattr(self, "eot_draws", 1)) if self.randomized else 1
+
+    def as_module(self, clf, seed: int = 0) -> nn.Module:
+        self.check()
+        return _TransformModule(self, clf, seed)
+
+
+class _TransformModule(nn.Module):
+    """images -> logits through the transform: BPDA backward, EOT over `defense.draws` draws.
+
+    The generator is seeded once and advances with every call, so successive attack steps see fresh
+    random draws (as the defense would at test time) while a whole attack run stays reproducible.
+    """
+
+    def __init__(self, defense: InputTransformDefense, clf: nn.Module, seed: int):
+        super().__init__()
+        self.defense, self.clf = defense, clf
+        self.num_classes = getattr(clf, "num_classes", None)
+        self.generator = local_generator(seed)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = 0.0
+        for _ in range(self.defense.draws):
+            with torch.no_grad():
+                transformed = self.defense.transform(images.detach(), self.generator).clamp(0, 1)
+            logits = logits + self.clf(bpda(images, transformed))
+        return logits / self.defense.draws
