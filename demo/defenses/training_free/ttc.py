@@ -1,0 +1,151 @@
+"""Test-time counterattacks (TTC): Xing, Zhao & Sebe, "CLIP is Strong Enough to Fight Back: Test-time
+Counterattacks towards Zero-shot Adversarial Robustness of CLIP", CVPR 2025 (arXiv 2503.03613)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ...registry import DEFENSES
+from ..base import Defense, DefenseOutput, Paradigm, param
+from .input_transform import check_images, local_generator
+
+
+@dataclass
+class CounterattackPlan:
+    """What the counterattack decided for a batch. `noise` is the random start (before clipping to the
+    image range), `signs[k]` the gradient signs of step k (zero for images not counterattacked)."""
+
+    noise: torch.Tensor
+    signs: list[torch.Tensor]
+    tau: torch.Tensor
+    attacked: torch.Tensor
+    start_features: torch.Tensor  # unnormalized embedding of x + delta_0
+
+
+def _clip_to_image(delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return torch.maximum(torch.minimum(delta, 1.0 - x), -x)
+
+
+@DEFENSES.register("ttc")
+@dataclass
+class TTC(Defense):
+    """Counterattack the input before classifying it, using only the image encoder f (no labels, no text).
+
+    Adversarial images that maximize a classification loss are "falsely stable": their embedding hardly
+    moves under small random noise. So: draw delta_0 ~ U(-eps, eps) and measure
+    tau = ||f(x + delta_0) - f(x)|| / ||f(x)|| on unnormalized embeddings. If tau >= tau_thres the input
+    looks clean and x + delta_0 is classified. Otherwise run `steps` L-inf PGD steps that maximize
+    ||f(x + delta) - f(x)||^2 (push the embedding away from where the attacker left it) and classify
+    x + sum_k w_k delta_k with w_k proportional to exp(beta k), k = 0..steps.
+
+    Adaptive path (`as_module`): EOT over the random start (`eot_draws` fresh draws per call, logits
+    averaged) with exact differentiation through the counterattack. The step signs and the tau branch
+    are piecewise constant in x, so their derivative is zero almost everywhere; the steps are replayed
+    as a differentiable function of x with those signs fixed, which keeps the dependence of the
+    clipping to [0, 1] on x. No BPDA approximation is involved.
+    """
+
+    title = "TTC (test-time counterattacks)"
+    paradigm = Paradigm.TRAINING_FREE
+    differentiable = True
+    randomized = True
+    reference = "Xing, Zhao & Sebe, CVPR 2025 (arXiv 2503.03613)"
+    deviation = ("The adaptive path averages over 2 random starts by default (EOT), to keep adaptive attacks "
+                 "affordable on a CPU. tau uses the defended classifier's own image tower.")
+
+    eps: float = param(4 / 255, lo=0.0, hi=16 / 255, step=1 / 255, unit="/255", label="Counterattack budget",
+                       help="L-inf budget of the random start and of the counterattack.")
+    steps: int = param(2, lo=0, hi=10, step=1, label="Counterattack steps",
+                       help="PGD steps pushing the embedding away from its current place (0: random noise only).")
+    step_size: float = param(1 / 255, lo=0.0, hi=8 / 255, step=1 / 255, unit="/255", label="Step size")
+    tau_thres: float = param(0.2, lo=0.0, hi=2.0, step=0.01, label="tau threshold",
+                             help="Inputs whose embedding moves more than this under noise are treated as clean.")
+    beta: float = param(2.0, lo=0.0, hi=10.0, step=0.5, label="beta",
+                        help="Weights exp(beta k) over the steps: larger beta trusts later steps more.")
+    eot_draws: int = param(2, lo=1, hi=16, step=1, label="EOT draws (adaptive attack)",
+                           help="Random starts averaged per step when an adaptive attack goes through TTC.")
+
+    def weights(self, device) -> torch.Tensor:
+        return torch.softmax(self.beta * torch.arange(self.steps + 1, dtype=torch.float32, device=device), 0)
+
+    def _step(self, delta, sign, x):
+        return _clip_to_image((delta + self.step_size * sign).clamp(-self.eps, self.eps), x)
+
+    def plan(self, clf, x: torch.Tensor, generator: torch.Generator) -> CounterattackPlan:
+        """Run the tau probe and the counterattack on detached images (encoder passes happen here)."""
+        x = x.detach()
+        noise = ((torch.rand(x.shape, generator=generator) * 2 - 1) * self.eps).to(x.device, x.dtype)
+        delta = _clip_to_image(noise, x)
+        with torch.no_grad():
+            clean = clf.encode(x, normalize=False)
+        with torch.enable_grad():
+            delta = delta.requires_grad_(True)
+            feats = clf.encode(x + delta, normalize=False)
+            tau = ((feats - clean).norm(dim=-1) / clean.norm(dim=-1).clamp_min(1e-12)).detach()
+            # Strict inequality as in the official code: at tau == thres the input counts as clean.
+            attacked = tau < self.tau_thres if self.steps > 0 else torch.zeros_like(tau, dtype=torch.bool)
+            signs: list[torch.Tensor] = []
+            if bool(attacked.any()):
+                idx = attacked.nonzero().squeeze(1)
+                loss = (feats[idx] - clean[idx]).pow(2).sum()
+                grad = torch.autograd.grad(loss, delta)[0][idx]
+                d, xs = delta.detach()[idx], x[idx]
+                for k in range(self.steps):
+                    if k > 0:
+                        d = d.requires_grad_(True)
+                        loss = (clf.encode(xs + d, normalize=False) - clean[idx]).pow(2).sum()
+                        grad = torch.autograd.grad(loss, d)[0]
+                    s = torch.zeros_like(x)
+                    s[idx] = grad.sign()
+                    signs.append(s)
+                    d = self._step(d.detach(), s[idx], xs)
+        return CounterattackPlan(noise, signs, tau, attacked, feats.detach())
+
+    def replay(self, x: torch.Tensor, plan: CounterattackPlan) -> torch.Tensor:
+        """The counterattacked images as a differentiable function of x (signs and branch held fixed)."""
+        delta = _clip_to_image(plan.noise, x)
+        if not plan.signs:
+            return x + delta
+        w = self.weights(x.device).to(x.dtype)
+        combined = w[0] * delta
+        for k, s in enumerate(plan.signs):
+            delta = self._step(delta, s, x)
+            combined = combined + w[k + 1] * delta
+        mask = plan.attacked.view(-1, 1, 1, 1)
+        return x + torch.where(mask, combined, _clip_to_image(plan.noise, x))
+
+    def predict(self, clf, images, seed):
+        check_images(images)
+        plan = self.plan(clf, images, local_generator(seed))
+        defended = self.replay(images, plan).clamp(0, 1)
+        # Inputs on the noise branch were already encoded at x + delta_0 during the tau probe.
+        logits = clf.logits_from_features(plan.start_features)
+        if bool(plan.attacked.any()):
+            idx = plan.attacked.nonzero().squeeze(1)
+            logits[idx] = clf(defended[idx])
+        branch = ["counterattack" if a else "random noise" for a in plan.attacked.tolist()]
+        changed = {"tau": plan.tau.tolist(), "tau_thres": self.tau_thres, "branch": branch,
+                   "counterattacked": plan.attacked.tolist()}
+        return DefenseOutput(logits=logits, images=defended, changed=changed)
+
+    def as_module(self, clf, seed: int = 0) -> nn.Module:
+        self.check()
+        return _TTCModule(self, clf, seed)
+
+
+class _TTCModule(nn.Module):
+    def __init__(self, defense: TTC, clf: nn.Module, seed: int):
+        super().__init__()
+        self.defense, self.clf = defense, clf
+        self.num_classes = getattr(clf, "num_classes", None)
+        # Seeded once, advancing per call: each attack step sees fresh random starts.
+        self.generator = local_generator(seed)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = 0.0
+        for _ in range(self.defense.eot_draws):
+            plan = self.defense.plan(self.clf, images, self.generator)
+            logits = logits + self.clf(self.defense.replay(images, plan).clamp(0, 1))
+        return logits / self.defense.eot_draws
