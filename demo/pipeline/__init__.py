@@ -1,0 +1,26 @@
+"""What the app does with one request, as plain library calls (no UI): check the input, run the clean
+prediction, the attack and one defense per paradigm, and the robustness curve."""
+from .compare import (  # noqa: F401
+    COLUMN_KEYS,
+    PARADIGMS,
+    Column,
+    ComparisonResult,
+    Stage,
+    check_request,
+    run_comparison,
+)
+from .curve import UNDEFENDED, CurvePoint, CurveResult, robustness_curve  # noqa: F401
+from .inputs import (  # noqa: F401
+    MAX_DECODE_PIXELS,
+    MAX_LABEL_CHARS,
+    MAX_LABELS,
+    MAX_WORKING_SIDE,
+    USER_ERRORS,
+    InputError,
+    check_labels,
+    load_image,
+    make_attack,
+    make_defense,
+    to_model_input,
+    to_uint8,
+)
