@@ -37,11 +37,11 @@ def train_clip(steps: int, batch_size: int, lr: float, seed: int, minutes: float
     warmup = max(1, steps // 20)
     loader = iter(world_loader(batch_size, seed))
     for step in range(steps):
-        images, _, caps = next(loader)
+        images, _, caps, match = next(loader)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, steps, warmup, lr)
         img, txt, scale = model(images, tokenizer(caps))
-        loss = contrastive_loss(img, txt, scale, caps)
+        loss = contrastive_loss(img, txt, scale, match)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

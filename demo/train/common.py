@@ -30,7 +30,11 @@ class WorldStream(IterableDataset):
         step = 0
         while True:
             # Seeds never collide with the evaluation seeds (which are < 10_000).
-            yield world.make_batch(self.batch_size, 10_000 + self.seed * 1_000_003 + step, self.image_size, self.split)
+            g = torch.Generator().manual_seed(10_000 + self.seed * 1_000_003 + step)
+            scenes = world.sample_scenes(self.batch_size, g, self.split)
+            images = world.render(scenes, self.image_size, g)
+            caps, templates = world.captions(scenes, g, return_templates=True)
+            yield images, scenes.labels, caps, world.caption_match(scenes, templates)
             step += 1
 
 
@@ -79,11 +83,12 @@ class Clock:
         return self.limit is not None and self.elapsed > self.limit
 
 
-def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, captions: list[str]) -> torch.Tensor:
-    """CLIP's symmetric InfoNCE, with identical captions in a batch counted as positives of each other."""
+def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE with multiple positives: every caption that truly describes an image is
+    a positive for it (as in UniCL, Yang et al., CVPR 2022, arXiv 2204.03610), instead of only its own
+    caption. `match[i, j]` says caption j describes image i."""
     logits = scale * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).t()
-    ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
-    cid = torch.tensor([ids[c] for c in captions])
-    target = (cid[:, None] == cid[None, :]).float()
-    target = target / target.sum(1, keepdim=True)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+    m = match.float()
+    i2t = F.cross_entropy(logits, m / m.sum(1, keepdim=True))
+    t2i = F.cross_entropy(logits.t(), (m / m.sum(0, keepdim=True)).t())
+    return 0.5 * (i2t + t2i)

@@ -64,7 +64,7 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
     loader = iter(world_loader(batch_size, seed + 100))
     clock, history = Clock(minutes), []
     for step in range(steps):
-        images, labels, _ = next(loader)
+        images, labels, _, _ = next(loader)
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, steps, warmup, lr)
         if method == "tecoa":

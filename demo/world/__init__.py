@@ -10,6 +10,7 @@ from .render import (  # noqa: F401
     SHAPES,
     SIZES,
     Scenes,
+    caption_match,
     captions,
     make_batch,
     render,

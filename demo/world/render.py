@@ -194,8 +194,8 @@ def render(scenes: Scenes, image_size: int, generator: torch.Generator) -> torch
     return torch.round(img.clamp(0, 1) * 255) / 255
 
 
-def captions(scenes: Scenes, generator: torch.Generator) -> list[str]:
-    """One natural-English caption per scene, with a randomly chosen template."""
+def captions(scenes: Scenes, generator: torch.Generator, return_templates: bool = False):
+    """One natural-English caption per scene, with a randomly chosen template (and its index)."""
     idx = torch.randint(len(CAPTION_TEMPLATES), (len(scenes),), generator=generator).tolist()
     out = []
     for i, t in enumerate(idx):
@@ -207,7 +207,22 @@ def captions(scenes: Scenes, generator: torch.Generator) -> list[str]:
                 bg=BACKGROUNDS[int(scenes.background[i])],
             )
         )
-    return out
+    return (out, torch.tensor(idx)) if return_templates else out
+
+
+def caption_match(scenes: Scenes, templates: torch.Tensor) -> torch.Tensor:
+    """(N, N) bool: caption j is a true description of image i (every attribute it names matches).
+
+    Captions that name fewer attributes describe many images; the training loss counts all of them as
+    positives instead of pushing true descriptions apart.
+    """
+    attrs = {"color": scenes.color, "shape": scenes.shape, "size": scenes.size, "bg": scenes.background}
+    match = torch.ones(len(scenes), len(scenes), dtype=torch.bool)
+    for name, values in attrs.items():
+        named = torch.tensor(["{" + name + "}" in t for t in CAPTION_TEMPLATES])[templates]  # (N,)
+        same = values[:, None] == values[None, :]
+        match &= same | ~named[None, :]
+    return match
 
 
 def make_batch(n: int, seed: int, image_size: int = 128, split: str = "seen") -> tuple[torch.Tensor, torch.Tensor, list[str]]:

@@ -1,0 +1,62 @@
+import time
+
+import open_clip
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from demo.models import loading
+from demo.models.loading import ModelLoadError, load_model, resolve_model
+from demo.models.zoo import spec_for
+
+
+def test_vit_b32_checkpoint_file_loads_through_the_same_path(tmp_path):
+    """A ViT-B-32 checkpoint on disk goes through open_clip.create_model_and_transforms like a hub id."""
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-32", pretrained=None)
+    path = tmp_path / "vit_b32.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    loaded = load_model(f"ViT-B-32={path}", "cpu")
+    assert loaded.image_size == 224
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.clip.state_dict().items()):
+        assert torch.equal(a, b), k
+    clf = loaded.classifier(["cat", "dog"])
+    with torch.no_grad():
+        assert clf(torch.rand(1, 3, 224, 224)).shape == (1, 2)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="could not load"):
+        load_model(f"ViT-B-32={tmp_path / 'nope.pt'}", "cpu")
+
+
+def test_unknown_name_is_a_value_error():
+    with pytest.raises(ValueError, match="unknown model"):
+        spec_for("no-such-model")
+
+
+def test_offline_fallback_is_fast(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    model, status = resolve_model("vit-b-32", "cpu")
+    assert model.key == "teaching"
+    assert "offline teaching model" in status
+    assert time.perf_counter() - start < 15
+
+
+def test_unreachable_hub_never_hangs(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # closed port: refused at once
+    start = time.perf_counter()
+    assert loading.hub_reachable(timeout=1.0) is False
+    assert time.perf_counter() - start < 3
+
+
+def test_preprocess_gives_unnormalized_model_resolution(tiny_model):
+    from PIL import Image
+
+    img = Image.new("RGBA", (50, 80), (255, 0, 0, 128))
+    x = tiny_model.preprocess(img)
+    assert x.shape == (1, 3, 32, 32)
+    assert x.min() >= 0 and x.max() <= 1
+    assert torch.allclose(x[0, 0], torch.ones(32, 32))
