@@ -1,1 +1,3 @@
 """test-time defenses."""
+from . import tpt  # noqa: F401
+from . import rtpt  # noqa: F401
