@@ -212,8 +212,8 @@ def world_attack(teaching_model, world_batch):
 
     clf = teaching_model.classifier(world.CLASSNAMES, (world.EVAL_TEMPLATE,))
     images, labels = world_batch
-    x, y = images[:12], labels[:12]
-    adv = _pgd(clf, x, y, eps=2 / 255, steps=5)
+    x, y = images[:16], labels[:16]
+    adv = _pgd(clf, x, y, eps=4 / 255, steps=10)
     with torch.no_grad():
         clean, robust = (clf(x).argmax(1) == y).float().mean(), (clf(adv).argmax(1) == y).float().mean()
     assert robust < clean, "the attack must work for the comparison to mean anything"

@@ -181,6 +181,7 @@ class TPT(Defense):
         return DefenseOutput(logits=logits.detach(), changed=facts, timings=timings)
 
     def as_module(self, clf: nn.Module, seed: int = 0, eot_samples: int = 1) -> nn.Module:
+        self.check()
         return _TunedModule(self, clf, seed, eot_samples)
 
 
