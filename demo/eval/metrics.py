@@ -1,0 +1,66 @@
+"""Evaluation metrics on predictions and perturbations (all return plain floats for JSON).
+
+Definitions used everywhere in the project (tables, the app, docs/results.md):
+
+- accuracy: fraction of images whose prediction equals the label.
+- robust accuracy: accuracy on the (uint8-quantized) adversarial images.
+- untargeted attack success rate (ASR): among the images the model classifies correctly when clean,
+  the fraction it misclassifies after the attack. Images already wrong when clean are not counted: an
+  attack cannot be credited for them. Hence ASR = 1 - (#correct clean and adversarial) / (#correct clean);
+  when no image becomes correct through the attack (the usual case), ASR = 1 - robust / clean.
+- targeted ASR: among images whose label differs from the target, the fraction predicted as the target.
+- perturbation norms: mean over images of ||adv - clean||_inf and ||adv - clean||_2, pixels in [0,1].
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _preds(x: torch.Tensor) -> torch.Tensor:
+    return x.argmax(1) if x.ndim == 2 else x
+
+
+def accuracy(logits_or_preds: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction correct; accepts (N, C) logits or (N,) predictions."""
+    if labels.numel() == 0:
+        return float("nan")
+    return float((_preds(logits_or_preds).cpu() == labels.cpu()).float().mean())
+
+
+def attack_success_rate(clean: torch.Tensor, adv: torch.Tensor, labels: torch.Tensor) -> float:
+    """Untargeted ASR over the clean-correct images (NaN when the model gets none right)."""
+    clean_ok = _preds(clean).cpu() == labels.cpu()
+    if not bool(clean_ok.any()):
+        return float("nan")
+    fooled = _preds(adv).cpu() != labels.cpu()
+    return float(fooled[clean_ok].float().mean())
+
+
+def targeted_success_rate(adv: torch.Tensor, target: torch.Tensor, labels: torch.Tensor | None = None) -> float:
+    """Fraction of images predicted as their target (images whose label is the target are left out)."""
+    keep = torch.ones_like(target, dtype=torch.bool).cpu() if labels is None else (labels.cpu() != target.cpu())
+    if not bool(keep.any()):
+        return float("nan")
+    return float((_preds(adv).cpu() == target.cpu())[keep].float().mean())
+
+
+def linf_norms(delta: torch.Tensor) -> torch.Tensor:
+    return delta.detach().flatten(1).abs().amax(1).cpu()
+
+
+def l2_norms(delta: torch.Tensor) -> torch.Tensor:
+    return delta.detach().flatten(1).norm(dim=1).cpu()
+
+
+def mean_linf(delta: torch.Tensor) -> float:
+    return float(linf_norms(delta).mean()) if delta.shape[0] else float("nan")
+
+
+def mean_l2(delta: torch.Tensor) -> float:
+    return float(l2_norms(delta).mean()) if delta.shape[0] else float("nan")
+
+
+def fmt_pct(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"

@@ -1,0 +1,262 @@
+"""The evaluation behind `python -m demo.eval`: clean and robust accuracy, attack success, perturbation
+norms and cost, for the undefended model and, optionally, through each defense (oblivious and adaptive).
+
+Oblivious: the attack targets the undefended classifier; its adversarial image is then classified
+through the defense. Adaptive: the attack targets `defense.as_module(clf, seed)`, the differentiable
+path through the defense (BPDA for non-differentiable steps, EOT for randomized ones). Robust accuracy
+is always measured on the uint8-quantized adversarial image. Metric definitions: demo/eval/metrics.py.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .. import world
+from ..attacks import ATTACKS, AttackError, quantize
+from ..defenses import DEFENSES, DefenseError
+from ..models.loading import LoadedModel, ModelLoadError, load_model
+from . import metrics as M
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Evaluation images come from seeds the training streams never use (they start at 10_000), in chunks
+# of fixed size so the first k images are the same whatever --n and --batch-size are.
+WORLD_SEED, WORLD_CHUNK = 5000, 100
+
+
+class EvalError(ValueError):
+    """Bad evaluation input (unknown data source, empty folder, parameter the attack lacks)."""
+
+
+@dataclass
+class Dataset:
+    images: torch.Tensor
+    labels: torch.Tensor
+    classnames: list[str]
+    templates: tuple[str, ...]
+    source: str
+
+
+@dataclass
+class EvalConfig:
+    model: str = "teaching"
+    attack: str = "pgd"
+    params: dict = field(default_factory=dict)  # attack hyperparameters in pixel units
+    n: int = 500
+    seed: int = 0
+    batch_size: int = 50
+    data: str = "world"
+    defenses: list[str] = field(default_factory=list)
+    adaptive: bool = False
+    targeted: bool = False
+    device: str | None = None
+
+
+def load_world(n: int, image_size: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    # Whole chunks are always rendered (scenes are drawn per chunk), then cut to n.
+    parts = [world.make_batch(WORLD_CHUNK, WORLD_SEED + c, image_size, split)[:2] for c in range(-(-n // WORLD_CHUNK))]
+    return torch.cat([p[0] for p in parts])[:n], torch.cat([p[1] for p in parts])[:n]
+
+
+def load_folder(path: Path, model: LoadedModel, n: int) -> Dataset:
+    """FOLDER/<class name>/*.png|jpg; classes are the sorted subfolder names."""
+    if not path.is_dir():
+        raise EvalError(f"--data {path}: not 'world', 'world-held-out' or an existing folder")
+    classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files = [(f, i) for i, c in enumerate(classes) for f in sorted((path / c).iterdir())
+             if f.suffix.lower() in IMAGE_SUFFIXES]
+    if len(classes) < 2 or not files:
+        raise EvalError(f"{path} needs at least 2 class subfolders with .png/.jpg images (found {len(classes)} "
+                        f"folders, {len(files)} images)")
+    if n < len(files):
+        # A fixed subset (independent of --seed), so runs with different attack seeds see the same images.
+        keep = sorted(torch.randperm(len(files), generator=torch.Generator().manual_seed(0))[:n].tolist())
+        files = [files[k] for k in keep]
+    images = torch.cat([model.preprocess(Image.open(f)).cpu() for f, _ in files])
+    labels = torch.tensor([i for _, i in files])
+    return Dataset(images, labels, classes, ("a photo of a {}.",), str(path))
+
+
+def load_data(spec: str, model: LoadedModel, n: int) -> Dataset:
+    if spec in ("world", "world-held-out"):
+        split = "seen" if spec == "world" else "held_out"
+        images, labels = load_world(n, model.image_size, split)
+        return Dataset(images, labels, list(world.CLASSNAMES), (world.EVAL_TEMPLATE,), spec)
+    return load_folder(Path(spec), model, n)
+
+
+def attack_params(name: str, eps: float | None = None, alpha: float | None = None, steps: int | None = None,
+                  extra: dict | None = None) -> dict:
+    """Command-line values -> attack hyperparameters. Fields marked unit "/255" are given in /255 (like
+    the UI) and converted here, once; other fields (an L2 radius, CW's c) are taken as they are."""
+    cls = ATTACKS.get(name)
+    fields = {f.name: f for f in cls.params()}
+    given = {k: v for k, v in {"eps": eps, "alpha": alpha, "steps": steps, **(extra or {})}.items() if v is not None}
+    out = {}
+    for key, value in given.items():
+        if key not in fields:
+            raise EvalError(f"{cls.title or name} has no parameter {key!r}; it takes: {', '.join(fields)}")
+        f = fields[key]
+        if isinstance(f.default, bool):
+            value = str(value).lower() in ("1", "true", "yes", "on") if isinstance(value, str) else bool(value)
+        elif isinstance(f.default, int):
+            value = int(value)
+        else:
+            value = float(value) / 255.0 if f.metadata.get("unit") == "/255" else float(value)
+        out[key] = value
+    return out
+
+
+def _batches(n: int, size: int):
+    for b, start in enumerate(range(0, n, size)):
+        yield b, slice(start, min(start + size, n))
+
+
+class _Acc:
+    """Accumulates per-batch tensors and costs."""
+
+    def __init__(self):
+        self.parts: dict[str, list[torch.Tensor]] = {}
+        self.ms: dict[str, float] = {}
+        self.passes: dict[str, dict[str, float]] = {}
+
+    def add(self, key: str, t: torch.Tensor) -> None:
+        self.parts.setdefault(key, []).append(t.detach().cpu())
+
+    def cost(self, key: str, ms: float, passes: dict, n: int) -> None:
+        """ms: for the whole batch; passes: per image, as attacks and defenses report them."""
+        self.ms[key] = self.ms.get(key, 0.0) + ms
+        total = self.passes.setdefault(key, {"forward": 0.0, "grad": 0.0})
+        for kind in total:
+            total[kind] += n * passes.get(kind, 0.0)
+
+    def per_image(self, key: str, n: int) -> tuple[float, dict]:
+        return self.ms[key] / n, {k: v / n for k, v in self.passes[key].items()}
+
+    def cat(self, key: str) -> torch.Tensor:
+        return torch.cat(self.parts[key])
+
+
+def _attack(atk, module, x, y, target, seed):
+    res = atk(module, x, y, target=target, seed=seed)
+    # Already quantized by the attack; rounding again is a no-op that makes the guarantee local.
+    return quantize(res.adv_images), res
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Run the evaluation and return a JSON-ready dict (see `demo.eval.report` for its rendering)."""
+    start = time.perf_counter()
+    device = torch.device(cfg.device) if cfg.device else None
+    model = load_model(cfg.model, device)
+    data = load_data(cfg.data, model, cfg.n)
+    clf = model.classifier(data.classnames, data.templates)
+    atk = ATTACKS.create(cfg.attack, **cfg.params)
+    if cfg.targeted and not atk.supports_targeted:
+        raise EvalError(f"{atk.title or cfg.attack} has no targeted mode")
+    defenses = {name: DEFENSES.create(name) for name in cfg.defenses}
+    n, C = data.labels.shape[0], len(data.classnames)
+    target_all = None
+    if cfg.targeted:  # a random wrong class per image, fixed by the seed
+        g = torch.Generator().manual_seed(cfg.seed)
+        target_all = (data.labels + torch.randint(1, C, (n,), generator=g)) % C
+
+    acc, errors = _Acc(), {}
+    n_batches = -(-n // cfg.batch_size)
+    for b, sl in _batches(n, cfg.batch_size):
+        log.info("batch %d/%d (%.0f s)", b + 1, n_batches, time.perf_counter() - start)
+        x, y = data.images[sl].to(model.device), data.labels[sl].to(model.device)
+        tgt = None if target_all is None else target_all[sl].to(model.device)
+        seed = cfg.seed + b
+        with torch.no_grad():
+            acc.add("clean", clf(x))
+        adv, res = _attack(atk, clf, x, y, tgt, seed)
+        acc.cost("attack", res.timings.ms["attack"], res.passes, len(y))
+        acc.add("delta", adv - x)
+        with torch.no_grad():
+            acc.add("adv", clf(adv))
+        for name, d in defenses.items():
+            if name in errors:
+                continue
+            try:
+                out = d(clf, x, seed)
+                acc.add(f"{name}/clean", out.logits)
+                # Only the outer "defense" stage: predict may add its own sub-stages, which it already contains.
+                acc.cost(f"{name}/defense", out.timings.ms["defense"], out.passes, len(y))
+                acc.add(f"{name}/oblivious", d(clf, adv, seed).logits)
+                if cfg.adaptive:
+                    module = d.as_module(clf, seed)
+                    if module is clf:  # the defense is the identity: the undefended attack is the adaptive one
+                        adv_d, res_d = adv, res
+                    else:
+                        adv_d, res_d = _attack(atk, module, x, y, tgt, seed)
+                    acc.cost(f"{name}/adaptive", res_d.timings.ms["attack"], res_d.passes, len(y))
+                    acc.add(f"{name}/adaptive", d(clf, adv_d, seed).logits)
+                    acc.add(f"{name}/adaptive_delta", adv_d - x)
+            except (DefenseError, ModelLoadError, AttackError) as exc:
+                errors[name] = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # one broken defense must not cost the other rows; the table says why
+                log.exception("defense %s failed", name)
+                errors[name] = f"{type(exc).__name__}: {exc}"
+
+    labels = data.labels
+    clean, adv_logits, delta = acc.cat("clean"), acc.cat("adv"), acc.cat("delta")
+    undefended = {
+        "clean_accuracy": M.accuracy(clean, labels),
+        "robust_accuracy": M.accuracy(adv_logits, labels),
+        "attack_success_rate": M.attack_success_rate(clean, adv_logits, labels),
+        "mean_linf": M.mean_linf(delta),
+        "mean_l2": M.mean_l2(delta),
+    }
+    undefended["ms_per_image"], undefended["passes_per_image"] = acc.per_image("attack", n)
+    if target_all is not None:
+        undefended["targeted_success_rate"] = M.targeted_success_rate(adv_logits, target_all, labels)
+    rows = []
+    for name, d in defenses.items():
+        row = {"name": name, "title": d.title or name, "paradigm": d.paradigm.value,
+               "differentiable": d.differentiable, "randomized": d.randomized}
+        if name in errors:
+            row["error"] = errors[name]
+        else:
+            d_clean, d_obl = acc.cat(f"{name}/clean"), acc.cat(f"{name}/oblivious")
+            row.update({
+                "clean_accuracy": M.accuracy(d_clean, labels),
+                "robust_accuracy_oblivious": M.accuracy(d_obl, labels),
+                "attack_success_rate_oblivious": M.attack_success_rate(d_clean, d_obl, labels),
+            })
+            row["ms_per_image"], row["passes_per_image"] = acc.per_image(f"{name}/defense", n)
+            if cfg.adaptive:
+                d_ad = acc.cat(f"{name}/adaptive")
+                row.update({
+                    "robust_accuracy_adaptive": M.accuracy(d_ad, labels),
+                    "attack_success_rate_adaptive": M.attack_success_rate(d_clean, d_ad, labels),
+                    "adaptive_mean_linf": M.mean_linf(acc.cat(f"{name}/adaptive_delta")),
+                    "adaptive_mean_l2": M.mean_l2(acc.cat(f"{name}/adaptive_delta")),
+                })
+                row["adaptive_attack_ms_per_image"], row["adaptive_attack_passes_per_image"] = acc.per_image(
+                    f"{name}/adaptive", n)
+        rows.append(row)
+
+    return {
+        "model": {"key": model.key, "label": model.spec.label, "image_size": model.image_size},
+        "data": {"source": data.source, "n": n, "num_classes": C, "templates": list(data.templates)},
+        "attack": {"name": cfg.attack, "title": atk.title or cfg.attack, "norm": atk.norm, "budget": atk.budget,
+                   "params": {f.name: getattr(atk, f.name) for f in atk.params()},
+                   "units": {f.name: f.metadata.get("unit", "") for f in atk.params()}, "targeted": cfg.targeted},
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "adaptive": cfg.adaptive,
+        "device": str(model.device),
+        "threads": torch.get_num_threads(),
+        "undefended": undefended,
+        "defenses": rows,
+        "per_image": {"labels": labels.tolist(), "clean_pred": clean.argmax(1).tolist(),
+                      "adv_pred": adv_logits.argmax(1).tolist(),
+                      "target": None if target_all is None else target_all.tolist()},
+        "seconds": time.perf_counter() - start,
+    }
