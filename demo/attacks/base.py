@@ -46,20 +46,36 @@ def quantize_in_budget(adv: torch.Tensor, clean: torch.Tensor, eps: float | None
 
     Clean images from uploads already lie on the uint8 grid; then rounding the perturbation towards
     zero keeps |delta| <= eps exactly for L-inf. For L2 the rounded delta can grow by half a level per
-    pixel, so it is shrunk until it fits.
+    pixel, so it is scaled down until it fits.
     """
     q_clean = quantize(clean)
     delta = adv - q_clean
-    q = q_clean + torch.trunc(delta * 255.0) / 255.0 if norm == "linf" else quantize(adv)
+    if norm == "linf":
+        # Float error puts a pixel at the boundary at 3.9999998/255 instead of 4/255; plain truncation
+        # would drop it a whole level (most of an FGSM or PGD perturbation sits at the boundary). So
+        # values within 1e-4 of a level count as on it, and the level is then capped at the budget.
+        levels = torch.trunc(delta * 255.0 + torch.sign(delta) * 1e-4)
+        if eps is not None:
+            cap = float(int(eps * 255.0 + 1e-4))
+            levels = levels.clamp(-cap, cap)
+        q = q_clean + levels / 255.0
+    else:
+        q = quantize(adv)
     q = q.clamp(0, 1)
     if eps is not None and norm == "l2":
-        for _ in range(8):
-            n = (q - q_clean).flatten(1).norm(dim=1)
-            over = n > eps + 1e-6
-            if not bool(over.any()):
-                break
-            shrink = (eps / n.clamp_min(1e-12)).clamp(max=1.0).view(-1, 1, 1, 1)
-            q = torch.where(over.view(-1, 1, 1, 1), quantize(q_clean + (q - q_clean) * shrink * 0.999), q)
+        over = (q - q_clean).flatten(1).norm(dim=1) > eps + 1e-6
+        if bool(over.any()):
+            # Rounding adds noise of norm ~sqrt(pixels/12)/255 whatever the scale (0.25 at 128 px), so
+            # shrinking the rounded delta does not converge. Bisect the scale of the continuous delta
+            # instead; scale 0 (the clean image) always fits, so the result always does.
+            base, d = q_clean[over], delta[over]
+            lo = torch.zeros(d.shape[0], 1, 1, 1, device=d.device, dtype=d.dtype)
+            hi = torch.ones_like(lo)
+            for _ in range(20):
+                mid = (lo + hi) / 2
+                fits = (quantize(base + d * mid) - base).flatten(1).norm(dim=1).view(-1, 1, 1, 1) <= eps + 1e-6
+                lo, hi = torch.where(fits, mid, lo), torch.where(fits, hi, mid)
+            q[over] = quantize(base + d * lo)
     return q
 
 
@@ -133,7 +149,9 @@ class Attack(abc.ABC):
         images = quantize(images.detach())  # images are 8-bit; the budget is measured from the 8-bit clean image
         timings = Timings()
         generator = torch.Generator(device=images.device).manual_seed(int(seed))
-        was_training = model.training
+        # Restore every submodule's own flag afterwards: a wrapper built in training mode (the nn.Module
+        # default) must not switch the shared, frozen CLIP's BatchNorm to batch statistics on the way out.
+        modes = [(m, m.training) for m in model.modules()]
         model.eval()
         try:
             with count_passes() as counter, timer("attack", timings, images.device):
@@ -141,7 +159,8 @@ class Attack(abc.ABC):
                     adv, history = self.perturb(model, images.detach(), labels, target, generator, progress)
                 adv = quantize_in_budget(adv.detach(), images.detach(), self.budget, self.norm)
         finally:
-            model.train(was_training)
+            for m, training in modes:
+                m.training = training
         n = images.shape[0]
         return AttackResult(adv, adv - images.detach(), history, timings, _per_image(counter, n), {"norm": self.norm})
 
