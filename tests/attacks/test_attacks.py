@@ -194,3 +194,46 @@ def test_embedding_pgd_moves_embedding_more_than_random_noise(tiny_clf, tiny_ima
         d_adv = (tiny_clf.encode(res.adv_images, normalize=False) - clean).pow(2).sum(1)
         d_noise = (tiny_clf.encode(quantize(noise), normalize=False) - clean).pow(2).sum(1)
     assert bool((d_adv > d_noise).all())
+
+
+def test_quantization_keeps_boundary_pixels_at_the_budget():
+    # FGSM/PGD put most pixels exactly at +-eps; float error must not cost them a whole level.
+    from demo.attacks.base import quantize_in_budget
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.round(torch.rand(2, 3, 64, 64, generator=g) * 255) / 255
+    for e in (1, 4, 8):
+        eps = e / 255
+        adv = (x + torch.sign(torch.rand(x.shape, generator=g) - 0.5) * eps).clamp(0, 1)
+        q = quantize_in_budget(adv, x, eps, "linf")
+        inside = ((x >= eps) & (x <= 1 - eps))  # pixels the [0,1] clamp leaves alone
+        levels = ((q - x).abs() * 255)[inside]
+        assert float((levels - e).abs().max()) < 1e-3
+        assert float((q - x).abs().max()) <= eps + 1e-6
+
+
+def test_l2_quantization_respects_the_budget_on_large_images():
+    # Rounding noise alone has norm ~0.25 at 3x128x128: shrinking the rounded delta cannot converge.
+    from demo.attacks.base import quantize_in_budget
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.round(torch.rand(2, 3, 128, 128, generator=g) * 255) / 255
+    d = torch.randn(x.shape, generator=g)
+    for eps in (0.5, 4.0):
+        adv = x + d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * eps
+        adv = x + (adv.clamp(0, 1) - x)
+        q = quantize_in_budget(adv, x, eps, "l2")
+        n = (q - x).flatten(1).norm(dim=1)
+        assert float(n.max()) <= eps + 1e-5
+        assert float(n.min()) > 0.5 * eps, "the perturbation must survive quantization"
+        assert float((q * 255 - torch.round(q * 255)).abs().max()) < 1e-3
+
+
+def test_attack_restores_each_submodule_mode(tiny_model, tiny_images):
+    # A fresh classifier is in training mode (the nn.Module default) while the shared CLIP is in eval
+    # mode; the attack must leave both as they were (BatchNorm towers would switch to batch statistics).
+    clf = tiny_model.classifier(["cat", "dog", "car"])
+    assert clf.training and not tiny_model.clip.training
+    make("pgd")(clf, tiny_images, torch.zeros(3, dtype=torch.long))
+    assert clf.training
+    assert not any(m.training for m in tiny_model.clip.modules())
