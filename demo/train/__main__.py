@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--lr", type=float, default=2e-3)
     c.add_argument("--eval-every", type=int, default=150)
     c.add_argument("--out", type=Path, default=teaching.TEACHING_DIR, help="output folder")
+    c.add_argument("--init", type=Path, default=None, help="start from the weights in this folder")
     for method in ("tecoa", "fare"):
         r = sub.add_parser(method, help=f"adversarially fine-tune the teaching model's image tower ({method.upper()})")
         r.add_argument("--steps", type=int, default=200)
@@ -29,6 +30,13 @@ def main(argv: list[str] | None = None) -> int:
         r.add_argument("--inner-alpha", type=float, default=2.0, help="inner PGD step in /255")
         r.add_argument("--eval-every", type=int, default=50)
         r.add_argument("--out", type=Path, default=teaching.VISUAL_WEIGHTS[method], help="output .safetensors")
+    a = sub.add_parser("apt", help="adversarial prompt tuning of a 4-token text context on the TeCoA tower")
+    a.add_argument("--steps", type=int, default=150)
+    a.add_argument("--batch-size", type=int, default=64)
+    a.add_argument("--lr", type=float, default=2e-3)
+    a.add_argument("--eps", type=float, default=4.0, help="L-inf budget in /255")
+    a.add_argument("--eval-every", type=int, default=50)
+    a.add_argument("--out", type=Path, default=teaching.APT_PROMPT, help="output .safetensors")
     for s in sub.choices.values():
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--minutes", type=float, default=None, help="stop (and save) after this much wall time")
@@ -40,12 +48,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "clip":
         from .clip_pretrain import train_clip
 
-        result = train_clip(args.steps, args.batch_size, args.lr, args.seed, args.minutes, args.out, args.eval_every)
+        result = train_clip(args.steps, args.batch_size, args.lr, args.seed, args.minutes, args.out, args.eval_every,
+                            args.init)
     elif args.what in ("tecoa", "fare"):
         from .robust import train_robust
 
         result = train_robust(args.what, args.steps, args.batch_size, args.lr, args.eps / 255, args.inner_steps,
                               args.inner_alpha / 255, args.seed, args.minutes, args.out, args.eval_every)
+    elif args.what == "apt":
+        from .apt import train_apt
+
+        result = train_apt(args.steps, args.batch_size, args.lr, args.eps / 255, args.seed, args.minutes, args.out,
+                           args.eval_every)
     print(result)
     return 0
 

@@ -27,8 +27,13 @@ def build_fresh(seed: int) -> tuple[open_clip.CLIP, object]:
     return model, tokenizer
 
 
-def train_clip(steps: int, batch_size: int, lr: float, seed: int, minutes: float | None, out_dir, eval_every: int) -> dict:
+def train_clip(steps: int, batch_size: int, lr: float, seed: int, minutes: float | None, out_dir, eval_every: int,
+               init=None) -> dict:
     model, tokenizer = build_fresh(seed)
+    if init is not None:  # continue from an earlier run's weights (a new schedule, new data seeds)
+        from safetensors.torch import load_file
+
+        model.load_state_dict({k: v.float() for k, v in load_file(str(init / "open_clip_model.safetensors")).items()})
     model.train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]

@@ -1,3 +1,4 @@
 """Training-time defenses: robustness trained into the weights (TeCoA, FARE) or the prompt (APT)."""
 from . import tecoa  # noqa: F401
 from . import fare  # noqa: F401
+from . import apt  # noqa: F401
