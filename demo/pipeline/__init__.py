@@ -1,14 +1,6 @@
 """What the app does with one request, as plain library calls (no UI): check the input, run the clean
 prediction, the attack and one defense per paradigm, and the robustness curve."""
-from .compare import (  # noqa: F401
-    COLUMN_KEYS,
-    PARADIGMS,
-    Column,
-    ComparisonResult,
-    Stage,
-    check_request,
-    run_comparison,
-)
+from .compare import COLUMN_KEYS, PARADIGMS, check_request, classify, run_comparison, run_defenses  # noqa: F401
 from .curve import UNDEFENDED, CurvePoint, CurveResult, robustness_curve  # noqa: F401
 from .inputs import (  # noqa: F401
     MAX_DECODE_PIXELS,
@@ -24,3 +16,4 @@ from .inputs import (  # noqa: F401
     to_model_input,
     to_uint8,
 )
+from .results import Column, ComparisonResult, Stage  # noqa: F401

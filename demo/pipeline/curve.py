@@ -13,7 +13,7 @@ import torch
 
 from ..defenses.base import Paradigm
 from ..models.loading import LoadedModel
-from .compare import PARADIGMS, ProgressFn, _Progress, check_image, check_request
+from .compare import ProgressFn, _Progress, check_image, check_request
 from .inputs import InputError
 
 MAX_CURVE_POINTS = 12
@@ -83,7 +83,7 @@ def robustness_curve(
     eps_values = check_eps_values(eps_values, eps_field.metadata.get("hi"))
     image = check_image(image).to(loaded.device)
     clf = loaded.classifier(labels)
-    chosen = [(p, defense_objs[p]) for p in PARADIGMS if defense_objs[p].name != "none"]
+    chosen = [(p, d) for p, d in defense_objs.items() if d.name != "none"]
     if true_label is None:
         with torch.no_grad():
             true_label = int(clf(image).argmax(-1))

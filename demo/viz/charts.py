@@ -24,12 +24,17 @@ def timing_chart(stages: Sequence[tuple[str, float, float, float]], title: str =
     ax.set_xlabel("milliseconds", fontsize=9)
     ax.set_title(title, fontsize=10)
     top = float(ms.max()) if len(ms) else 1.0
-    ax.set_xlim(0, max(top, 1e-3) * 1.45)
+    ax.set_xlim(0, max(top, 1e-3) * 1.05)
     for i, (_, t, fwd, grad) in enumerate(stages):
         parts = [f"{fwd:g} forward"] if fwd else []
         parts += [f"{grad:g} forward+backward"] if grad else []
         passes = " + ".join(parts) or "no model pass"
-        ax.text(float(t) + top * 0.01, i, f"{float(t):,.0f} ms · {passes}", va="center", fontsize=7)
+        text = f"{float(t):,.0f} ms · {passes}"
+        # Long bars carry their label inside, short ones just after their end: nothing runs off the chart.
+        if float(t) > 0.55 * top:
+            ax.text(float(t) - top * 0.01, i, text, va="center", ha="right", fontsize=7, color="white")
+        else:
+            ax.text(float(t) + top * 0.01, i, text, va="center", ha="left", fontsize=7)
     ax.tick_params(axis="x", labelsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     return to_array(fig)

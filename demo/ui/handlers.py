@@ -1,0 +1,331 @@
+"""Event handlers: plain functions from component values to component values.
+
+Each handler parses what the components hold (label text, /255 sliders, JSON parameter text, an image
+file), calls the library and converts the result with `views`. This is the only place where "/255"
+values become pixel units. Errors written for users become `gr.Error`, so the page shows them and the
+server keeps serving. The model set a visitor may choose from (`allowed`) is passed in by the page.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+import gradio as gr
+
+from .. import pipeline
+from ..pipeline import PARADIGMS, USER_ERRORS, InputError
+from ..registry import ATTACKS, DEFENSES
+from ..viz import curve_chart
+from . import views
+from .jobs import Cancelled
+from .models import get_model, is_teaching
+from .views import ColumnView
+
+log = logging.getLogger(__name__)
+
+AUTO_TRUE = "(clean prediction)"
+NO_TARGET = "(none: untargeted)"
+OBLIVIOUS, ADAPTIVE = "oblivious", "adaptive"
+DEFAULT_CURVE_EPS = "0, 1, 2, 4, 8"
+MAX_SEED = 2**32 - 1
+Progress = Callable[[float, str], None] | None
+
+
+def user_errors(fn):
+    """Show library errors meant for users as gr.Error; log anything else and say so plainly."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (gr.Error, Cancelled):
+            raise
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc), title="Please check the input") from exc
+        except torch.OutOfMemoryError as exc:
+            raise gr.Error("Out of memory: try fewer steps, fewer labels or fewer views.") from exc
+        except Exception as exc:
+            log.exception("%s failed", fn.__name__)
+            raise gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). The app is still running; "
+                           "try again or change the settings.") from exc
+    return wrapper
+
+
+# ---------------------------------------------------------------------------------- parsing values
+
+def parse_labels(text: str | None) -> list[str]:
+    """One label per line; a single line is split on commas."""
+    text = (text or "").strip()
+    parts = text.splitlines() if "\n" in text else text.split(",")
+    return [p.strip() for p in parts if p.strip()]
+
+
+def label_index(value: str | None, labels: list[str], what: str) -> int | None:
+    """A dropdown's label -> its index; the 'automatic' entries and empty values mean None."""
+    value = (value or "").strip()
+    if value in ("", AUTO_TRUE, NO_TARGET):
+        return None
+    if value in labels:
+        return labels.index(value)
+    folded = [label.lower() for label in labels]
+    if value.lower() in folded:
+        return folded.index(value.lower())
+    raise InputError(f"The {what} {value!r} is not one of the labels; pick it from the list or add it to the labels.")
+
+
+def parse_seed(seed) -> int:
+    try:
+        value = float(seed if seed is not None else 0)
+    except (TypeError, ValueError):
+        raise InputError(f"The seed must be a whole number, got {seed!r}.") from None
+    if not value.is_integer() or not 0 <= value <= MAX_SEED:
+        raise InputError(f"The seed must be a whole number between 0 and {MAX_SEED}, got {seed!r}.")
+    return int(value)
+
+
+def parse_json(text: str | dict | None, what: str) -> dict:
+    if isinstance(text, dict):
+        return text
+    if not text or not str(text).strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"The {what} are not valid JSON ({exc.msg} at character {exc.pos}).") from None
+    if not isinstance(data, dict):
+        raise InputError(f"The {what} must be a JSON object such as {{\"name\": {{\"param\": value}}}}.")
+    return data
+
+
+def from_ui_units(cls, values: dict) -> dict:
+    """UI values -> library values: parameters shown in /255 are divided by 255."""
+    units = {f.name: f.metadata.get("unit", "") for f in cls.params()}
+    out = {}
+    for key, value in values.items():
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        out[key] = value / 255.0 if numeric and units.get(key) == "/255" else value
+    return out
+
+
+def attack_settings(name: str, eps, steps, extra: str | dict | None) -> tuple[str, dict]:
+    """(attack name, parameters in pixel units) from the eps/steps sliders and the extra-parameters JSON."""
+    if name not in ATTACKS:
+        raise InputError(f"Unknown attack {name!r}; choose one of: {', '.join(ATTACKS.names())}.")
+    cls = ATTACKS.get(name)
+    params = dict(parse_json(extra, "attack parameters"))
+    fields = {f.name for f in cls.params()}
+    if "eps" in fields and eps is not None:
+        params["eps"] = eps
+    if "steps" in fields and steps is not None:
+        params["steps"] = steps
+    return name, from_ui_units(cls, params)
+
+
+def defense_settings(training_time: str | None, test_time: str | None, training_free: str | None,
+                     params_json: str | dict | None) -> dict:
+    """{paradigm: (defense name, parameters in pixel units)}; parameters are keyed by defense name."""
+    given = parse_json(params_json, "defense parameters")
+    out = {}
+    for paradigm, name in zip(PARADIGMS, (training_time, test_time, training_free)):
+        name = name or "none"
+        if name not in DEFENSES:
+            raise InputError(f"Unknown defense {name!r}; choose one of: {', '.join(DEFENSES.names())}.")
+        params = given.get(name, {})
+        if not isinstance(params, dict):
+            raise InputError(f"The parameters of {name!r} must be a JSON object, got {params!r}.")
+        out[paradigm] = (name, from_ui_units(DEFENSES.get(name), params))
+    return out
+
+
+def image_tensor(loaded, image) -> torch.Tensor:
+    """An uploaded file path, PIL image or array -> the model's (1, 3, S, S) input."""
+    if image is None or (isinstance(image, str) and not image.strip()):
+        raise InputError("No image yet: upload or paste one, or pick an example.")
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image.astype(np.uint8) if image.dtype != np.uint8 else image)
+    return pipeline.to_model_input(loaded, image if isinstance(image, Image.Image) else Path(image))
+
+
+def _model(model_key: str, allowed: set[str]):
+    return get_model(model_key, allowed)[0]
+
+
+# ------------------------------------------------------------------------------------- handlers
+
+@user_errors
+def select_model(model_key: str, *, allowed: set[str]) -> tuple[str, bool]:
+    """(status line, whether the teaching model is the one in use)."""
+    model, status = get_model(model_key, allowed)
+    device = "GPU" if model.device.type == "cuda" else "CPU"
+    return f"**Model:** {model.spec.label} on {device}. {status if not status.startswith('Using') else ''}".strip(), \
+        is_teaching(model)
+
+
+@user_errors
+def classify(image, labels_text: str, true_label: str, model_key: str, *, allowed: set[str]) -> ColumnView:
+    loaded = _model(model_key, allowed)
+    labels = pipeline.check_labels(parse_labels(labels_text))
+    column = pipeline.classify(loaded, image_tensor(loaded, image), labels, label_index(true_label, labels, "true label"))
+    return views.column_view(column, assumed=label_index(true_label, labels, "true label") is None)
+
+
+class AttackView(NamedTuple):
+    clean: ColumnView
+    attacked: ColumnView
+    heatmap: np.ndarray
+    adversarial_file: str
+    summary: str
+
+
+class DefendView(NamedTuple):
+    training_time: ColumnView
+    test_time: ColumnView
+    training_free: ColumnView
+    changes: np.ndarray | None
+    timing_chart: np.ndarray
+    timing_table: list
+    summary: str
+
+
+class CompareView(NamedTuple):
+    clean: ColumnView
+    attacked: ColumnView
+    training_time: ColumnView
+    test_time: ColumnView
+    training_free: ColumnView
+    heatmap: np.ndarray
+    changes: np.ndarray | None
+    timing_chart: np.ndarray
+    timing_table: list
+    adversarial_file: str
+    results_file: str
+    summary: str
+
+
+class CurveView(NamedTuple):
+    chart: np.ndarray
+    table: list
+    results_file: str
+
+
+def flat(view: tuple) -> tuple:
+    """A view with nested ColumnViews -> the flat tuple of component values, in order."""
+    out: list = []
+    for item in view:
+        out.extend(item if isinstance(item, ColumnView) else (item,))
+    return tuple(out)
+
+
+def _eps_text(name: str, params: dict) -> str:
+    eps = params.get("eps")
+    unit = next((f.metadata.get("unit", "") for f in ATTACKS.get(name).params() if f.name == "eps"), "")
+    steps = f", {params['steps']} steps" if "steps" in params else ""
+    if eps is None:
+        return steps
+    return (f", eps {eps * 255:g}/255" if unit == "/255" else f", eps {eps:g}") + steps
+
+
+def _linf_budget(name: str, params: dict) -> float | None:
+    return params.get("eps") if ATTACKS.get(name).norm == "linf" else None
+
+
+def _request(image, labels_text, true_label, target, model_key, allowed):
+    loaded = _model(model_key, allowed)
+    labels = pipeline.check_labels(parse_labels(labels_text))
+    return (loaded, image_tensor(loaded, image), labels, label_index(true_label, labels, "true label"),
+            label_index(target, labels, "target label"))
+
+
+@user_errors
+def attack(image, labels_text, true_label, model_key, attack_name, eps, steps, target, seed,
+           attack_params="", *, allowed: set[str], progress: Progress = None) -> AttackView:
+    loaded, x, labels, true_idx, target_idx = _request(image, labels_text, true_label, target, model_key, allowed)
+    name, params = attack_settings(attack_name, eps, steps, attack_params)
+    result = pipeline.run_comparison(loaded, x, labels, true_idx, name, params, target_idx, None, False,
+                                     parse_seed(seed), progress)
+    folder = views.new_download_dir()
+    adv_file = views.write_png(folder, f"adversarial_{views.safe_name(name)}.png", pipeline.to_uint8(result.adversarial))
+    assumed = true_idx is None
+    return AttackView(views.column_view(result.column("clean"), assumed),
+                      views.column_view(result.column("attacked"), assumed),
+                      views.perturbation_figure(result, _linf_budget(name, params)), adv_file,
+                      views.attack_summary(result, ATTACKS.get(name).title or name, _eps_text(name, params)))
+
+
+@user_errors
+def defend(image, adversarial, labels_text, true_label, model_key, training_time, test_time, training_free,
+           defense_params="", seed=0, *, allowed: set[str], progress: Progress = None) -> DefendView:
+    """Classify `adversarial` (or `image` when there is none) through one defense per paradigm; the true
+    label defaults to the clean prediction on `image`."""
+    loaded, x, labels, true_idx, _ = _request(image, labels_text, true_label, None, model_key, allowed)
+    attacked = image_tensor(loaded, adversarial) if adversarial is not None else x
+    columns, stages, _ = pipeline.run_defenses(
+        loaded, attacked, labels, true_idx, defense_settings(training_time, test_time, training_free, defense_params),
+        parse_seed(seed), progress, reference=x)
+    assumed = true_idx is None
+    defended = columns[1:]
+    return DefendView(*(views.column_view(c, assumed) for c in defended), views.changes_figure(defended),
+                      views.timing_figure(stages), views.timing_rows(stages), views.changed_markdown(defended))
+
+
+@user_errors
+def compare(image, labels_text, true_label, model_key, attack_name, eps, steps, target, mode, seed,
+            training_time, test_time, training_free, attack_params="", defense_params="", *,
+            allowed: set[str], progress: Progress = None) -> CompareView:
+    loaded, x, labels, true_idx, target_idx = _request(image, labels_text, true_label, target, model_key, allowed)
+    if mode not in (OBLIVIOUS, ADAPTIVE):
+        raise InputError(f"The attack mode must be {OBLIVIOUS!r} or {ADAPTIVE!r}, got {mode!r}.")
+    name, params = attack_settings(attack_name, eps, steps, attack_params)
+    defenses = defense_settings(training_time, test_time, training_free, defense_params)
+    result = pipeline.run_comparison(loaded, x, labels, true_idx, name, params, target_idx, defenses,
+                                     mode == ADAPTIVE, parse_seed(seed), progress)
+    assumed = true_idx is None
+    cols = [views.column_view(result.column(k), assumed) for k in pipeline.COLUMN_KEYS]
+    defended = result.columns[2:]
+    folder = views.new_download_dir()
+    adv_file = views.write_png(folder, f"adversarial_{views.safe_name(name)}.png", pipeline.to_uint8(result.adversarial))
+    data = result.to_dict()
+    data["model_label"] = loaded.spec.label
+    json_file = views.write_json(folder, "results.json", data)
+    summary = views.attack_summary(result, ATTACKS.get(name).title or name, _eps_text(name, params))
+    changed = views.changed_markdown(defended)
+    return CompareView(*cols, views.perturbation_figure(result, _linf_budget(name, params)),
+                       views.changes_figure(defended), views.timing_figure(result.stages),
+                       views.timing_rows(result.stages), adv_file, json_file,
+                       summary + ("\n\n**What the defenses did**\n\n" + changed if changed else ""))
+
+
+def parse_eps_list(text: str, unit: str) -> list[float]:
+    try:
+        values = [float(v) for v in str(text or "").replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"Curve eps values must be numbers separated by commas, got {text!r}.") from None
+    return [v / 255.0 if unit == "/255" else v for v in values]
+
+
+@user_errors
+def curve(image, labels_text, true_label, model_key, attack_name, steps, target, mode, seed,
+          training_time, test_time, training_free, attack_params="", defense_params="",
+          eps_list: str = DEFAULT_CURVE_EPS, *, allowed: set[str], progress: Progress = None) -> CurveView:
+    loaded, x, labels, true_idx, target_idx = _request(image, labels_text, true_label, target, model_key, allowed)
+    name, params = attack_settings(attack_name, None, steps, attack_params)
+    unit = next((f.metadata.get("unit", "") for f in ATTACKS.get(name).params() if f.name == "eps"), "")
+    eps_values = parse_eps_list(eps_list, unit)
+    result = pipeline.robustness_curve(
+        loaded, x, labels, true_idx, name, params, eps_values,
+        defense_settings(training_time, test_time, training_free, defense_params), mode == ADAPTIVE,
+        target_idx, parse_seed(seed), progress)
+    eps_ui = [e * 255 if unit == "/255" else e for e in result.eps]
+    series = {k: [(p.true_prob, p.correct) for p in pts] for k, pts in result.series.items()}
+    chart = curve_chart(eps_ui, series, title=f"{ATTACKS.get(name).title or name}, "
+                                              f"{'adaptive' if mode == ADAPTIVE else 'oblivious'}")
+    table = [[name_, round(e, 3), p.prediction, "yes" if p.correct else "no", round(p.true_prob, 4)]
+             for name_, pts in result.series.items() for e, p in zip(eps_ui, pts)]
+    json_file = views.write_json(views.new_download_dir(), "robustness_curve.json", result.to_dict())
+    return CurveView(chart, table, json_file)

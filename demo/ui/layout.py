@@ -1,0 +1,49 @@
+"""The whole page: header, the Explore tab (panels + events) and the Learn tab."""
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+
+from . import assets, handlers, learn, models, panels, wiring
+from .components import App
+
+log = logging.getLogger(__name__)
+
+TITLE = "Adversarial attacks and defenses on CLIP"
+QUEUE_SIZE = 32          # waiting requests beyond this get "queue full" instead of an endless wait
+CACHE_CLEANUP = (3600, 3600)  # uploaded and generated files are removed after an hour
+
+
+def startup_status(startup: str, allowed: set[str]) -> tuple[str, bool]:
+    """The model status shown when the page opens; a model that fails to load is reported, not fatal."""
+    try:
+        return handlers.select_model(startup, allowed=allowed)
+    except gr.Error as exc:
+        log.error("startup model %s: %s", startup, exc.message)
+        return f"**Model not available:** {exc.message}", startup == "teaching"
+
+
+def build_demo(model: str | None = None) -> gr.Blocks:
+    """Build the page. `model`: a zoo key or model id; default $DEMO_MODEL, else the offline teaching model."""
+    startup = models.startup_key(model)
+    choices = models.choices(startup)
+    allowed = {key for _, key in choices}
+    status, teaching = startup_status(startup, allowed)
+    with App(title=TITLE, delete_cache=CACHE_CLEANUP) as demo:
+        gr.Markdown(assets.content("header") or f"# {TITLE}")
+        with gr.Tabs():
+            with gr.Tab("Explore", id="explore"):
+                page = panels.Page()
+                with gr.Row(equal_height=False):
+                    panels.build_input(page)
+                    panels.build_labels(page, choices, startup, status, teaching)
+                    panels.build_attack(page)
+                    panels.build_defenses(page)
+                panels.build_examples(page)
+                panels.build_results(page)
+            with gr.Tab("Learn", id="learn"):
+                learn.build()
+        wiring.wire(page, allowed)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    return demo

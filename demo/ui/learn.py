@@ -1,0 +1,36 @@
+"""The Learn tab: what each paradigm does, what it costs, where it breaks, and a guided walk-through."""
+from __future__ import annotations
+
+import gradio as gr
+
+from . import assets
+
+PAGES = [("How attacks work", "attacks"), ("Training-time defenses", "training_time"),
+         ("Test-time adaptation", "test_time"), ("Training-free defenses", "training_free"),
+         ("Oblivious vs adaptive attacks", "adaptive"), ("Reading the numbers", "numbers"),
+         ("References", "references")]
+
+
+def build() -> None:
+    gr.Markdown(assets.content("learn_intro"))
+    steps = assets.sections("walkthrough")
+    if steps:
+        with gr.Accordion("Guided walk-through for a class", open=True):
+            with gr.Walkthrough(selected=0, elem_id="walkthrough") as walk:
+                for i, (title, body) in enumerate(steps):
+                    with gr.Step(f"{i + 1}. {title}", id=i):
+                        gr.Markdown(body)
+                        with gr.Row():
+                            if i > 0:
+                                back = gr.Button("Back", size="sm")
+                                back.click(lambda i=i: gr.Walkthrough(selected=i - 1), None, walk,
+                                           api_visibility="private", queue=False)
+                            if i < len(steps) - 1:
+                                nxt = gr.Button("Next", size="sm", variant="primary")
+                                nxt.click(lambda i=i: gr.Walkthrough(selected=i + 1), None, walk,
+                                          api_visibility="private", queue=False)
+    for title, name in PAGES:
+        text = assets.content(name)
+        if text:
+            with gr.Accordion(title, open=False):
+                gr.Markdown(text)

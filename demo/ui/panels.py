@@ -1,0 +1,256 @@
+"""The Explore tab's panels: input, attack, defenses, results. Layout only; events are in `wiring`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from ..defenses.base import Paradigm
+from ..pipeline import PARADIGMS
+from ..registry import ATTACKS, DEFENSES
+from . import assets, handlers
+from .components import ImageInput, image_box, param_control
+
+DEFAULT_ATTACK = "pgd"
+PARADIGM_TITLES = {Paradigm.TRAINING_TIME: "Training-time defense", Paradigm.TEST_TIME: "Test-time adaptation defense",
+                   Paradigm.TRAINING_FREE: "Training-free defense"}
+COLUMN_TITLES = ["Clean", "Attacked"] + [PARADIGM_TITLES[p] for p in PARADIGMS]
+# Controls the attack row always shows; the others go under "More attack settings".
+SHARED_ATTACK_PARAMS = ("eps", "steps")
+
+
+@dataclass
+class ParamGroup:
+    kind: str        # "attack" or "defense"
+    owner: str       # registry name
+    group: gr.Group
+    controls: dict   # field name -> component
+
+
+@dataclass
+class ColumnPanel:
+    image: gr.Image
+    label: gr.Label
+    verdict: gr.HTML
+
+    @property
+    def outputs(self) -> list:
+        return [self.image, self.label, self.verdict]
+
+
+@dataclass
+class Page:
+    image: ImageInput = None
+    model: gr.Dropdown = None
+    model_status: gr.Markdown = None
+    teaching_note: gr.Group = None
+    teaching_labels_btn: gr.Button = None
+    preset: gr.Dropdown = None
+    labels: gr.Textbox = None
+    true_label: gr.Dropdown = None
+    classify_btn: gr.Button = None
+    attack: gr.Dropdown = None
+    eps: gr.Slider = None
+    steps: gr.Slider = None
+    target: gr.Dropdown = None
+    mode: gr.Radio = None
+    seed: gr.Number = None
+    defenses: dict = field(default_factory=dict)        # Paradigm -> Dropdown
+    defense_info: dict = field(default_factory=dict)    # Paradigm -> Markdown
+    param_groups: list = field(default_factory=list)    # [ParamGroup]
+    attack_json: gr.Textbox = None
+    defense_json: gr.Textbox = None
+    attack_btn: gr.Button = None
+    defend_btn: gr.Button = None
+    run_btn: gr.Button = None
+    stop_btn: gr.Button = None
+    columns: list = field(default_factory=list)         # [ColumnPanel] x 5
+    summary: gr.Markdown = None
+    heatmap: gr.Image = None
+    changes: gr.Image = None
+    timing_chart: gr.Image = None
+    timing_table: gr.Dataframe = None
+    adversarial_file: gr.File = None
+    results_file: gr.File = None
+    curve_eps: gr.Textbox = None
+    curve_btn: gr.Button = None
+    curve_chart: gr.Image = None
+    curve_table: gr.Dataframe = None
+    curve_file: gr.File = None
+    example_sets: list = field(default_factory=list)   # [(Gallery, [(path, caption, labels)])]
+
+
+def defense_choices(paradigm: Paradigm) -> list[tuple[str, str]]:
+    names = ["none"] + DEFENSES.names(lambda c: c.paradigm == paradigm and c.name != "none")
+    return [(DEFENSES.get(n).title or n, n) for n in names]
+
+
+def defense_note(name: str) -> str:
+    cls = DEFENSES.get(name)
+    parts = [f"*{cls.reference}*" if cls.reference else "", f"Here: {cls.deviation}" if cls.deviation else ""]
+    return "  \n".join(p for p in parts if p)
+
+
+def build_input(page: Page) -> None:
+    with gr.Column(scale=1, min_width=300):
+        gr.Markdown("### 1. Image")
+        page.image = image_box(label="Image to classify", sources=["upload", "clipboard", "webcam"],
+                                height=300, elem_id="input-image")
+
+
+def build_examples(page: Page) -> None:
+    """Example galleries; clicking a picture loads it together with the labels that fit it."""
+    page.example_sets = []
+    with gr.Row():
+        for kind, title in (("teaching", "Teaching-world examples (the teaching model knows these)"),
+                            ("photo", "Photo-like examples (for real CLIP models)")):
+            rows = assets.examples(kind)
+            if rows:
+                gallery = gr.Gallery([(p, c) for p, c, _ in rows], label=title, columns=len(rows), rows=1, height=150,
+                                     allow_preview=False, object_fit="contain", format="png",
+                                     elem_id=f"examples-{kind}", interactive=False)
+                page.example_sets.append((gallery, rows))
+
+
+def build_labels(page: Page, model_choices, startup: str, status: str, teaching: bool) -> None:
+    with gr.Column(scale=1, min_width=300):
+        gr.Markdown("### 2. Model and labels")
+        page.model = gr.Dropdown(choices=model_choices, value=startup, label="Model", elem_id="model")
+        page.model_status = gr.Markdown(status, elem_id="model-status")
+        with gr.Group(visible=teaching, elem_classes=["teaching-note"]) as page.teaching_note:
+            gr.Markdown(assets.content("teaching_model"))
+            page.teaching_labels_btn = gr.Button("Use the teaching world's labels", size="sm")
+        presets = assets.presets()
+        fallback = "common_objects" if "common_objects" in presets else next(iter(presets), None)
+        default_preset = assets.TEACHING_PRESET if teaching and assets.TEACHING_PRESET in presets else fallback
+        page.preset = gr.Dropdown(choices=[(title, pid) for pid, (title, _) in presets.items()], value=default_preset,
+                                  label="Label preset")
+        labels = assets.preset_text(default_preset) if default_preset else ""
+        page.labels = gr.Textbox(value=labels, lines=6, max_lines=14, label="Candidate labels",
+                                 info="One per line (or comma-separated on one line); 2 to 100 labels.",
+                                 elem_id="labels")
+        page.true_label = gr.Dropdown(choices=[handlers.AUTO_TRUE] + handlers.parse_labels(labels),
+                                      value=handlers.AUTO_TRUE, allow_custom_value=True, label="True label",
+                                      info="Used to judge right or wrong; by default the clean prediction.")
+        page.classify_btn = gr.Button("Classify", elem_id="classify-btn")
+
+
+def _param_groups(page: Page, kind: str, names: list[str], selected: str) -> None:
+    registry = ATTACKS if kind == "attack" else DEFENSES
+    for name in names:
+        cls = registry.get(name)
+        fields = [f for f in cls.params() if not (kind == "attack" and f.name in SHARED_ATTACK_PARAMS)]
+        with gr.Group(visible=name == selected) as group:
+            controls = {}
+            for f in fields:
+                control = param_control(f)
+                if control is not None:
+                    controls[f.name] = control
+        page.param_groups.append(ParamGroup(kind, name, group, controls))
+
+
+def eps_slider_spec(name: str) -> dict:
+    """Slider settings for the selected attack's budget (in /255 when the attack declares that unit)."""
+    f = next((f for f in ATTACKS.get(name).params() if f.name == "eps"), None)
+    if f is None:
+        return {"visible": False, "value": 0, "minimum": 0, "maximum": 1, "step": 1, "label": "epsilon"}
+    scale = 255.0 if f.metadata.get("unit") == "/255" else 1.0
+    unit = " (/255)" if scale == 255.0 else ""
+    return {"visible": True, "value": round(f.default * scale, 6), "minimum": round((f.metadata.get("lo") or 0) * scale, 6),
+            "maximum": round(f.metadata.get("hi", f.default * 4) * scale, 6),
+            "step": round((f.metadata.get("step") or 1 / 255) * scale, 6), "label": (f.metadata.get("label") or "epsilon") + unit}
+
+
+def steps_slider_spec(name: str) -> dict:
+    f = next((f for f in ATTACKS.get(name).params() if f.name == "steps"), None)
+    if f is None:
+        return {"visible": False, "value": 1, "minimum": 1, "maximum": 2, "step": 1, "label": "steps"}
+    return {"visible": True, "value": f.default, "minimum": f.metadata.get("lo") or 1,
+            "maximum": min(f.metadata.get("hi") or 100, 200), "step": 1, "label": f.metadata.get("label") or "steps"}
+
+
+def build_attack(page: Page) -> None:
+    with gr.Column(scale=1, min_width=300):
+        gr.Markdown("### 3. Attack")
+        names = ATTACKS.names()
+        selected = DEFAULT_ATTACK if DEFAULT_ATTACK in names else (names[0] if names else None)
+        page.attack = gr.Dropdown(choices=[(ATTACKS.get(n).title or n, n) for n in names], value=selected,
+                                  label="Attack", elem_id="attack")
+        eps = eps_slider_spec(selected) if selected else {"visible": False}
+        steps = steps_slider_spec(selected) if selected else {"visible": False}
+        page.eps = gr.Slider(**{k: v for k, v in eps.items()}, elem_id="eps")
+        page.steps = gr.Slider(**{k: v for k, v in steps.items()}, elem_id="steps")
+        page.target = gr.Dropdown(choices=[handlers.NO_TARGET] + handlers.parse_labels(page.labels.value),
+                                  value=handlers.NO_TARGET, allow_custom_value=True, label="Target label (optional)",
+                                  info="Targeted: make the model say this label.")
+        with gr.Row():
+            page.mode = gr.Radio([handlers.OBLIVIOUS, handlers.ADAPTIVE], value=handlers.OBLIVIOUS, label="Attack mode",
+                                 info="Adaptive: each defense is attacked through itself (BPDA/EOT).")
+            page.seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+        with gr.Accordion("More attack settings", open=False):
+            _param_groups(page, "attack", names, selected)
+        page.attack_json = gr.Textbox(value="{}", visible=False, label="attack parameters (JSON)")
+
+
+def build_defenses(page: Page) -> None:
+    with gr.Column(scale=1, min_width=300):
+        gr.Markdown("### 4. Defenses")
+        for paradigm in PARADIGMS:
+            choices = defense_choices(paradigm)
+            page.defenses[paradigm] = gr.Dropdown(choices=choices, value="none", label=PARADIGM_TITLES[paradigm],
+                                                  elem_id=f"defense-{paradigm.value}")
+            page.defense_info[paradigm] = gr.Markdown("", elem_classes=["method"])
+            with gr.Accordion("Settings of the selected defense", open=False):
+                _param_groups(page, "defense", [n for _, n in choices if n != "none"], "none")
+        page.defense_json = gr.Textbox(value="{}", visible=False, label="defense parameters (JSON)")
+        with gr.Row():
+            page.attack_btn = gr.Button("Attack", elem_id="attack-btn")
+            page.defend_btn = gr.Button("Defend", elem_id="defend-btn")
+        with gr.Row():
+            page.run_btn = gr.Button("Run all", variant="primary", elem_id="run-btn")
+            page.stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+
+
+def build_results(page: Page) -> None:
+    gr.Markdown("### Results")
+    with gr.Row(equal_height=False):
+        for i, title in enumerate(COLUMN_TITLES):
+            with gr.Column(min_width=170, elem_id=f"col-{i}"):
+                gr.Markdown(title, elem_classes=["column-title"])
+                image = image_box(label=title, interactive=False, height=170, buttons=["download", "fullscreen"],
+                                  show_label=False, elem_id=f"col-{i}-image", elem_classes=["result-image"])
+                verdict = gr.HTML("", elem_id=f"col-{i}-verdict")
+                label = gr.Label(num_top_classes=5, show_label=False, elem_id=f"col-{i}-label")
+                page.columns.append(ColumnPanel(image, label, verdict))
+    page.summary = gr.Markdown("", elem_id="summary")
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            gr.Markdown("**The perturbation** (left: amplified so it can be seen; right: its size per pixel)")
+            page.heatmap = gr.Image(label="Perturbation", show_label=False, format="png", interactive=False,
+                                    elem_id="heatmap", elem_classes=["figure"])
+        with gr.Column():
+            gr.Markdown("**What each input-changing defense changed** (defenses that adapt prompts or embeddings "
+                        "leave the image as it is)")
+            page.changes = gr.Image(label="Defense changes", show_label=False, format="png", interactive=False,
+                                    elem_id="changes", elem_classes=["figure"])
+    with gr.Row(equal_height=False):
+        page.timing_chart = gr.Image(label="Time per stage", show_label=False, format="png", interactive=False,
+                                     elem_id="timing-chart", elem_classes=["figure"])
+        page.timing_table = gr.Dataframe(headers=["stage", "ms", "forward passes", "forward+backward passes"],
+                                         interactive=False, label="Time and model passes per stage",
+                                         elem_id="timing-table")
+    with gr.Row():
+        page.adversarial_file = gr.File(label="Adversarial image (PNG, exactly what was classified)",
+                                        elem_id="adversarial-file")
+        page.results_file = gr.File(label="Results (JSON)", elem_id="results-file")
+    with gr.Accordion("Robustness curve for this image", open=False):
+        with gr.Row():
+            page.curve_eps = gr.Textbox(value=handlers.DEFAULT_CURVE_EPS, label="eps values (in the attack's unit, /255 for L-inf)",
+                                        elem_id="curve-eps")
+            page.curve_btn = gr.Button("Compute curve", elem_id="curve-btn")
+        with gr.Row(equal_height=False):
+            page.curve_chart = gr.Image(label="True-label probability vs eps", show_label=False, format="png",
+                                        interactive=False, elem_id="curve-chart", elem_classes=["figure"])
+            page.curve_table = gr.Dataframe(headers=["model", "eps", "prediction", "correct", "true-label prob."],
+                                            interactive=False, label="Curve points")
+        page.curve_file = gr.File(label="Curve (JSON)")

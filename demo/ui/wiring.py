@@ -1,0 +1,195 @@
+"""Events of the Explore tab: which handler runs on which click, with which inputs and outputs.
+
+Long handlers show a progress bar, can be stopped (see `jobs`) and share one compute slot, so on a
+2-core machine two attacks never fight over the cores; classification is light and runs beside them.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+
+import gradio as gr
+
+from ..pipeline import PARADIGMS
+from ..registry import ATTACKS, DEFENSES
+from . import assets, handlers
+from . import jobs
+from .panels import Page, defense_note, eps_slider_spec, steps_slider_spec
+
+COMPUTE = "compute"     # concurrency group of the heavy events
+LIGHT = "light"
+LIGHT_LIMIT = 4
+
+
+def _named(fn, handler, extra: tuple = (), extra_kw: dict | None = None):
+    """Give `fn` the handler's positional parameters as its signature, so the API documents real names."""
+    params = [p for p in inspect.signature(handler).parameters.values()
+              if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    params += [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for k in extra]
+    params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in (extra_kw or {}).items()]
+    fn.__signature__ = inspect.Signature(params)
+    fn.__name__ = handler.__name__
+    fn.__doc__ = handler.__doc__
+    return fn
+
+
+def long_event(handler, allowed: set[str]):
+    """An event around a long handler: progress bar, the session's stop token (last input), flat outputs."""
+
+    def run(*args, progress=gr.Progress()):
+        *values, token = args
+        jobs.start(token)
+        try:
+            return handlers.flat(handler(*values, allowed=allowed, progress=jobs.guarded(progress, token)))
+        except jobs.Cancelled:
+            raise gr.Error("Stopped.", title="Stopped", print_exception=False) from None
+
+    return _named(run, handler, ("stop_token",), {"progress": gr.Progress()})
+
+
+def quick_event(handler, allowed: set[str]):
+    def run(*args):
+        value = handler(*args, allowed=allowed)
+        return handlers.flat(value) if isinstance(value, tuple) else value
+
+    return _named(run, handler)
+
+
+def _collector(page: Page):
+    """Reads every parameter control into the two JSON texts the long events take (UI units)."""
+    groups = page.param_groups
+    controls = [c for g in groups for c in g.controls.values()]
+
+    def collect(attack, training_time, test_time, training_free, *values):
+        it = iter(values)
+        chosen = {"attack": {attack}, "defense": {training_time, test_time, training_free}}
+        out = {"attack": {}, "defense": {}}
+        for g in groups:
+            vals = {name: next(it) for name in g.controls}
+            if g.owner in chosen[g.kind] and vals:
+                out[g.kind][g.owner] = vals
+        return json.dumps(out["attack"].get(attack, {})), json.dumps(out["defense"])
+
+    inputs = [page.attack] + [page.defenses[p] for p in PARADIGMS] + controls
+    return collect, inputs, [page.attack_json, page.defense_json]
+
+
+def _label_choices(text, true_label, target):
+    labels = handlers.parse_labels(text)
+    keep_true = true_label if true_label in labels else handlers.AUTO_TRUE
+    keep_target = target if target in labels else handlers.NO_TARGET
+    return (gr.Dropdown(choices=[handlers.AUTO_TRUE] + labels, value=keep_true),
+            gr.Dropdown(choices=[handlers.NO_TARGET] + labels, value=keep_target))
+
+
+def _attack_changed(page: Page):
+    attack_groups = [g for g in page.param_groups if g.kind == "attack"]
+
+    def changed(name):
+        if name not in ATTACKS:
+            return [gr.skip()] * (3 + len(attack_groups))
+        targeted = ATTACKS.get(name).supports_targeted
+        return [gr.Slider(**eps_slider_spec(name)), gr.Slider(**steps_slider_spec(name)),
+                gr.Dropdown(interactive=targeted, info="Targeted: make the model say this label." if targeted
+                            else "This attack has no targeted mode.")] + \
+               [gr.Group(visible=g.owner == name) for g in attack_groups]
+
+    return changed, [page.eps, page.steps, page.target] + [g.group for g in attack_groups]
+
+
+def _defense_changed(page: Page, paradigm):
+    groups = [g for g in page.param_groups if g.kind == "defense" and g.owner in
+              DEFENSES.names(lambda c: c.paradigm == paradigm)]
+
+    def changed(name):
+        note = defense_note(name) if name in DEFENSES and name != "none" else ""
+        return [note] + [gr.Group(visible=g.owner == name) for g in groups]
+
+    return changed, [page.defense_info[paradigm]] + [g.group for g in groups]
+
+
+def wire(page: Page, allowed: set[str]) -> None:
+    cols = [c.outputs for c in page.columns]
+    defenses = [page.defenses[p] for p in PARADIGMS]
+    private = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}
+
+    # Settings that reshape other controls.
+    page.labels.change(_label_choices, [page.labels, page.true_label, page.target], [page.true_label, page.target],
+                       trigger_mode="always_last", **private)
+    page.preset.input(assets.preset_text, page.preset, page.labels, **private)
+    page.teaching_labels_btn.click(lambda: (assets.TEACHING_PRESET, assets.preset_text(assets.TEACHING_PRESET)),
+                                   None, [page.preset, page.labels], **private)
+    for gallery, rows in page.example_sets:
+        def pick(evt: gr.SelectData, rows=rows):
+            path, _, labels = rows[evt.index]
+            return path, labels
+
+        gallery.select(pick, None, [page.image, page.labels], **private)
+    fn, outs = _attack_changed(page)
+    page.attack.change(fn, page.attack, outs, **private)
+    for paradigm in PARADIGMS:
+        fn, outs = _defense_changed(page, paradigm)
+        page.defenses[paradigm].change(fn, page.defenses[paradigm], outs, **private)
+
+    def model_changed(key):
+        status, teaching = handlers.select_model(key, allowed=allowed)
+        return status, gr.Group(visible=teaching)
+
+    page.model.change(model_changed, page.model, [page.model_status, page.teaching_note], api_name="load_model",
+                      concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
+
+    # Classification: on a click (the /classify endpoint) and whenever a new image arrives.
+    classify = quick_event(handlers.classify, allowed)
+    classify_inputs = [page.image, page.labels, page.true_label, page.model]
+    page.classify_btn.click(classify, classify_inputs, cols[0], api_name="classify",
+                            concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
+    empty = tuple(v for _ in range(4) for v in (None, None, ""))
+
+    def auto_classify(image, *rest):
+        # A new image makes every earlier result stale, including the attacked image "Defend" would use.
+        if image is None:
+            return (None, None, "") + empty
+        return classify(image, *rest) + empty
+
+    page.image.change(auto_classify, classify_inputs, [o for c in cols for o in c], api_visibility="private",
+                      concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
+
+    collect, collect_inputs, collect_outputs = _collector(page)
+    heavy = {"concurrency_id": COMPUTE, "concurrency_limit": 1}
+    token = gr.State(jobs.new_token())
+
+    def chained(button, handler, inputs, outputs, api_name, progress_on):
+        step = button.click(collect, collect_inputs, collect_outputs, **private)
+        # One progress bar per result panel is enough; on every output it would repeat a dozen times.
+        return step.then(long_event(handler, allowed), inputs + [token], outputs, api_name=api_name,
+                         show_progress_on=progress_on, **heavy)
+
+    attack_inputs = [page.image, page.labels, page.true_label, page.model, page.attack, page.eps, page.steps,
+                     page.target, page.seed, page.attack_json]
+    attack_outputs = cols[0] + cols[1] + [page.heatmap, page.adversarial_file, page.summary]
+    ev_attack = chained(page.attack_btn, handlers.attack, attack_inputs, attack_outputs, "attack",
+                        [cols[0][0], cols[1][0]])
+
+    defend_inputs = [page.image, page.columns[1].image, page.labels, page.true_label, page.model, *defenses,
+                     page.defense_json, page.seed]
+    defend_outputs = cols[2] + cols[3] + cols[4] + [page.changes, page.timing_chart, page.timing_table, page.summary]
+    ev_defend = chained(page.defend_btn, handlers.defend, defend_inputs, defend_outputs, "defend",
+                        [c[0] for c in cols[2:]])
+
+    compare_inputs = [page.image, page.labels, page.true_label, page.model, page.attack, page.eps, page.steps,
+                      page.target, page.mode, page.seed, *defenses, page.attack_json, page.defense_json]
+    compare_outputs = [o for c in cols for o in c] + [page.heatmap, page.changes, page.timing_chart,
+                                                      page.timing_table, page.adversarial_file, page.results_file,
+                                                      page.summary]
+    ev_compare = chained(page.run_btn, handlers.compare, compare_inputs, compare_outputs, "compare",
+                         [c[0] for c in cols])
+
+    curve_inputs = [page.image, page.labels, page.true_label, page.model, page.attack, page.steps, page.target,
+                    page.mode, page.seed, *defenses, page.attack_json, page.defense_json, page.curve_eps]
+    curve_outputs = [page.curve_chart, page.curve_table, page.curve_file]
+    ev_curve = chained(page.curve_btn, handlers.curve, curve_inputs, curve_outputs, "curve", [page.curve_chart])
+
+    # Two listeners: the flag must be set at once, while dropping the event waits for the run to end.
+    page.stop_btn.click(jobs.request_stop, token, None, **private)
+    page.stop_btn.click(None, None, None, cancels=[ev_attack, ev_defend, ev_compare, ev_curve],
+                        api_visibility="private", queue=False)
