@@ -153,6 +153,12 @@ def check_defenses(defenses: Mapping[Paradigm | str, tuple[str, dict]] | None) -
     return built
 
 
+def _as_png(images: torch.Tensor) -> torch.Tensor:
+    """Exactly the values a PNG of these images decodes to (k/255), so that what is shown, downloaded
+    and re-uploaded is bit for bit what was classified."""
+    return torch.round(images.detach().clamp(0, 1) * 255.0) / 255.0
+
+
 def check_image(image: torch.Tensor) -> torch.Tensor:
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != 3:
         raise InputError(f"The image must be a (1, 3, H, W) tensor, got {getattr(image, 'shape', type(image))}.")
@@ -205,7 +211,7 @@ def run_comparison(
     target_t = None if target is None else torch.tensor([target], device=image.device)
     title = attack.title or attack.name
     result = attack(clf, image, label_t, target=target_t, seed=seed, progress=tracker.stage(f"attack ({title})"))
-    adv = result.adv_images
+    adv = _as_png(result.adv_images)
     attack_stage = _stage(f"attack: {title}", result.timings, result.passes, "attack")
     adv_probs, adv_stage = _classify(clf, adv, "attacked inference")
     stages += [attack_stage, adv_stage]
@@ -221,7 +227,7 @@ def run_comparison(
                      progress=tracker.stage(f"adaptive attack through {name}"))
         stage = _stage(f"attack through {name}", res.timings, res.passes, "attack")
         stages.append(stage)
-        adaptive_inputs[paradigm] = (res.adv_images, stage)
+        adaptive_inputs[paradigm] = (_as_png(res.adv_images), stage)
 
     columns += _defended(clf, defense_objs, {p: adaptive_inputs.get(p, (adv, None)) for p in defense_objs},
                          labels, true_label, seed, tracker, stages)

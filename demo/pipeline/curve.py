@@ -13,7 +13,7 @@ import torch
 
 from ..defenses.base import Paradigm
 from ..models.loading import LoadedModel
-from .compare import ProgressFn, _Progress, check_image, check_request
+from .compare import ProgressFn, _as_png, _Progress, check_image, check_request
 from .inputs import InputError
 
 MAX_CURVE_POINTS = 12
@@ -111,7 +111,7 @@ def robustness_curve(
             if eps == 0:
                 return image
             sub = None if report is None else (lambda f, d="", k=k: report((k + float(f)) / n_runs, d))
-            return sized(model, image, label_t, target=target_t, seed=seed, progress=sub).adv_images
+            return _as_png(sized(model, image, label_t, target=target_t, seed=seed, progress=sub).adv_images)
 
         adv = attack_through(clf, 0)
         with torch.no_grad():

@@ -23,7 +23,8 @@ def timing_chart(stages: Sequence[tuple[str, float, float, float]], title: str =
     ax.invert_yaxis()
     ax.set_xlabel("milliseconds", fontsize=9)
     ax.set_title(title, fontsize=10)
-    top = float(ms.max()) if len(ms) else 1.0
+    top = float(ms.max()) if len(ms) else 0.0
+    top = top if top > 0 else 1.0
     ax.set_xlim(0, max(top, 1e-3) * 1.05)
     for i, (_, t, fwd, grad) in enumerate(stages):
         parts = [f"{fwd:g} forward"] if fwd else []
