@@ -20,6 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--eval-every", type=int, default=150)
     c.add_argument("--out", type=Path, default=teaching.TEACHING_DIR, help="output folder")
     c.add_argument("--init", type=Path, default=None, help="start from the weights in this folder")
+    ft = sub.add_parser("finetune", help="stage 2 of the teaching model: fine-tune its image tower on clean images "
+                        "against the frozen text tower's class prompts (seen combinations only)")
+    ft.add_argument("--steps", type=int, default=150)
+    ft.add_argument("--batch-size", type=int, default=64)
+    ft.add_argument("--lr", type=float, default=3e-4)
+    ft.add_argument("--eval-every", type=int, default=75)
+    ft.add_argument("--out", type=Path, default=teaching.TEACHING_DIR, help="teaching model folder to update")
     for method in ("tecoa", "fare"):
         r = sub.add_parser(method, help=f"adversarially fine-tune the teaching model's image tower ({method.upper()})")
         r.add_argument("--steps", type=int, default=200)
@@ -55,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
 
         result = train_robust(args.what, args.steps, args.batch_size, args.lr, args.eps / 255, args.inner_steps,
                               args.inner_alpha / 255, args.seed, args.minutes, args.out, args.eval_every)
+    elif args.what == "finetune":
+        from .robust import finetune_teaching
+
+        result = finetune_teaching(args.steps, args.batch_size, args.lr, args.seed, args.minutes, args.out,
+                                   args.eval_every)
     elif args.what == "apt":
         from .apt import train_apt
 

@@ -10,7 +10,11 @@ Robust Large Vision-Language Models", ICML 2024, arXiv 2402.12336): no labels an
 maximizes ||phi(x+delta) - phi_0(x)||^2 on unnormalized embeddings, the outer step minimizes it, so
 adversarial embeddings stay where the original encoder put the clean image.
 
-Both follow RobustVLM's recipe shape (AdamW, weight decay 1e-4, warm-up then cosine, eps 4/255, only
+`finetune` is the same loop without the attack (the "FT-Clean" baseline of the AFT papers): it is the
+second stage of the teaching model's own training, aligning the image tower with the frozen text
+tower's class prompts of the seen combinations (held-out combinations stay unseen).
+
+All follow RobustVLM's recipe shape (AdamW, weight decay 1e-4, warm-up then cosine, eps 4/255, only
 `model.visual` trained, text tower frozen). Deviations for a 2-core CPU budget, stated in the UI too:
 few hundred steps instead of 20k, inner PGD with fewer steps and a larger step size (see STEPS_NOTE),
 and a higher learning rate since the tower is small and trained from scratch. BatchNorm statistics
@@ -45,8 +49,8 @@ def _classifier(base, visual, feats, classnames) -> ZeroShotClassifier:
 
 def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float, inner_steps: int,
                  inner_alpha: float, seed: int, minutes: float | None, out_path, eval_every: int) -> dict:
-    if method not in ("tecoa", "fare"):
-        raise ValueError(f"method must be 'tecoa' or 'fare', got {method!r}")
+    if method not in ("tecoa", "fare", "finetune"):
+        raise ValueError(f"method must be 'tecoa', 'fare' or 'finetune', got {method!r}")
     torch.manual_seed(seed)
     base = load_model("teaching", "cpu")
     frozen = base.clip.visual  # phi_0: shared, frozen, never updated
@@ -60,16 +64,16 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
     opt = torch.optim.AdamW(visual.parameters(), lr=lr, weight_decay=1e-4)
     warmup = max(1, steps // 10)
     gen = torch.Generator().manual_seed(seed)
-    attack = ATTACKS.create("pgd", eps=eps, alpha=inner_alpha, steps=inner_steps)
+    attack = ATTACKS.create("pgd", eps=eps, alpha=inner_alpha, steps=inner_steps) if method == "tecoa" else None
     loader = iter(world_loader(batch_size, seed + 100))
     clock, history = Clock(minutes), []
     for step in range(steps):
         images, labels, _, _ = next(loader)
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, steps, warmup, lr)
-        if method == "tecoa":
+        if method in ("tecoa", "finetune"):
             y = remap[labels]
-            adv = attack(clf, images, y, seed=seed * 100_003 + step).adv_images
+            adv = images if method == "finetune" else attack(clf, images, y, seed=seed * 100_003 + step).adv_images
             loss = F.cross_entropy(clf(adv), y)
         else:
             with torch.no_grad():
@@ -106,3 +110,21 @@ def _evaluate(base, visual, step: int, loss: float, seconds: float, eps: float, 
             "seen": zero_shot_accuracy(clf, 500, seed=1, split="seen"),
             "held_out": zero_shot_accuracy(clf, 500, seed=2, split="held_out"),
             f"pgd10_{eps * 255:.0f}": robust}
+
+
+def finetune_teaching(steps: int, batch_size: int, lr: float, seed: int, minutes: float | None, out_dir,
+                      eval_every: int) -> dict:
+    """Clean fine-tuning of the teaching model's image tower, written back into its checkpoint."""
+    from safetensors.torch import load_file
+
+    tmp = out_dir / "visual_finetune.tmp.safetensors"
+    result = train_robust("finetune", steps, batch_size, lr, 4 / 255, 0, 0.0, seed, minutes, tmp, eval_every)
+    ckpt = out_dir / "open_clip_model.safetensors"
+    state = load_file(str(ckpt))
+    state.update({f"visual.{k}": v for k, v in load_file(str(tmp)).items()})
+    meta = json.loads(tmp.with_suffix(".json").read_text())
+    save_half(state, ckpt, {"training": {"stage": "finetune", **meta}})
+    (out_dir / "training_finetune.json").write_text(json.dumps(meta, indent=2))
+    tmp.unlink()
+    tmp.with_suffix(".json").unlink()
+    return result
