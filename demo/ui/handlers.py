@@ -324,7 +324,8 @@ def curve(image, labels_text, true_label, model_key, attack_name, steps, target,
     eps_ui = [e * 255 if unit == "/255" else e for e in result.eps]
     series = {k: [(p.true_prob, p.correct) for p in pts] for k, pts in result.series.items()}
     chart = curve_chart(eps_ui, series, title=f"{ATTACKS.get(name).title or name}, "
-                                              f"{'adaptive' if mode == ADAPTIVE else 'oblivious'}")
+                                              f"{'adaptive' if mode == ADAPTIVE else 'oblivious'}",
+                        x_label="attack budget eps (/255)" if unit == "/255" else "attack budget eps (L2, pixels in [0,1])")
     table = [[name_, round(e, 3), p.prediction, "yes" if p.correct else "no", round(p.true_prob, 4)]
              for name_, pts in result.series.items() for e, p in zip(eps_ui, pts)]
     json_file = views.write_json(views.new_download_dir(), "robustness_curve.json", result.to_dict())

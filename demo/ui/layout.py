@@ -1,7 +1,9 @@
 """The whole page: header, the Explore tab (panels + events) and the Learn tab."""
 from __future__ import annotations
 
+import importlib
 import logging
+import threading
 
 import gradio as gr
 
@@ -22,6 +24,14 @@ def startup_status(startup: str, allowed: set[str]) -> tuple[str, bool]:
     except gr.Error as exc:
         log.error("startup model %s: %s", startup, exc.message)
         return f"**Model not available:** {exc.message}", startup == "teaching"
+
+
+def _warm_up() -> None:
+    """Import the attack backend in the background, so the first click does not pay for it."""
+    try:
+        importlib.import_module("torchattacks")
+    except Exception:  # the attacks report a missing backend themselves, with a clear message
+        log.debug("torchattacks not importable", exc_info=True)
 
 
 def build_demo(model: str | None = None) -> gr.Blocks:
@@ -46,4 +56,5 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                 learn.build()
         wiring.wire(page, allowed)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
     return demo

@@ -8,7 +8,7 @@ import gradio as gr
 from ..defenses.base import Paradigm
 from ..pipeline import PARADIGMS
 from ..registry import ATTACKS, DEFENSES
-from . import assets, handlers
+from . import assets, handlers, views
 from .components import ImageInput, image_box, param_control
 
 DEFAULT_ATTACK = "pgd"
@@ -178,6 +178,12 @@ def build_attack(page: Page) -> None:
                                   label="Attack", elem_id="attack")
         eps = eps_slider_spec(selected) if selected else {"visible": False}
         steps = steps_slider_spec(selected) if selected else {"visible": False}
+        # The server checks slider values against the range it was built with, for every caller
+        # (API clients never see the per-attack narrowing), so that range covers every attack; the
+        # library then checks the chosen attack's own range with a precise message.
+        if names:
+            eps["maximum"] = max(eps_slider_spec(n)["maximum"] for n in names)
+            steps["maximum"] = max(steps_slider_spec(n)["maximum"] for n in names)
         page.eps = gr.Slider(**{k: v for k, v in eps.items()}, elem_id="eps")
         page.steps = gr.Slider(**{k: v for k, v in steps.items()}, elem_id="steps")
         page.target = gr.Dropdown(choices=[handlers.NO_TARGET] + handlers.parse_labels(page.labels.value),
@@ -236,8 +242,8 @@ def build_results(page: Page) -> None:
     with gr.Row(equal_height=False):
         page.timing_chart = gr.Image(label="Time per stage", show_label=False, format="png", interactive=False,
                                      elem_id="timing-chart", elem_classes=["figure"])
-        page.timing_table = gr.Dataframe(headers=["stage", "ms", "forward passes", "forward+backward passes"],
-                                         interactive=False, label="Time and model passes per stage",
+        page.timing_table = gr.Dataframe(headers=views.TIMING_HEADERS, interactive=False,
+                                         label="Time (ms) and model passes per image, per stage",
                                          elem_id="timing-table")
     with gr.Row():
         page.adversarial_file = gr.File(label="Adversarial image (PNG, exactly what was classified)",

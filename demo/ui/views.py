@@ -19,7 +19,7 @@ from PIL import Image
 from ..pipeline import Column, ComparisonResult, Stage, to_uint8
 from ..viz import defense_change_heatmap, perturbation_heatmap, timing_chart
 
-TIMING_HEADERS = ["stage", "ms", "forward passes", "forward+backward passes"]
+TIMING_HEADERS = ["stage", "ms", "forward", "forward+backward"]
 # Downloads older than this are removed when new ones are written (the page links expire with them).
 DOWNLOAD_TTL_S = 3600.0
 
@@ -34,11 +34,16 @@ EMPTY_COLUMN = ColumnView(None, None, "")
 
 
 def verdict_html(column: Column, assumed: bool = False) -> str:
+    """A colored badge: right or wrong at a glance; defense columns also name their method."""
     pred, true = html.escape(column.pred_label), html.escape(column.labels[column.true_label])
     note = " <small>(true label assumed = clean prediction)</small>" if assumed else ""
+    method = ""
+    if column.defense is not None:
+        name = "no defense" if column.defense == "none" else column.title.split(": ", 1)[-1]
+        method = f'<div class="method">{html.escape(name)}</div>'
     if column.correct:
-        return f'<div class="verdict ok">&#10004; correct: <b>{pred}</b> ({column.probs.max():.0%}){note}</div>'
-    return (f'<div class="verdict bad">&#10008; wrong: says <b>{pred}</b> ({column.probs.max():.0%}), '
+        return f'{method}<div class="verdict ok">&#10004; correct: <b>{pred}</b> ({column.probs.max():.0%}){note}</div>'
+    return (f'{method}<div class="verdict bad">&#10008; wrong: says <b>{pred}</b> ({column.probs.max():.0%}), '
             f'true label <b>{true}</b>{note}</div>')
 
 

@@ -15,8 +15,12 @@ def timing_chart(stages: Sequence[tuple[str, float, float, float]], title: str =
     """
     names = [s[0] for s in stages]
     ms = np.array([max(float(s[1]), 0.0) for s in stages])
-    fig = new_figure(7.0, 0.45 * max(len(stages), 2) + 1.0)
+    height = 0.45 * max(len(stages), 2) + 1.0
+    fig = new_figure(7.0, height)
     ax = fig.add_subplot()
+    longest = max((len(n) for n in names), default=10)
+    fig.subplots_adjust(left=min(0.06 + 0.0105 * longest, 0.5), right=0.97, top=1 - 0.4 / height,
+                        bottom=0.55 / height)
     y = np.arange(len(stages))
     ax.barh(y, ms, color="#4c72b0")
     ax.set_yticks(y, names, fontsize=8)
@@ -42,20 +46,21 @@ def timing_chart(stages: Sequence[tuple[str, float, float, float]], title: str =
 
 
 def curve_chart(eps_255: Sequence[float], series: dict[str, Sequence[tuple[float, bool]]],
-                title: str = "Robustness of this image") -> np.ndarray:
+                title: str = "Robustness of this image", x_label: str = "attack budget eps (/255)") -> np.ndarray:
     """True-label probability vs eps (in /255) per model/defense; filled markers are correct predictions.
 
     series: name -> [(true-label probability, correct)] aligned with eps_255.
     """
     fig = new_figure(6.4, 3.8)
     ax = fig.add_subplot()
+    fig.subplots_adjust(left=0.11, right=0.97, top=0.91, bottom=0.13)
     for k, (name, points) in enumerate(series.items()):
         probs = [p for p, _ in points]
         line, = ax.plot(eps_255, probs, marker="", label=name, linestyle="-" if k == 0 else "--")
         for x, (p, ok) in zip(eps_255, points):
             ax.plot([x], [p], marker="o", markersize=6, color=line.get_color(),
                     markerfacecolor=line.get_color() if ok else "white")
-    ax.set_xlabel("attack budget eps (/255)", fontsize=9)
+    ax.set_xlabel(x_label, fontsize=9)
     ax.set_ylabel("probability of the true label", fontsize=9)
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title + "  (filled = still correct, hollow = fooled)", fontsize=9)

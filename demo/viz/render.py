@@ -17,7 +17,9 @@ DPI = 100
 
 
 def new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    # Fixed margins instead of constrained layout: the layout solver cost more than drawing itself, and
+    # figures are drawn on every request.
+    fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
 
