@@ -1,0 +1,154 @@
+"""The app launched on localhost and driven through every api_name with gradio_client, bad inputs included."""
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+LABELS = "cat\ndog\ncar\ntree"
+AUTO = "(clean prediction)"
+NO_TARGET = "(none: untargeted)"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def client(model_key, tmp_path_factory):
+    from demo.ui import build_demo
+
+    demo = build_demo(model_key)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")),
+                     httpx_kwargs={"timeout": 300})
+    finally:
+        demo.close()
+
+
+def classify(client, image, model_key, labels=LABELS):
+    return client.predict(image=handle_file(image), labels_text=labels, true_label=AUTO, model_key=model_key,
+                          api_name="/classify")
+
+
+def compare_kwargs(image, model_key, attack_name, overrides=None, **more):
+    kwargs = dict(image=handle_file(image), labels_text=LABELS, true_label=AUTO, model_key=model_key,
+                  attack_name=attack_name, eps=8, steps=2, target=NO_TARGET, mode="oblivious", seed=0,
+                  training_time="none", test_time="none", training_free="none", attack_params="{}",
+                  defense_params="{}")
+    kwargs.update(overrides or {}, **more)
+    return kwargs
+
+
+def top(label_value) -> str:
+    return label_value["label"]
+
+
+def test_every_endpoint_is_documented(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/classify", "/attack", "/defend", "/compare", "/curve"} <= names
+
+
+def test_classify(client, image_file, model_key):
+    image, label, verdict = classify(client, image_file, model_key)
+    assert image.endswith(".png")
+    assert {c["label"] for c in label["confidences"]} == {"cat", "dog", "car", "tree"}
+    assert "correct" in verdict
+
+
+def test_attack_then_defend(client, image_file, model_key, attack_name):
+    out = client.predict(image=handle_file(image_file), labels_text=LABELS, true_label=AUTO, model_key=model_key,
+                         attack_name=attack_name, eps=8, steps=2, target=NO_TARGET, seed=0, attack_params="{}",
+                         api_name="/attack")
+    clean_img, clean_label, _, adv_img, adv_label, adv_verdict, heatmap, adv_file, summary = out
+    # What the page shows, what is downloaded and what was classified are the same pixels (lossless PNG).
+    assert np.array_equal(np.asarray(Image.open(adv_img)), np.asarray(Image.open(adv_file)))
+    assert heatmap.endswith(".png") and "Largest pixel change" in summary
+    again = classify(client, adv_file, model_key)[1]
+    assert top(again) == top(adv_label)
+    for a, b in zip(again["confidences"], adv_label["confidences"]):
+        assert a["label"] == b["label"] and abs(a["confidence"] - b["confidence"]) < 1e-5
+    defended = client.predict(image=handle_file(image_file), adversarial=handle_file(adv_file), labels_text=LABELS,
+                              true_label=AUTO, model_key=model_key, training_time="none", test_time="none",
+                              training_free="none", defense_params="{}", seed=0, api_name="/defend")
+    assert len(defended) == 13
+    assert top(defended[1]) == top(adv_label)
+
+
+def test_compare_and_curve(client, image_file, model_key, attack_name):
+    out = client.predict(**compare_kwargs(image_file, model_key, attack_name), api_name="/compare")
+    assert len(out) == 22
+    labels = [out[i] for i in range(1, 15, 3)]
+    assert all(lab and lab["confidences"] for lab in labels)
+    timing = out[18]
+    assert timing["data"][-1][0] == "total"
+    results = json.loads(open(out[20], encoding="utf-8").read())
+    assert len(results["columns"]) == 5 and results["model"] == model_key
+    curve = client.predict(image=handle_file(image_file), labels_text=LABELS, true_label=AUTO, model_key=model_key,
+                           attack_name=attack_name, steps=2, target=NO_TARGET, mode="oblivious", seed=0,
+                           training_time="none", test_time="none", training_free="none", attack_params="{}",
+                           defense_params="{}", eps_list="0, 2, 4", api_name="/curve")
+    assert curve[0].endswith(".png") and len(curve[1]["data"]) == 3
+
+
+# Some values are refused by the page's own components (slider ranges, dropdown choices) before any
+# handler runs; their messages are Gradio's and clear enough.
+BAD = [
+    ({"labels_text": ""}, "No labels"),
+    ({"labels_text": "cat"}, "at least two"),
+    ({"labels_text": "cat\ncat"}, "Duplicate"),
+    ({"labels_text": "\n".join(f"l{i}" for i in range(101))}, "too many"),
+    ({"eps": 500}, "out of range|greater than maximum"),
+    ({"steps": 0}, "out of range|less than minimum"),
+    ({"true_label": "dog", "target": "dog"}, "target label"),
+    ({"defense_params": "{oops"}, "JSON"),
+    ({"model_key": "vit-l-14-fare2-but-not-offered"}, "Unknown model|not in the list of choices"),
+]
+
+
+def test_bad_inputs_and_the_server_keeps_serving(client, image_file, model_key, attack_name, odd_files):
+    for overrides, message in BAD:
+        with pytest.raises(AppError, match=message):
+            client.predict(**compare_kwargs(image_file, model_key, attack_name, overrides), api_name="/compare")
+    with pytest.raises(AppError, match="image"):
+        classify(client, odd_files["not_an_image"], model_key)
+    for name in ("rgba", "sixteen", "cmyk", "animated", "tiny", "huge", "gray", "palette"):
+        assert classify(client, odd_files[name], model_key)[1]["confidences"], name
+    assert classify(client, image_file, model_key)[1]["label"]
+
+
+def test_oversized_upload_is_refused(client, image_file, model_key, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(os.urandom(26 * 1024 * 1024))
+    with pytest.raises(Exception):
+        classify(client, str(big), model_key)
+    assert classify(client, image_file, model_key)[1]["label"]
+
+
+def test_concurrent_clients_get_their_own_answers(client, image_file, model_key, attack_name, odd_files):
+    """Two requests in flight at once return exactly what each returns alone."""
+    requests = [compare_kwargs(image_file, model_key, attack_name, seed=1),
+                compare_kwargs(odd_files["rgba"], model_key, attack_name, seed=2, labels_text="red\ngreen\nblue")]
+
+    def essence(out):
+        data = json.loads(open(out[20], encoding="utf-8").read())
+        for col in data["columns"]:
+            col.pop("ms"), col.pop("adaptive_attack")
+        data.pop("stages")
+        return data, np.asarray(Image.open(out[19]))
+
+    alone = [essence(client.predict(**r, api_name="/compare")) for r in requests]
+    jobs = [client.submit(**r, api_name="/compare") for r in requests]
+    together = [essence(job.result(timeout=300)) for job in jobs]
+    for (a_data, a_png), (b_data, b_png) in zip(alone, together):
+        assert a_data == b_data and np.array_equal(a_png, b_png)

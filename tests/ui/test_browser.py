@@ -1,0 +1,146 @@
+"""End to end in a real browser (Debian's Chromium driven by Playwright): upload, attack, three defenses.
+
+Screenshots go to $ARTIFACTS_DIR (default: tmp/artifacts in the repository) so that people can look at them.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", ROOT / "tmp" / "artifacts"))
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 300_000
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_model(tiny_dir):
+    """The teaching model when its weights are there (nicer screenshots), else the tiny test model."""
+    if (ROOT / "assets" / "teaching" / "open_clip_config.json").is_file():
+        return "teaching"
+    return f"local-dir:{tiny_dir}"
+
+
+def _working_defenses(model_key: str) -> dict[str, str]:
+    """For each paradigm, the first registered defense that runs on this model (else "none")."""
+    import demo.defenses  # noqa: F401
+    from demo import pipeline
+    from demo.models.loading import load_model
+    from demo.registry import DEFENSES
+
+    loaded = load_model(model_key)
+    s = loaded.image_size
+    image = torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(0))
+    chosen = {}
+    for paradigm in pipeline.PARADIGMS:
+        chosen[paradigm.value] = "none"
+        for name in DEFENSES.names(lambda c: c.paradigm == paradigm and c.name != "none"):
+            try:
+                pipeline.run_defenses(loaded, image, ["a", "b"], None, {paradigm: (name, {})})
+            except pipeline.USER_ERRORS:
+                continue
+            chosen[paradigm.value] = name
+            break
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def app_url(app_model):
+    from demo.ui import build_demo
+
+    demo = build_demo(app_model)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(app_url)
+        page.wait_for_selector("#input-image", timeout=TIMEOUT_MS)
+        yield page
+        browser.close()
+
+
+def _choose(page, elem_id: str, option_text: str) -> None:
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option_text, exact=True).click()
+
+
+def test_compare_in_the_browser(page, app_model):
+    from demo.registry import ATTACKS, DEFENSES
+
+    expect = sync_api.expect
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    example = ROOT / "assets" / "examples" / ("teaching_red_star.png" if app_model == "teaching" else "photo_apple.png")
+    page.locator("#input-image input[type=file]").set_input_files(str(example))
+    expect(page.locator("#col-0-label [data-testid='label-output-value']")).to_be_visible()
+
+    if "pgd" in ATTACKS:
+        _choose(page, "attack", ATTACKS.get("pgd").title)
+    steps = page.locator("#steps input[type=number]")
+    if steps.is_visible():
+        steps.fill("10")
+        steps.press("Enter")
+    chosen = _working_defenses(app_model)
+    for paradigm, name in chosen.items():
+        if name != "none":
+            _choose(page, f"defense-{paradigm}", DEFENSES.get(name).title or name)
+
+    page.locator("#run-btn").click()
+    expect(page.locator("#timing-table")).to_contain_text("total", timeout=TIMEOUT_MS)
+    for i in range(5):
+        label = page.locator(f"#col-{i}-label [data-testid='label-output-value']")
+        expect(label).to_be_visible()
+        assert label.inner_text().strip(), f"column {i} shows no label"
+        expect(page.locator(f"#col-{i}-verdict")).to_contain_text(re.compile("correct|wrong"))
+        expect(page.locator(f"#col-{i}-image img")).to_be_visible()
+    table = page.locator("#timing-table").inner_text()
+    assert re.search(r"attack", table) and re.search(r"\d+\.\d", table), table
+    expect(page.locator("#timing-chart img")).to_be_visible()
+    expect(page.locator("#heatmap img")).to_be_visible()
+    expect(page.locator("#summary")).to_contain_text("Largest pixel change")
+    page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
+
+
+def test_bad_input_shows_a_message(page):
+    expect = sync_api.expect
+    labels = page.locator("#labels textarea")
+    labels.fill("only one label")
+    page.locator("#classify-btn").click()
+    expect(page.get_by_test_id("toast-body").first).to_contain_text("at least two", timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "bad_input.png"))
+
+
+def test_learn_tab(page):
+    expect = sync_api.expect
+    page.get_by_role("tab", name="Learn").click()
+    expect(page.locator("#walkthrough")).to_be_visible()
+    expect(page.get_by_text("Training-time defenses")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "learn.png"), full_page=True)

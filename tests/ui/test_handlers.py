@@ -1,0 +1,258 @@
+"""Handlers: UI values in, UI values out, on the tiny model; bad input becomes a clear gr.Error."""
+import json
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from demo.registry import ATTACKS, DEFENSES
+from demo.ui import handlers, jobs, views
+from demo.ui.handlers import ADAPTIVE, AUTO_TRUE, NO_TARGET, OBLIVIOUS
+
+LABELS_TEXT = "cat\ndog\ncar\ntree"
+
+GENERIC = "Something went wrong"
+
+
+def compare(image, model_key, allowed, attack_name, **overrides):
+    args = dict(image=image, labels_text=LABELS_TEXT, true_label=AUTO_TRUE, model_key=model_key,
+                attack_name=attack_name, eps=8, steps=2, target=NO_TARGET, mode=OBLIVIOUS, seed=0,
+                training_time="none", test_time="none", training_free="none", attack_params="{}",
+                defense_params="{}")
+    args.update(overrides)
+    return handlers.compare(**args, allowed=allowed)
+
+
+def cheap_free_defense():
+    import demo.defenses  # noqa: F401
+    return next((n for n in ("bit_depth", "jpeg", "median") if n in DEFENSES), "none")
+
+
+# ------------------------------------------------------------------------------------ parsing
+
+@pytest.mark.parametrize("text, labels", [
+    ("cat\ndog\n\n tree ", ["cat", "dog", "tree"]),
+    ("cat, dog,tree", ["cat", "dog", "tree"]),
+    ("a photo of a dog, running\nzebra", ["a photo of a dog, running", "zebra"]),
+    ("", []),
+    (None, []),
+])
+def test_parse_labels(text, labels):
+    assert handlers.parse_labels(text) == labels
+
+
+def test_label_index():
+    labels = ["cat", "Dog"]
+    assert handlers.label_index(AUTO_TRUE, labels, "true label") is None
+    assert handlers.label_index(NO_TARGET, labels, "target") is None
+    assert handlers.label_index("dog", labels, "target") == 1
+    with pytest.raises(ValueError, match="not one of the labels"):
+        handlers.label_index("car", labels, "target")
+
+
+def test_ui_units_become_pixels():
+    name = next((n for n in ATTACKS.names() if any(f.metadata.get("unit") == "/255" for f in ATTACKS.get(n).params())),
+                None)
+    if name is None:
+        pytest.skip("no attack with a /255 parameter")
+    _, params = handlers.attack_settings(name, 8, 3, "{}")
+    assert abs(params["eps"] - 8 / 255) < 1e-12
+
+
+# ------------------------------------------------------------------------------------ handlers
+
+def test_select_model(model_key, allowed):
+    status, teaching = handlers.select_model(model_key, allowed=allowed)
+    assert "Model:" in status and teaching is False
+    with pytest.raises(gr.Error, match="Unknown model"):
+        handlers.select_model("/etc/passwd", allowed=allowed)
+
+
+def test_classify(image_file, model_key, allowed):
+    view = handlers.classify(image_file, LABELS_TEXT, AUTO_TRUE, model_key, allowed=allowed)
+    assert view.image.dtype == np.uint8 and view.image.shape[2] == 3
+    assert set(view.label) <= {"cat", "dog", "car", "tree"} and len(view.label) == 4
+    assert abs(sum(view.label.values()) - 1) < 1e-4
+    assert "correct" in view.verdict and "assumed" in view.verdict
+    wrong = handlers.classify(image_file, LABELS_TEXT, next(k for k in ("cat", "dog", "car") if k != max(
+        view.label, key=view.label.get)), model_key, allowed=allowed)
+    assert "wrong" in wrong.verdict
+
+
+def test_compare_outputs(image_file, model_key, allowed, attack_name):
+    free = cheap_free_defense()
+    view = compare(image_file, model_key, allowed, attack_name, training_free=free)
+    values = handlers.flat(view)
+    assert len(values) == 5 * 3 + 7
+    for column in (view.clean, view.attacked, view.training_time, view.test_time, view.training_free):
+        assert column.image is not None and column.label and column.verdict
+    assert view.heatmap.dtype == np.uint8 and view.timing_chart.dtype == np.uint8
+    assert view.timing_table[-1][0] == "total" and view.timing_table[-1][1] > 0
+    if free != "none":
+        assert view.changes is not None
+    # The downloaded PNG is exactly the attacked column's image ...
+    png = np.asarray(Image.open(view.adversarial_file))
+    assert np.array_equal(png, view.attacked.image)
+    # ... and classifying it again gives the attacked column's prediction.
+    again = handlers.classify(view.adversarial_file, LABELS_TEXT, AUTO_TRUE, model_key, allowed=allowed)
+    assert max(again.label, key=again.label.get) == max(view.attacked.label, key=view.attacked.label.get)
+    for k, p in view.attacked.label.items():
+        assert abs(again.label[k] - p) < 1e-5
+    data = json.loads(open(view.results_file, encoding="utf-8").read())
+    assert [c["column"] for c in data["columns"]] == ["clean", "attacked", "training-time", "test-time",
+                                                      "training-free"]
+    if ATTACKS.get(attack_name).norm == "linf":
+        assert data["attack"]["linf_255"] <= 8 + 1e-6
+    assert "Largest pixel change" in view.summary
+
+
+def test_attack_and_defend(image_file, model_key, allowed, attack_name):
+    attacked = handlers.attack(image_file, LABELS_TEXT, AUTO_TRUE, model_key, attack_name, 8, 2, NO_TARGET, 0, "",
+                               allowed=allowed)
+    assert np.array_equal(np.asarray(Image.open(attacked.adversarial_file)), attacked.attacked.image)
+    free = cheap_free_defense()
+    defended = handlers.defend(image_file, attacked.adversarial_file, LABELS_TEXT, AUTO_TRUE, model_key, "none", "none",
+                               free, "{}", 0, allowed=allowed)
+    assert len(handlers.flat(defended)) == 3 * 3 + 4
+    # With "none" everywhere, each defense column repeats the undefended prediction on the attacked image.
+    assert defended.training_time.label.keys() == attacked.attacked.label.keys()
+    for k, p in attacked.attacked.label.items():
+        assert abs(defended.training_time.label[k] - p) < 1e-5
+    no_attack = handlers.defend(image_file, None, LABELS_TEXT, AUTO_TRUE, model_key, "none", "none", "none", "", 0,
+                                allowed=allowed)
+    assert "correct" in no_attack.test_time.verdict
+
+
+def test_curve(image_file, model_key, allowed, attack_name):
+    if not any(f.name == "eps" for f in ATTACKS.get(attack_name).params()):
+        pytest.skip("attack has no eps")
+    free = cheap_free_defense()
+    view = handlers.curve(image_file, LABELS_TEXT, AUTO_TRUE, model_key, attack_name, 2, NO_TARGET, OBLIVIOUS, 0,
+                          "none", "none", free, "", "", "0, 4", allowed=allowed)
+    assert view.chart.dtype == np.uint8
+    assert len(view.table) == 2 * (2 if free != "none" else 1)
+    assert json.loads(open(view.results_file).read())["eps_255"] == [0.0, 4.0]
+
+
+def test_odd_images_work(odd_files, model_key, allowed):
+    for name, path in odd_files.items():
+        if name == "not_an_image":
+            continue
+        view = handlers.classify(path, LABELS_TEXT, AUTO_TRUE, model_key, allowed=allowed)
+        assert view.image.shape[:2] == (32, 32), name
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"image": None}, "No image"),
+    ({"labels_text": ""}, "No labels"),
+    ({"labels_text": "cat"}, "at least two"),
+    ({"labels_text": "cat\ndog\nCat"}, "Duplicate"),
+    ({"labels_text": "\n".join(f"thing {i}" for i in range(150))}, "too many"),
+    ({"labels_text": "cat\n" + "very long " * 20}, "characters"),
+    ({"eps": 9999}, "out of range"),
+    ({"steps": 0}, "out of range"),
+    ({"steps": 100000}, "out of range"),
+    ({"true_label": "cat", "target": "cat"}, "target label"),
+    ({"true_label": "zebra"}, "not one of the labels"),
+    ({"seed": -3}, "seed"),
+    ({"seed": "abc"}, "seed"),
+    ({"mode": "sideways"}, "attack mode"),
+    ({"model_key": "ViT-B-32=/etc/hosts"}, "Unknown model"),
+    ({"attack_name": "nope"}, "Unknown attack"),
+    ({"training_free": "nope"}, "Unknown defense"),
+    ({"defense_params": "{not json"}, "not valid JSON"),
+    ({"defense_params": "[1, 2]"}, "JSON object"),
+    ({"attack_params": '{"no_such_param": 1}'}, "no parameter"),
+])
+def test_bad_inputs_give_clear_errors(image_file, model_key, allowed, attack_name, overrides, message):
+    args = {"image": image_file, "model_key": model_key, "allowed": allowed, "attack_name": attack_name}
+    args.update(overrides)
+    with pytest.raises(gr.Error) as err:
+        compare(args.pop("image"), args.pop("model_key"), args.pop("allowed"), args.pop("attack_name"), **args)
+    assert message.lower() in err.value.message.lower()
+    assert GENERIC not in err.value.message
+
+
+def test_unreadable_file(odd_files, model_key, allowed):
+    with pytest.raises(gr.Error, match="not an image"):
+        handlers.classify(odd_files["not_an_image"], LABELS_TEXT, AUTO_TRUE, model_key, allowed=allowed)
+
+
+def test_every_registered_attack_runs_or_explains(image_file, model_key, allowed):
+    import demo.attacks  # noqa: F401
+    for name in ATTACKS.names():
+        try:
+            view = handlers.attack(image_file, LABELS_TEXT, AUTO_TRUE, model_key, name, None, 2, NO_TARGET, 0, "",
+                                   allowed=allowed)
+        except gr.Error as exc:
+            assert GENERIC not in exc.message, (name, exc.message)
+        else:
+            assert view.attacked.label, name
+
+
+def test_every_registered_defense_runs_or_explains(image_file, model_key, allowed):
+    """Each defense (with its parameters given in UI units) works on this model or says why not."""
+    import demo.defenses  # noqa: F401
+    from demo.ui.components import param_control  # noqa: F401  (controls build from the same metadata)
+
+    for name in DEFENSES.names():
+        cls = DEFENSES.get(name)
+        ui_params = {f.name: (f.default * 255 if f.metadata.get("unit") == "/255" else f.default)
+                     for f in cls.params() if isinstance(f.default, (int, float))}
+        # Cheapest settings, so the loop stays fast: fewest views/steps the metadata allows.
+        for f in cls.params():
+            if f.name in ("views", "steps", "eot_draws") and f.metadata.get("lo") is not None:
+                ui_params[f.name] = max(f.metadata["lo"], 2 if f.name == "views" else f.metadata["lo"])
+        chosen = {p.value: "none" for p in handlers.PARADIGMS}
+        chosen[cls.paradigm.value if name != "none" else "training-free"] = name
+        try:
+            view = handlers.defend(image_file, None, LABELS_TEXT, AUTO_TRUE, model_key, chosen["training-time"],
+                                   chosen["test-time"], chosen["training-free"], json.dumps({name: ui_params}), 0,
+                                   allowed=allowed)
+        except gr.Error as exc:
+            assert GENERIC not in exc.message, (name, exc.message)
+        else:
+            assert all(c.label for c in (view.training_time, view.test_time, view.training_free)), name
+
+
+def test_adaptive_mode(image_file, model_key, allowed, attack_name):
+    free = cheap_free_defense()
+    if free == "none":
+        pytest.skip("no input-transform defense registered")
+    view = compare(image_file, model_key, allowed, attack_name, mode=ADAPTIVE, training_free=free)
+    assert any(row[0].startswith("attack through") for row in view.timing_table)
+
+
+def test_same_request_same_answer(image_file, model_key, allowed, attack_name):
+    a = compare(image_file, model_key, allowed, attack_name, seed=3)
+    b = compare(image_file, model_key, allowed, attack_name, seed=3)
+    assert np.array_equal(a.attacked.image, b.attacked.image) and a.attacked.label == b.attacked.label
+
+
+# ------------------------------------------------------------------------------------ stopping
+
+def test_stop_token_ends_a_run(image_file, model_key, allowed, attack_name):
+    from demo.ui.wiring import long_event
+
+    event = long_event(handlers.compare, allowed)
+    token = jobs.new_token()
+    calls = []
+
+    def progress(fraction, desc=""):
+        calls.append(fraction)
+        jobs.request_stop(token)  # the user presses Stop during the first stage
+
+    args = [image_file, LABELS_TEXT, AUTO_TRUE, model_key, attack_name, 8, 50, NO_TARGET, OBLIVIOUS, 0, "none",
+            "none", "none", "{}", "{}", token]
+    with pytest.raises(gr.Error, match="Stopped"):
+        event(*args, progress=progress)
+    assert len(calls) == 1
+    # The next run starts with a fresh token state and finishes.
+    values = event(*args[:-1], jobs.new_token(), progress=lambda *a, **k: None)
+    assert len(values) == 5 * 3 + 7
+
+
+def test_download_files_do_not_collide():
+    a, b = views.new_download_dir(), views.new_download_dir()
+    assert a != b and a.parent == b.parent
