@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from demo.pipeline import PARADIGMS
 from demo.registry import ATTACKS, DEFENSES
 from demo.ui import handlers, jobs, views
 from demo.ui.handlers import ADAPTIVE, AUTO_TRUE, NO_TARGET, OBLIVIOUS
@@ -194,8 +195,6 @@ def test_every_registered_attack_runs_or_explains(image_file, model_key, allowed
 def test_every_registered_defense_runs_or_explains(image_file, model_key, allowed):
     """Each defense (with its parameters given in UI units) works on this model or says why not."""
     import demo.defenses  # noqa: F401
-    from demo.ui.components import param_control  # noqa: F401  (controls build from the same metadata)
-
     for name in DEFENSES.names():
         cls = DEFENSES.get(name)
         ui_params = {f.name: (f.default * 255 if f.metadata.get("unit") == "/255" else f.default)
@@ -204,7 +203,7 @@ def test_every_registered_defense_runs_or_explains(image_file, model_key, allowe
         for f in cls.params():
             if f.name in ("views", "steps", "eot_draws") and f.metadata.get("lo") is not None:
                 ui_params[f.name] = max(f.metadata["lo"], 2 if f.name == "views" else f.metadata["lo"])
-        chosen = {p.value: "none" for p in handlers.PARADIGMS}
+        chosen = {p.value: "none" for p in PARADIGMS}
         chosen[cls.paradigm.value if name != "none" else "training-free"] = name
         try:
             view = handlers.defend(image_file, None, LABELS_TEXT, AUTO_TRUE, model_key, chosen["training-time"],
