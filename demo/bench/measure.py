@@ -1,0 +1,207 @@
+"""In-process measurements: single-pass times, every attack and defense, and the app's full comparison.
+
+Times are wall-clock milliseconds per image, the median over repeated runs after warm-up runs; on a GPU
+each run is bracketed by a synchronize. Passes come from the library's own counters (`count_passes`
+inside `ZeroShotClassifier.encode`): `forward` images encoded without gradient, `grad` images encoded
+with gradient (each followed by a backward).
+
+overhead ratio = measured ms / (forward passes x single forward ms + grad passes x single forward+backward ms)
+
+with the single-pass times measured in the same run, on the same images and batch size. A ratio near 1
+means the method costs what its passes cost; above 1 is work outside the counted image-encoder passes
+(text-tower passes, augmentation, Python overhead, library wrappers); below 1 happens when a method
+batches more images per encoder call (views) than the single-pass measurement did.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..attacks import ATTACKS
+from ..defenses import DEFENSES
+from ..defenses.base import Paradigm
+from ..models.loading import LoadedModel
+from ..models.zoo import DEFAULT_OFFLINE
+from ..pipeline import PARADIGMS, to_model_input
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "assets" / "examples"
+PRESETS = ROOT / "assets" / "presets"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> tuple[list[float], object]:
+    """Run `fn` warmup + repeats times; (wall ms of the timed runs, the last result)."""
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    samples = []
+    for _ in range(max(repeats, 1)):
+        _sync(device)
+        start = time.perf_counter()
+        out = fn()
+        _sync(device)
+        samples.append((time.perf_counter() - start) * 1000.0)
+    return samples, out
+
+
+def is_teaching(loaded: LoadedModel) -> bool:
+    return loaded.key == DEFAULT_OFFLINE or loaded.spec.base == DEFAULT_OFFLINE
+
+
+def preset_labels(name: str) -> list[str]:
+    lines = (PRESETS / f"{name}.txt").read_text(encoding="utf-8").splitlines()
+    return [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
+
+
+def app_defaults(loaded: LoadedModel) -> tuple[list[str], list[Path]]:
+    """The labels and example images the app offers first for this model (teaching world or photos)."""
+    if is_teaching(loaded):
+        return preset_labels("teaching_world"), sorted(EXAMPLES.glob("teaching_*.png"))
+    return preset_labels("common_objects"), sorted(EXAMPLES.glob("photo_*.png"))
+
+
+def workload(loaded: LoadedModel, batch: int):
+    """(classifier, images (batch, 3, S, S) on the uint8 grid, their clean predictions as labels, paths)."""
+    labels, paths = app_defaults(loaded)
+    paths = [paths[i % len(paths)] for i in range(batch)]
+    images = torch.cat([to_model_input(loaded, p) for p in paths])
+    clf = loaded.classifier(labels)  # text features computed (and cached) here, outside every timing
+    with torch.no_grad():
+        y = clf(images).argmax(-1)
+    return clf, images, y, paths
+
+
+def single_pass(clf, images: torch.Tensor, y: torch.Tensor, repeats: int, warmup: int) -> dict:
+    """Per-image ms of one forward (no grad) and of one forward + backward to the input."""
+    n = images.shape[0]
+
+    def forward():
+        with torch.no_grad():
+            return clf(images)
+
+    def forward_backward():
+        x = images.clone().requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(clf(x), y)
+            return torch.autograd.grad(loss, x)[0]
+
+    fwd, _ = timed(forward, images.device, repeats, warmup)
+    fb, _ = timed(forward_backward, images.device, repeats, warmup)
+    return {"forward_samples": [s / n for s in fwd], "grad_samples": [s / n for s in fb]}
+
+
+def combine_single(*measured: dict) -> dict:
+    """Medians over single-pass measurements taken at several points of the run (guards against drift)."""
+    fwd = [s for m in measured for s in m["forward_samples"]]
+    fb = [s for m in measured for s in m["grad_samples"]]
+    return {"forward_ms": statistics.median(fwd), "grad_ms": statistics.median(fb), "samples": len(fwd)}
+
+
+def defaults(cls) -> dict:
+    return {f.name: getattr(cls(), f.name) for f in fields(cls) if f.init}
+
+
+def _row(kind: str, name: str, cls, samples: list[float], n: int, passes: dict | None, error: str | None) -> dict:
+    row = {"kind": kind, "name": name, "title": getattr(cls, "title", "") or name, "params": defaults(cls),
+           "ms_per_image": statistics.median(samples) / n if samples else None,
+           "samples_ms_per_image": [s / n for s in samples],
+           "forward": None if passes is None else float(passes.get("forward", 0.0)),
+           "grad": None if passes is None else float(passes.get("grad", 0.0)), "error": error}
+    if kind == "defense":
+        row["paradigm"] = cls.paradigm.value
+    return row
+
+
+def bench_attacks(clf, images, y, names, repeats: int, warmup: int, seed: int = 0) -> list[dict]:
+    rows = []
+    for name in names:
+        cls = ATTACKS.get(name)
+        attack = cls()
+        try:
+            samples, result = timed(lambda: attack(clf, images, y, seed=seed), images.device, repeats, warmup)
+            rows.append(_row("attack", name, cls, samples, images.shape[0], result.passes, None))
+        except Exception as exc:  # a failing method is a finding for the table, not the end of the run
+            rows.append(_row("attack", name, cls, [], images.shape[0], None, f"{type(exc).__name__}: {exc}"))
+    return rows
+
+
+def bench_defenses(clf, images, names, repeats: int, warmup: int, seed: int = 0) -> list[dict]:
+    rows = []
+    for name in names:
+        cls = DEFENSES.get(name)
+        defense = cls()
+        try:
+            samples, out = timed(lambda: defense(clf, images, seed=seed), images.device, repeats, warmup)
+            rows.append(_row("defense", name, cls, samples, images.shape[0], out.passes, None))
+        except Exception as exc:
+            rows.append(_row("defense", name, cls, [], images.shape[0], None, f"{type(exc).__name__}: {exc}"))
+    return rows
+
+
+def add_ratios(rows: list[dict], single: dict) -> list[dict]:
+    for row in rows:
+        if row["ms_per_image"] is None:
+            row["expected_ms"] = row["ratio"] = None
+            continue
+        expected = row["forward"] * single["forward_ms"] + row["grad"] * single["grad_ms"]
+        row["expected_ms"] = expected
+        row["ratio"] = row["ms_per_image"] / expected if expected > 0 else None
+    return rows
+
+
+def default_comparison_defenses() -> dict[str, str]:
+    """One defense per paradigm: the first registered of each (the app's own default is "none")."""
+    return {p.value: next(n for n in DEFENSES.names(lambda c, p=p: c.paradigm == p) if n != "none") for p in PARADIGMS}
+
+
+def bench_comparison(loaded: LoadedModel, image_path: Path, defenses: dict[str, str], repeats: int, warmup: int,
+                     via_handler: bool, seed: int = 0) -> dict:
+    """The full comparison (clean + default attack + one defense per paradigm), as the app runs it.
+
+    via_handler: through `demo.ui.handlers.compare` (parsing, the library run, figures and download
+    files, exactly what the /compare event computes), else through `demo.pipeline.run_comparison`.
+    Both report the library's own stage breakdown from one extra run.
+    """
+    from ..pipeline import run_comparison
+
+    attack = "pgd"
+    labels, _ = app_defaults(loaded)
+    attack_params = defaults(ATTACKS.get(attack))
+    image = to_model_input(loaded, image_path)
+    lib_defenses = {Paradigm(p): (n, {}) for p, n in defenses.items()}
+
+    def library():
+        return run_comparison(loaded, image, labels, None, attack, attack_params, None, lib_defenses, False, seed)
+
+    route = "demo.pipeline.run_comparison"
+    run = library
+    if via_handler:
+        import importlib
+
+        handlers = importlib.import_module("demo.ui.handlers")  # imports the UI toolkit, launches nothing
+        eps_ui = attack_params["eps"] * 255.0  # the page's slider is in /255
+        args = (str(image_path), "\n".join(labels), handlers.AUTO_TRUE, loaded.key, attack, eps_ui,
+                attack_params["steps"], handlers.NO_TARGET, handlers.OBLIVIOUS, seed,
+                defenses[Paradigm.TRAINING_TIME.value], defenses[Paradigm.TEST_TIME.value],
+                defenses[Paradigm.TRAINING_FREE.value], "", "")
+
+        def run():
+            return handlers.compare(*args, allowed={loaded.key})
+
+        route = "demo.ui.handlers.compare"
+    samples, _ = timed(run, loaded.device, repeats, warmup)
+    result = library()
+    return {"route": route, "attack": attack, "attack_params": attack_params, "defenses": defenses,
+            "labels": len(labels), "image": image_path.name, "ms": statistics.median(samples), "samples_ms": samples,
+            "stages": [{"stage": s.name, "ms": s.ms, "forward": s.forward, "grad": s.grad} for s in result.stages]}

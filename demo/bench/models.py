@@ -1,0 +1,118 @@
+"""Which models the benchmark measures, and stand-ins that let every defense run on any of them.
+
+Model ids are anything `load_model` accepts, plus random-weight models: `random:ARCH` (any open_clip
+architecture) and the shorthand `vit-b-32-random`. A random model has the same compute as the pretrained
+one, and it is built the way real weights are loaded: `open_clip.create_model(ARCH, pretrained=None)`,
+its state dict saved as safetensors, then loaded through `load_model` from that file.
+
+The training-time defenses need robust twins (TeCoA, FARE) and APT a learned prompt, which only some
+models have. For the others the benchmark registers stand-ins of the same shape, so that the rows measure
+the same compute: random models get two more random checkpoints of the same architecture (so "base plus
+two twins" also gives the memory of three loaded models), other models a second and third copy of their
+own weights; APT gets the initial context ("a photo of a"). Each stand-in is listed in the report.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import open_clip
+import torch
+
+from ..models.zoo import ZOO, ModelSpec, spec_for
+
+RANDOM_PREFIX = "random:"
+ALIASES = {"vit-b-32-random": "ViT-B-32"}
+TWINS = ("tecoa", "fare")
+# Random checkpoints are seeded: the base is seed 0, the TeCoA and FARE stand-ins seeds 1 and 2.
+TWIN_SEEDS = {"tecoa": 1, "fare": 2}
+
+
+def random_arch(model_id: str) -> str | None:
+    """The open_clip architecture of a random-weight id, or None for any other id."""
+    if model_id in ALIASES:
+        return ALIASES[model_id]
+    if model_id.startswith(RANDOM_PREFIX):
+        return model_id[len(RANDOM_PREFIX):]
+    return None
+
+
+def random_checkpoint(arch: str, seed: int, folder: Path) -> Path:
+    """A safetensors file with randomly initialised weights of `arch` (made once, then reused)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{arch.replace('/', '_')}-random-{seed}.safetensors"
+    if path.is_file():
+        return path
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random stream alone
+        torch.manual_seed(seed)
+        model = open_clip.create_model(arch, pretrained=None)
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    del model
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file(state, str(tmp))
+    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+    return path
+
+
+def checkpoint_id(model_id: str, workdir: Path) -> str:
+    """An id any process can load without `prepare` (cold start runs the app in a fresh interpreter)."""
+    arch = random_arch(model_id)
+    if arch is None:
+        return model_id
+    return f"{arch}={random_checkpoint(arch, 0, workdir)}"
+
+
+def prepare(model_id: str, workdir: Path) -> tuple[str, list[str]]:
+    """Register `model_id` (and its twin stand-ins where it has no twins) in this process's zoo.
+
+    Returns (the key to load, notes on the stand-ins used). Idempotent.
+    """
+    arch = random_arch(model_id)
+    notes: list[str] = []
+    if arch is not None:
+        base = ModelSpec(model_id, f"{arch} (random weights)", arch, str(random_checkpoint(arch, 0, workdir)),
+                         online=False)
+        twin_specs = {which: ModelSpec(f"{model_id}-{which}", f"{arch} (random weights, {which} stand-in)", arch,
+                                       str(random_checkpoint(arch, seed, workdir)), base=model_id, online=False)
+                      for which, seed in TWIN_SEEDS.items()}
+        notes.append(f"TeCoA and FARE twins: random {arch} checkpoints (seeds "
+                     f"{', '.join(str(s) for s in TWIN_SEEDS.values())}), the base model is seed 0")
+    else:
+        base = spec_for(model_id)
+        if all(which in base.twins for which in TWINS):
+            return base.key, notes
+        twin_specs = {which: dataclasses.replace(base, key=f"{base.key}#{which}", label=f"{base.label} ({which} stand-in)",
+                                                 base=base.key, twins={})
+                      for which in TWINS if which not in base.twins}
+        notes.append(f"{' and '.join(w.upper() for w in twin_specs)} twin: another copy of the same weights "
+                     "(the model has no robust twin)")
+    twins = dict(base.twins)
+    for which, spec in twin_specs.items():
+        ZOO[spec.key] = spec
+        twins[which] = spec.key
+    ZOO[base.key] = dataclasses.replace(base, twins=twins)
+    return base.key, notes
+
+
+def ensure_apt_prompt(clf, workdir: Path) -> str | None:
+    """Give APT a stand-in prompt (the initial 4-token context) when the model has no tuned one.
+
+    Returns a note for the report, or None when the model has its own prompt.
+    """
+    from safetensors.torch import save_file
+
+    from ..defenses.test_time.prompt_learner import CTX_INIT, PromptLearner
+    from ..defenses.training_time import apt
+
+    key = getattr(clf, "model_key", None)
+    if key in apt.PROMPTS:
+        return None
+    ctx = PromptLearner.for_classifier(clf, CTX_INIT).init_context().detach().cpu().contiguous()
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"apt-standin-{abs(hash(key)) % 10**8}-{os.getpid()}.safetensors"
+    save_file({"ctx": ctx}, str(path))
+    apt.PROMPTS[key] = path
+    return f"APT prompt: the initial context {CTX_INIT!r} (no tuned prompt exists for this model)"

@@ -1,0 +1,246 @@
+"""The machine description and the benchmark report (markdown for people, JSON for comparisons)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import statistics
+from pathlib import Path
+
+import torch
+
+# The load test (`python -m demo.loadtest`) keeps its numbers between these markers; rewriting the
+# benchmark report keeps that section as it is.
+LOADTEST_BEGIN, LOADTEST_END = "<!-- load-test:begin -->", "<!-- load-test:end -->"
+
+TARGET_RATIO = 1.15
+# Seconds for the full comparison with defaults on 2 CPU cores, by model.
+TARGET_COMPARE_S = {"teaching": 0.5, "vit-b-32": 10.0, "vit-b-32-random": 10.0, "random:ViT-B-32": 10.0}
+TARGET_COLD_S = {"teaching": 15.0}
+TARGET_MEMORY_MB = {"vit-b-32": 3000.0, "vit-b-32-random": 3000.0, "random:ViT-B-32": 3000.0}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    info = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "usable_cores": usable,
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "cuda": torch.cuda.is_available()}
+    try:
+        info["memory_gb"] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    except (ValueError, OSError, AttributeError):
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _f(value, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _verdict(value, limit, below: bool = True) -> str:
+    if value is None or limit is None:
+        return "-"
+    return "yes" if (value <= limit if below else value >= limit) else "**no**"
+
+
+def _params(params: dict) -> str:
+    out = []
+    for k, v in params.items():
+        if isinstance(v, float) and k in ("eps", "alpha", "step_size") and v < 1:
+            out.append(f"{k}={v * 255:g}/255")
+        else:
+            out.append(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}")
+    return ", ".join(out) or "-"
+
+
+def _method_table(rows: list[dict], kind: str) -> list[str]:
+    extra = " paradigm |" if kind == "defense" else ""
+    lines = [f"| {kind} |{extra} default parameters | ms / image | forward / image | fwd+bwd / image | "
+             f"expected ms | overhead ratio | <= {TARGET_RATIO} |",
+             "|---|" + ("---|" if extra else "") + "---|---:|---:|---:|---:|---:|:---:|"]
+    for r in rows:
+        para = f" {r.get('paradigm', '')} |" if extra else ""
+        if r["error"]:
+            lines.append(f"| {r['name']} |{para} {_params(r['params'])} | failed: {r['error'][:120]} | | | | | |")
+            continue
+        lines.append(f"| {r['name']} |{para} {_params(r['params'])} | {_f(r['ms_per_image'])} | {_f(r['forward'], 2)} | "
+                     f"{_f(r['grad'], 2)} | {_f(r['expected_ms'])} | {_f(r['ratio'], 2)} | "
+                     f"{_verdict(r['ratio'], TARGET_RATIO)} |")
+    return lines
+
+
+def _section(res: dict) -> list[str]:
+    s = res["single_pass"]
+    lines = [f"### {res['model']} on {res['device']}", "",
+             f"Model `{res['model_key']}`, {res['labels']} labels, batch of {res['batch']} image(s) "
+             f"({', '.join(res['images'])}), {res['repeats']} timed run(s) after {res['warmup']} warm-up run(s), "
+             f"loaded in {_f(res['load_s'], 2)} s.", ""]
+    if res["notes"]:
+        lines += ["Stand-ins: " + "; ".join(res["notes"]) + ".", ""]
+    lines += [f"Single passes (same run, same batch; median of {s['samples']}): forward **{_f(s['forward_ms'], 2)} ms** "
+              f"per image, forward+backward **{_f(s['grad_ms'], 2)} ms** per image "
+              f"(ratio {_f(s['grad_ms'] / s['forward_ms'] if s['forward_ms'] else None, 2)}).", ""]
+    lines += ["**Attacks**", ""] + _method_table(res["attacks"], "attack") + [""]
+    lines += ["**Defenses** (each on the PGD adversarial images, as in the app)", ""]
+    lines += _method_table(res["defenses"], "defense") + [""]
+    c = res.get("comparison")
+    if c:
+        if c.get("error"):
+            lines += [f"**Full comparison** failed: {c['error']}", ""]
+        else:
+            target = TARGET_COMPARE_S.get(res["model"]) if res["device"] == "cpu" else None
+            defs = ", ".join(f"{p}: {n}" for p, n in c["defenses"].items())
+            lines += [f"**Full comparison** (clean + {c['attack']} {_params(c['attack_params'])} + {defs}; "
+                      f"{c['labels']} labels, {c['image']}) through `{c['route']}`: median **{c['ms'] / 1000:.3f} s** "
+                      f"over {len(c['samples_ms'])} run(s)"
+                      + (f"; target <= {target} s: {_verdict(c['ms'] / 1000, target)}" if target else "") + ".", "",
+                      "| stage (library, one run) | ms | forward / image | fwd+bwd / image |", "|---|---:|---:|---:|"]
+            lines += [f"| {st['stage']} | {_f(st['ms'])} | {_f(st['forward'], 2)} | {_f(st['grad'], 2)} |"
+                      for st in c["stages"]]
+            lines += [f"| library total | {_f(sum(st['ms'] for st in c['stages']))} | | |", ""]
+    return lines
+
+
+def _probes(results: dict) -> list[str]:
+    lines = []
+    cold = results.get("cold_start", [])
+    if cold:
+        lines += ["## Cold start", "",
+                  "A fresh interpreter imports `app` with the model as the startup model (page built, model "
+                  "loaded), then classifies one example. Seconds from the first line of the process.", "",
+                  "| model | device | import torch | import app (ready) | first prediction | model load | "
+                  "process wall | <= target |", "|---|---|---:|---:|---:|---:|---:|:---:|"]
+        for c in cold:
+            if c.get("error"):
+                lines.append(f"| {c['model']} | {c['device']} | failed: {c['error'][:160]} | | | | | |")
+                continue
+            target = TARGET_COLD_S.get(c["model"]) if c["device"] == "cpu" else None
+            lines.append(f"| {c['model']} | {c['device']} | {_f(c['import_torch_s'], 2)} | {_f(c['ready_s'], 2)} | "
+                         f"{_f(c['first_prediction_s'], 2)} | {_f(c['model_load_s'], 2)} | {_f(c['process_wall_s'], 2)} | "
+                         f"{_verdict(c['ready_s'], target) if target else '-'} |")
+        lines.append("")
+    mem = results.get("memory", [])
+    if mem:
+        lines += ["## Peak memory", "",
+                  "`ru_maxrss` of a fresh process that loads the model and its two robust twins (TeCoA, FARE), "
+                  "then runs one full comparison with defaults.", "",
+                  "| model | device | models loaded | before loading (MB) | 3 models loaded (MB) | "
+                  "after a comparison (MB) | <= target |", "|---|---|---|---:|---:|---:|:---:|"]
+        for m in mem:
+            if m.get("error"):
+                lines.append(f"| {m['model']} | {m['device']} | failed: {m['error'][:160]} | | | | |")
+                continue
+            target = TARGET_MEMORY_MB.get(m["model"]) if m["device"] == "cpu" else None
+            gpu = f" (GPU allocated {_f(m['cuda_max_allocated_mb'], 0)} MB)" if "cuda_max_allocated_mb" in m else ""
+            lines.append(f"| {m['model']} | {m['device']}{gpu} | {', '.join(m['models_loaded'])} | {_f(m['before_models_mb'], 0)} | "
+                         f"{_f(m['loaded_mb'], 0)} | {_f(m['after_comparison_mb'], 0)} | "
+                         f"{_verdict(m['after_comparison_mb'], target) if target else '-'} |")
+        notes = sorted({n for m in mem for n in m.get("notes", [])})
+        lines += ([""] + [f"- {n}" for n in notes] if notes else []) + [""]
+    return lines
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = ["# Benchmarks", "",
+             f"Written by `{results['command']}` on {results['date']}. Ratios, not absolute times, are what "
+             "to compare between machines.", "",
+             "## Machine", "",
+             f"- CPU: {m['cpu']} ({m['usable_cores']} usable of {m['cpu_count']} cores), "
+             f"memory {_f(m.get('memory_gb'), 1)} GB",
+             f"- torch {m['torch']} with {m['torch_threads']} threads, Python {m['python']}, {m['platform']}",
+             f"- GPU: {m.get('gpu', 'none')}", "",
+             "## Cost of each attack and defense", "",
+             "ms / image: median wall time of a call on the batch, divided by the batch size. Passes: image-encoder "
+             "passes per image counted by the library (forward = without gradient, fwd+bwd = with gradient and a "
+             "backward). expected ms = forward x single forward ms + fwd+bwd x single forward+backward ms. "
+             f"overhead ratio = ms / expected ms (target <= {TARGET_RATIO}). Work outside the image encoder (text "
+             "tower passes of prompt tuning, augmentation, wrappers) shows up as a ratio above 1.", ""]
+    for res in results["runs"]:
+        lines += (_section(res) if not res.get("error") else
+                  [f"### {res['model']} on {res['device']}", "", f"Not measured: {res['error']}", ""])
+    lines += _probes(results)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write(results: dict, out: Path) -> tuple[Path, Path]:
+    """Write the markdown report (keeping an existing load-test section) and the JSON next to it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = markdown(results)
+    if out.is_file():
+        old = out.read_text(encoding="utf-8")
+        kept = re.search(re.escape(LOADTEST_BEGIN) + ".*?" + re.escape(LOADTEST_END), old, re.S)
+        if kept:
+            text += "\n" + kept.group(0) + "\n"
+    out.write_text(text, encoding="utf-8")
+    js = out.with_suffix(".json")
+    js.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    return out, js
+
+
+def replace_loadtest_section(out: Path, section: str) -> None:
+    """Put the load-test section (markdown) into the report, replacing an earlier one."""
+    block = f"{LOADTEST_BEGIN}\n{section.strip()}\n{LOADTEST_END}"
+    old = out.read_text(encoding="utf-8") if out.is_file() else "# Benchmarks\n"
+    pattern = re.escape(LOADTEST_BEGIN) + ".*?" + re.escape(LOADTEST_END)
+    new = re.sub(pattern, lambda _: block, old, flags=re.S) if re.search(pattern, old, re.S) else \
+        old.rstrip() + "\n\n" + block + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(new, encoding="utf-8")
+
+
+def loadtest_section(res: dict, server_log: list[str] | None = None) -> str:
+    """The load test's markdown section (numbers from `python -m demo.loadtest`), or why it did not finish."""
+    if res.get("error"):
+        return (f"## Load test\n\nWritten by `{res['command']}` on {res['date']}: **did not complete**: "
+                f"{res['error']}\n\nServer log (last lines):\n\n" + "\n".join(f"    {t}" for t in server_log or []) + "\n")
+    lat = [r for r in res["latencies_s"] if r is not None]
+    checks = res["checks"]
+    ok = lambda flag: "pass" if flag else "**FAIL**"  # noqa: E731
+    lines = ["## Load test", "",
+             f"Written by `{res['command']}` on {res['date']}: the app on 127.0.0.1 with model `{res['model']}` "
+             f"({res['device']}), {res['clients']} concurrent `gradio_client` clients x {res['rounds']} full "
+             f"comparisons on `/compare` (page defaults, defenses {', '.join(res['defenses'])}), "
+             f"{res['distinct']} distinct requests (example image and seed), each also run alone first.", "",
+             "| measure | value | check |", "|---|---|:---:|",
+             f"| server ready after | {res['startup_s']:.1f} s | |",
+             f"| requests alone: median latency | {statistics.median(res['alone_s']):.2f} s | |",
+             f"| concurrent run: wall time | {res['wall_s']:.1f} s for {res['total']} comparisons "
+             f"({60 * res['total'] / res['wall_s']:.1f} per minute) | |",
+             f"| latency under load: median / p95 / max | "
+             + (f"{statistics.median(lat):.2f} / {_p95(lat):.2f} / {max(lat):.2f} s" if lat else "-") + " | |",
+             f"| errors | {res['errors']} of {res['total']} | {ok(checks['no_errors'])} |",
+             f"| results identical to the request run alone | {res['identical']} of {res['total']} | "
+             f"{ok(checks['identical'])} |",
+             f"| server RSS: at start / before / after the concurrent run | {res['rss_start_mb']:.0f} / "
+             f"{res['rss_before_mb']:.0f} / {res['rss_after_mb']:.0f} MB (growth {100 * res['growth']:+.1f}%) | "
+             f"{ok(checks['memory'])} |",
+             f"| clients told their queue position while waiting | {res['queued_with_position']} of "
+             f"{res['queued']} queued requests; largest position {res['max_rank']} (0 = next in line), largest queue "
+             f"{res['max_queue_size']} | {ok(checks['queue_position'])} |"]
+    if res.get("failures"):
+        lines += ["", "Failures (first 5):", ""] + [f"- {f}" for f in res["failures"][:5]]
+    return "\n".join(lines) + "\n"
+
+
+def _p95(values: list[float]) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(0.95 * (len(values) - 1))))]

@@ -1,0 +1,116 @@
+"""The benchmark command on the tiny model (quick budget) and the load test's result comparison."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+
+@pytest.fixture()
+def restore_registries():
+    """The benchmark registers stand-in twins and prompts in process-wide tables; put them back afterwards."""
+    from demo.defenses.training_time import apt
+    from demo.models.zoo import ZOO
+
+    zoo, prompts = dict(ZOO), dict(apt.PROMPTS)
+    yield
+    ZOO.clear()
+    ZOO.update(zoo)
+    apt.PROMPTS.clear()
+    apt.PROMPTS.update(prompts)
+
+
+def test_quick_bench_table_is_consistent(tiny_dir, tmp_path, restore_registries):
+    from demo.attacks import ATTACKS
+    from demo.bench.__main__ import main
+    from demo.defenses import DEFENSES
+
+    out = tmp_path / "docs" / "benchmarks.md"
+    results = main(["--models", f"local-dir:{tiny_dir}", "--devices", "cpu", "--quick", "--no-probes",
+                    "--out", str(out), "--workdir", str(tmp_path / "work")])
+    (run,) = results["runs"]
+    assert "error" not in run
+    single = run["single_pass"]
+    assert 0 < single["forward_ms"] < math.inf and 0 < single["grad_ms"] < math.inf
+
+    assert [r["name"] for r in run["attacks"]] == ATTACKS.names()
+    assert [r["name"] for r in run["defenses"]] == DEFENSES.names()
+    for row in run["attacks"] + run["defenses"]:
+        assert row["error"] is None, row
+        assert row["ms_per_image"] > 0 and row["expected_ms"] > 0
+        assert math.isfinite(row["ratio"]) and row["ratio"] > 0, row
+        assert row["forward"] + row["grad"] > 0
+
+    for name in ("pgd", "pgd_l2"):  # one forward+backward per step, nothing else
+        row = next(r for r in run["attacks"] if r["name"] == name)
+        assert row["grad"] == ATTACKS.get(name)().steps and row["forward"] == 0
+    fgsm = next(r for r in run["attacks"] if r["name"] == "fgsm")
+    assert (fgsm["forward"], fgsm["grad"]) == (0, 1)
+
+    comparison = run["comparison"]
+    assert "error" not in comparison and comparison["ms"] > 0
+    assert set(comparison["defenses"]) == {"training-time", "test-time", "training-free"}
+    attack_stage = next(s for s in comparison["stages"] if s["stage"].startswith("attack"))
+    assert attack_stage["grad"] == 10  # the app's default PGD-10
+
+    text = out.read_text()
+    assert "## Machine" in text and f"with {torch.get_num_threads()} threads" in text
+    assert "| pgd |" in text and "| tpt |" in text and "Full comparison" in text
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["runs"][0]["attacks"][1]["name"] == run["attacks"][1]["name"]
+
+
+def test_random_weights_go_through_the_loader(tiny_dir, tmp_path, restore_registries):
+    """`random:ARCH` saves seeded random checkpoints and loads them like real weights, twins included."""
+    import open_clip
+
+    from demo.bench.models import checkpoint_id, prepare
+    from demo.models.loading import load_model
+    from demo.models.zoo import ZOO
+
+    model_cfg = json.loads((tiny_dir / "open_clip_config.json").read_text())["model_cfg"]
+    (tmp_path / "bench-tiny-arch.json").write_text(json.dumps(model_cfg))
+    open_clip.add_model_config(tmp_path / "bench-tiny-arch.json")
+    key, notes = prepare("random:bench-tiny-arch", tmp_path)
+    assert key == "random:bench-tiny-arch" and notes
+    base = load_model(key, "cpu")
+    twins = [load_model(ZOO[key].twins[w], "cpu") for w in ("tecoa", "fare")]
+    weights = [m.clip.visual.conv1.weight for m in [base] + twins]
+    assert not torch.equal(weights[0], weights[1]) and not torch.equal(weights[1], weights[2])
+    assert checkpoint_id(key, tmp_path).startswith("bench-tiny-arch=")
+    again = load_model(checkpoint_id(key, tmp_path), "cpu")  # what a fresh process (cold start) loads
+    assert torch.equal(again.clip.visual.conv1.weight, weights[0])
+
+
+def test_report_keeps_the_load_test_section(tmp_path):
+    from demo.bench.report import replace_loadtest_section, write
+
+    out = tmp_path / "benchmarks.md"
+    replace_loadtest_section(out, "## Load test\n\nfirst")
+    replace_loadtest_section(out, "## Load test\n\nsecond")
+    assert out.read_text().count("## Load test") == 1 and "second" in out.read_text()
+    results = {"command": "c", "date": "d", "runs": [], "machine": {
+        "cpu": "x", "usable_cores": 2, "cpu_count": 2, "torch_threads": 2, "torch": "t", "python": "p",
+        "platform": "l"}}
+    write(results, out)
+    text = out.read_text()
+    assert text.startswith("# Benchmarks") and "second" in text
+
+
+def test_load_test_compares_results_without_times(tmp_path):
+    from PIL import Image
+
+    from demo.loadtest import result_digest
+
+    png = tmp_path / "a.png"
+    Image.new("RGB", (4, 4), (10, 20, 30)).save(png)
+    js = tmp_path / "r.json"
+    js.write_text(json.dumps({"columns": [{"prediction": "cat", "ms": 1.0}], "stages": [{"stage": "s", "ms": 2}]}))
+    labels = ["Clean", "Time per stage", "Results (JSON)"]
+    first = result_digest([str(png), 1.0, str(js)], labels)
+    js.write_text(json.dumps({"columns": [{"prediction": "cat", "ms": 9.0}], "stages": [{"stage": "s", "ms": 3}]}))
+    assert result_digest([str(png), 2.0, str(js)], labels) == first  # only times changed
+    Image.new("RGB", (4, 4), (10, 20, 31)).save(png)
+    assert result_digest([str(png), 1.0, str(js)], labels) != first  # one pixel level changed
