@@ -27,6 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from .bench.models import checkpoint_id
 from .bench.report import loadtest_section, replace_loadtest_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,11 +226,14 @@ def evaluate(records: list[dict], references: dict[int, dict], labels: list[str]
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m demo.loadtest", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="teaching", help="the app's startup model (default: %(default)s)")
+    p.add_argument("--model", default="teaching",
+                   help="the app's startup model: any id the app takes, or vit-b-32-random (default: %(default)s)")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--rounds", type=int, default=5, help="comparisons per client (default: %(default)s)")
-    p.add_argument("--defenses", default="tecoa,tpt,ttc", help="training-time,test-time,training-free (default: %(default)s)")
-    p.add_argument("--timeout", type=float, default=1800.0, help="bound on the whole run in seconds (default: %(default)s)")
+    p.add_argument("--defenses", default="tecoa,tpt,ttc",
+                   help="training-time,test-time,training-free defenses (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=1800.0,
+                   help="bound on the whole run in seconds (default: %(default)s)")
     p.add_argument("--startup-timeout", type=float, default=600.0)
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     a = p.parse_args(argv)
@@ -241,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="demo-loadtest-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    proc = start_server(a.model, port, work / "server.log")
+    # Random-weight ids (vit-b-32-random, random:ARCH) become a checkpoint file the app can load; the app
+    # has no robust twins for them, so pick defenses that need none (e.g. --defenses none,tpt,ttc).
+    proc = start_server(checkpoint_id(a.model, Path(tempfile.gettempdir()) / "demo-bench"), port, work / "server.log")
     res = {"command": "python -m demo.loadtest " + " ".join(sys.argv[1:] if argv is None else argv),
            "date": time.strftime("%Y-%m-%d %H:%M"), "model": a.model, "clients": a.clients, "rounds": a.rounds,
            "defenses": defenses, "total": a.clients * a.rounds, "distinct": a.clients}
@@ -256,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_server(proc)
     res.update(evaluate(records, references, labels))
+    res["reference_digests"] = references  # what "identical" compared, per distinct request
     res["total"] = a.clients * a.rounds
     res["errors"] += res["total"] - len(records)  # a client that never reported counts as failed
     res["growth"] = (res["rss_after_mb"] - res["rss_before_mb"]) / res["rss_before_mb"]

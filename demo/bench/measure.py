@@ -169,8 +169,9 @@ def bench_comparison(loaded: LoadedModel, image_path: Path, defenses: dict[str, 
                      via_handler: bool, seed: int = 0) -> dict:
     """The full comparison (clean + default attack + one defense per paradigm), as the app runs it.
 
-    via_handler: through `demo.ui.handlers.compare` (parsing, the library run, figures and download
-    files, exactly what the /compare event computes), else through `demo.pipeline.run_comparison`.
+    via_handler: through the handler function `demo.ui.handlers.compare` (parsing, the library run,
+    figures and download files: what the /compare event computes, without the server's queue and
+    streaming, which the load test covers), else through `demo.pipeline.run_comparison`.
     Both report the library's own stage breakdown from one extra run.
     """
     from ..pipeline import run_comparison
@@ -190,14 +191,16 @@ def bench_comparison(loaded: LoadedModel, image_path: Path, defenses: dict[str, 
         import importlib
 
         handlers = importlib.import_module("demo.ui.handlers")  # imports the UI toolkit, launches nothing
-        eps_ui = attack_params["eps"] * 255.0  # the page's slider is in /255
-        args = (str(image_path), "\n".join(labels), handlers.AUTO_TRUE, loaded.key, attack, eps_ui,
-                attack_params["steps"], handlers.NO_TARGET, handlers.OBLIVIOUS, seed,
-                defenses[Paradigm.TRAINING_TIME.value], defenses[Paradigm.TEST_TIME.value],
-                defenses[Paradigm.TRAINING_FREE.value], "", "")
+        # The page's controls by name; eps is shown in /255 on the page.
+        kwargs = dict(image=str(image_path), labels_text="\n".join(labels), true_label=handlers.AUTO_TRUE,
+                      model_key=loaded.key, attack_name=attack, eps=attack_params["eps"] * 255.0,
+                      steps=attack_params["steps"], target=handlers.NO_TARGET, mode=handlers.OBLIVIOUS, seed=seed,
+                      training_time=defenses[Paradigm.TRAINING_TIME.value],
+                      test_time=defenses[Paradigm.TEST_TIME.value],
+                      training_free=defenses[Paradigm.TRAINING_FREE.value], attack_params="", defense_params="")
 
         def run():
-            return handlers.compare(*args, allowed={loaded.key})
+            return handlers.compare(**kwargs, allowed={loaded.key})
 
         route = "demo.ui.handlers.compare"
     samples, _ = timed(run, loaded.device, repeats, warmup)

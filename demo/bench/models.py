@@ -84,8 +84,8 @@ def prepare(model_id: str, workdir: Path) -> tuple[str, list[str]]:
         base = spec_for(model_id)
         if all(which in base.twins for which in TWINS):
             return base.key, notes
-        twin_specs = {which: dataclasses.replace(base, key=f"{base.key}#{which}", label=f"{base.label} ({which} stand-in)",
-                                                 base=base.key, twins={})
+        twin_specs = {which: dataclasses.replace(base, key=f"{base.key}#{which}", base=base.key, twins={},
+                                                 label=f"{base.label} ({which} stand-in)")
                       for which in TWINS if which not in base.twins}
         notes.append(f"{' and '.join(w.upper() for w in twin_specs)} twin: another copy of the same weights "
                      "(the model has no robust twin)")

@@ -81,8 +81,8 @@ def _method_table(rows: list[dict], kind: str) -> list[str]:
         if r["error"]:
             lines.append(f"| {r['name']} |{para} {_params(r['params'])} | failed: {r['error'][:120]} | | | | | |")
             continue
-        lines.append(f"| {r['name']} |{para} {_params(r['params'])} | {_f(r['ms_per_image'])} | {_f(r['forward'], 2)} | "
-                     f"{_f(r['grad'], 2)} | {_f(r['expected_ms'])} | {_f(r['ratio'], 2)} | "
+        lines.append(f"| {r['name']} |{para} {_params(r['params'])} | {_f(r['ms_per_image'])} | "
+                     f"{_f(r['forward'], 2)} | {_f(r['grad'], 2)} | {_f(r['expected_ms'])} | {_f(r['ratio'], 2)} | "
                      f"{_verdict(r['ratio'], TARGET_RATIO)} |")
     return lines
 
@@ -95,8 +95,9 @@ def _section(res: dict) -> list[str]:
              f"loaded in {_f(res['load_s'], 2)} s.", ""]
     if res["notes"]:
         lines += ["Stand-ins: " + "; ".join(res["notes"]) + ".", ""]
-    lines += [f"Single passes (same run, same batch; median of {s['samples']}): forward **{_f(s['forward_ms'], 2)} ms** "
-              f"per image, forward+backward **{_f(s['grad_ms'], 2)} ms** per image "
+    lines += [f"Single passes (same run, same batch; median of {s['samples']}): "
+              f"forward **{_f(s['forward_ms'], 2)} ms** per image, "
+              f"forward+backward **{_f(s['grad_ms'], 2)} ms** per image "
               f"(ratio {_f(s['grad_ms'] / s['forward_ms'] if s['forward_ms'] else None, 2)}).", ""]
     lines += ["**Attacks**", ""] + _method_table(res["attacks"], "attack") + [""]
     lines += ["**Defenses** (each on the PGD adversarial images, as in the app)", ""]
@@ -134,7 +135,8 @@ def _probes(results: dict) -> list[str]:
                 continue
             target = TARGET_COLD_S.get(c["model"]) if c["device"] == "cpu" else None
             lines.append(f"| {c['model']} | {c['device']} | {_f(c['import_torch_s'], 2)} | {_f(c['ready_s'], 2)} | "
-                         f"{_f(c['first_prediction_s'], 2)} | {_f(c['model_load_s'], 2)} | {_f(c['process_wall_s'], 2)} | "
+                         f"{_f(c['first_prediction_s'], 2)} | {_f(c['model_load_s'], 2)} | "
+                         f"{_f(c['process_wall_s'], 2)} | "
                          f"{_verdict(c['ready_s'], target) if target else '-'} |")
         lines.append("")
     mem = results.get("memory", [])
@@ -150,7 +152,8 @@ def _probes(results: dict) -> list[str]:
                 continue
             target = TARGET_MEMORY_MB.get(m["model"]) if m["device"] == "cpu" else None
             gpu = f" (GPU allocated {_f(m['cuda_max_allocated_mb'], 0)} MB)" if "cuda_max_allocated_mb" in m else ""
-            lines.append(f"| {m['model']} | {m['device']}{gpu} | {', '.join(m['models_loaded'])} | {_f(m['before_models_mb'], 0)} | "
+            lines.append(f"| {m['model']} | {m['device']}{gpu} | {', '.join(m['models_loaded'])} | "
+                         f"{_f(m['before_models_mb'], 0)} | "
                          f"{_f(m['loaded_mb'], 0)} | {_f(m['after_comparison_mb'], 0)} | "
                          f"{_verdict(m['after_comparison_mb'], target) if target else '-'} |")
         notes = sorted({n for m in mem for n in m.get("notes", [])})
@@ -211,7 +214,8 @@ def loadtest_section(res: dict, server_log: list[str] | None = None) -> str:
     """The load test's markdown section (numbers from `python -m demo.loadtest`), or why it did not finish."""
     if res.get("error"):
         return (f"## Load test\n\nWritten by `{res['command']}` on {res['date']}: **did not complete**: "
-                f"{res['error']}\n\nServer log (last lines):\n\n" + "\n".join(f"    {t}" for t in server_log or []) + "\n")
+                f"{res['error']}\n\nServer log (last lines):\n\n"
+                + "\n".join(f"    {t}" for t in server_log or []) + "\n")
     lat = [r for r in res["latencies_s"] if r is not None]
     checks = res["checks"]
     ok = lambda flag: "pass" if flag else "**FAIL**"  # noqa: E731

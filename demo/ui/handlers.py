@@ -1,14 +1,12 @@
 """Event handlers: plain functions from component values to component values.
 
-Each handler parses what the components hold (label text, /255 sliders, JSON parameter text, an image
-file), calls the library and converts the result with `views`. This is the only place where "/255"
-values become pixel units. Errors written for users become `gr.Error`, so the page shows them and the
+Each handler parses what the components hold (with `parse`: label text, /255 sliders, JSON parameter
+text) and the image file, calls the library and converts the result with `views`. Errors written for users become `gr.Error`, so the page shows them and the
 server keeps serving. The model set a visitor may choose from (`allowed`) is passed in by the page.
 """
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -20,21 +18,29 @@ from PIL import Image
 import gradio as gr
 
 from .. import pipeline
-from ..pipeline import PARADIGMS, USER_ERRORS, InputError
-from ..registry import ATTACKS, DEFENSES
+from ..pipeline import USER_ERRORS, InputError
+from ..registry import ATTACKS
 from ..viz import curve_chart
 from . import views
 from .jobs import Cancelled
 from .models import get_model, is_teaching
+from .parse import (  # noqa: F401  (re-exported: the page and tests use them through this module)
+    AUTO_TRUE,
+    NO_TARGET,
+    attack_settings,
+    defense_settings,
+    label_index,
+    parse_eps_list,
+    parse_json,
+    parse_labels,
+    parse_seed,
+)
 from .views import ColumnView
 
 log = logging.getLogger(__name__)
 
-AUTO_TRUE = "(clean prediction)"
-NO_TARGET = "(none: untargeted)"
 OBLIVIOUS, ADAPTIVE = "oblivious", "adaptive"
 DEFAULT_CURVE_EPS = "0, 1, 2, 4, 8"
-MAX_SEED = 2**32 - 1
 Progress = Callable[[float, str], None] | None
 
 
@@ -55,92 +61,6 @@ def user_errors(fn):
             raise gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). The app is still running; "
                            "try again or change the settings.") from exc
     return wrapper
-
-
-# ---------------------------------------------------------------------------------- parsing values
-
-def parse_labels(text: str | None) -> list[str]:
-    """One label per line; a single line is split on commas."""
-    text = (text or "").strip()
-    parts = text.splitlines() if "\n" in text else text.split(",")
-    return [p.strip() for p in parts if p.strip()]
-
-
-def label_index(value: str | None, labels: list[str], what: str) -> int | None:
-    """A dropdown's label -> its index; the 'automatic' entries and empty values mean None."""
-    value = (value or "").strip()
-    if value in ("", AUTO_TRUE, NO_TARGET):
-        return None
-    if value in labels:
-        return labels.index(value)
-    folded = [label.lower() for label in labels]
-    if value.lower() in folded:
-        return folded.index(value.lower())
-    raise InputError(f"The {what} {value!r} is not one of the labels; pick it from the list or add it to the labels.")
-
-
-def parse_seed(seed) -> int:
-    try:
-        value = float(seed if seed is not None else 0)
-    except (TypeError, ValueError):
-        raise InputError(f"The seed must be a whole number, got {seed!r}.") from None
-    if not value.is_integer() or not 0 <= value <= MAX_SEED:
-        raise InputError(f"The seed must be a whole number between 0 and {MAX_SEED}, got {seed!r}.")
-    return int(value)
-
-
-def parse_json(text: str | dict | None, what: str) -> dict:
-    if isinstance(text, dict):
-        return text
-    if not text or not str(text).strip():
-        return {}
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"The {what} are not valid JSON ({exc.msg} at character {exc.pos}).") from None
-    if not isinstance(data, dict):
-        raise InputError(f"The {what} must be a JSON object such as {{\"name\": {{\"param\": value}}}}.")
-    return data
-
-
-def from_ui_units(cls, values: dict) -> dict:
-    """UI values -> library values: parameters shown in /255 are divided by 255."""
-    units = {f.name: f.metadata.get("unit", "") for f in cls.params()}
-    out = {}
-    for key, value in values.items():
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        out[key] = value / 255.0 if numeric and units.get(key) == "/255" else value
-    return out
-
-
-def attack_settings(name: str, eps, steps, extra: str | dict | None) -> tuple[str, dict]:
-    """(attack name, parameters in pixel units) from the eps/steps sliders and the extra-parameters JSON."""
-    if name not in ATTACKS:
-        raise InputError(f"Unknown attack {name!r}; choose one of: {', '.join(ATTACKS.names())}.")
-    cls = ATTACKS.get(name)
-    params = dict(parse_json(extra, "attack parameters"))
-    fields = {f.name for f in cls.params()}
-    if "eps" in fields and eps is not None:
-        params["eps"] = eps
-    if "steps" in fields and steps is not None:
-        params["steps"] = steps
-    return name, from_ui_units(cls, params)
-
-
-def defense_settings(training_time: str | None, test_time: str | None, training_free: str | None,
-                     params_json: str | dict | None) -> dict:
-    """{paradigm: (defense name, parameters in pixel units)}; parameters are keyed by defense name."""
-    given = parse_json(params_json, "defense parameters")
-    out = {}
-    for paradigm, name in zip(PARADIGMS, (training_time, test_time, training_free)):
-        name = name or "none"
-        if name not in DEFENSES:
-            raise InputError(f"Unknown defense {name!r}; choose one of: {', '.join(DEFENSES.names())}.")
-        params = given.get(name, {})
-        if not isinstance(params, dict):
-            raise InputError(f"The parameters of {name!r} must be a JSON object, got {params!r}.")
-        out[paradigm] = (name, from_ui_units(DEFENSES.get(name), params))
-    return out
 
 
 def image_tensor(loaded, image) -> torch.Tensor:
@@ -301,14 +221,6 @@ def compare(image, labels_text, true_label, model_key, attack_name, eps, steps, 
                        summary + ("\n\n**What the defenses did**\n\n" + changed if changed else ""))
 
 
-def parse_eps_list(text: str, unit: str) -> list[float]:
-    try:
-        values = [float(v) for v in str(text or "").replace(";", ",").split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"Curve eps values must be numbers separated by commas, got {text!r}.") from None
-    return [v / 255.0 if unit == "/255" else v for v in values]
-
-
 @user_errors
 def curve(image, labels_text, true_label, model_key, attack_name, steps, target, mode, seed,
           training_time, test_time, training_free, attack_params="", defense_params="",
@@ -325,7 +237,7 @@ def curve(image, labels_text, true_label, model_key, attack_name, steps, target,
     series = {k: [(p.true_prob, p.correct) for p in pts] for k, pts in result.series.items()}
     chart = curve_chart(eps_ui, series, title=f"{ATTACKS.get(name).title or name}, "
                                               f"{'adaptive' if mode == ADAPTIVE else 'oblivious'}",
-                        x_label="attack budget eps (/255)" if unit == "/255" else "attack budget eps (L2, pixels in [0,1])")
+                        x_label="attack budget eps" + (" (/255)" if unit == "/255" else " (pixels in [0, 1])"))
     table = [[name_, round(e, 3), p.prediction, "yes" if p.correct else "no", round(p.true_prob, 4)]
              for name_, pts in result.series.items() for e, p in zip(eps_ui, pts)]
     json_file = views.write_json(views.new_download_dir(), "robustness_curve.json", result.to_dict())

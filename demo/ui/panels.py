@@ -101,12 +101,12 @@ def build_input(page: Page) -> None:
 def build_examples(page: Page) -> None:
     """Example galleries; clicking a picture loads it together with the labels that fit it."""
     page.example_sets = []
-    with gr.Row():
+    with gr.Column():
         for kind, title in (("teaching", "Teaching-world examples (the teaching model knows these)"),
                             ("photo", "Photo-like examples (for real CLIP models)")):
             rows = assets.examples(kind)
             if rows:
-                gallery = gr.Gallery([(p, c) for p, c, _ in rows], label=title, columns=len(rows), rows=1, height=150,
+                gallery = gr.Gallery([(p, c) for p, c, _ in rows], label=title, columns=8, rows=1, height=170,
                                      allow_preview=False, object_fit="contain", format="png",
                                      elem_id=f"examples-{kind}", interactive=False)
                 page.example_sets.append((gallery, rows))
