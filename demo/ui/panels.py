@@ -242,7 +242,8 @@ def build_results(page: Page) -> None:
     with gr.Row(equal_height=False):
         page.timing_chart = gr.Image(label="Time per stage", show_label=False, format="png", interactive=False,
                                      elem_id="timing-chart", elem_classes=["figure"])
-        page.timing_table = gr.Dataframe(headers=views.TIMING_HEADERS, interactive=False,
+        page.timing_table = gr.Dataframe(headers=views.TIMING_HEADERS, interactive=False, wrap=True,
+                                         column_widths=["52%", "16%", "14%", "18%"],
                                          label="Time (ms) and model passes per image, per stage",
                                          elem_id="timing-table")
     with gr.Row():

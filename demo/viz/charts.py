@@ -4,8 +4,19 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw
 
+from .raster import INK, MUTED, WHITE, draw_text, text_width
+from .raster import to_array as image_to_array
 from .render import new_figure, to_array
+
+BAR = (76, 114, 176)
+
+
+def _nice_step(top: float) -> float:
+    raw = top / 4
+    magnitude = 10 ** np.floor(np.log10(raw)) if raw > 0 else 1.0
+    return float(next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw))
 
 
 def timing_chart(stages: Sequence[tuple[str, float, float, float]], title: str = "Where the time goes") -> np.ndarray:
@@ -13,36 +24,39 @@ def timing_chart(stages: Sequence[tuple[str, float, float, float]], title: str =
 
     stages: (name, ms, forward passes, grad passes) in run order (drawn top to bottom).
     """
-    names = [s[0] for s in stages]
-    ms = np.array([max(float(s[1]), 0.0) for s in stages])
-    height = 0.45 * max(len(stages), 2) + 1.0
-    fig = new_figure(7.0, height)
-    ax = fig.add_subplot()
-    longest = max((len(n) for n in names), default=10)
-    fig.subplots_adjust(left=min(0.06 + 0.0105 * longest, 0.5), right=0.97, top=1 - 0.4 / height,
-                        bottom=0.55 / height)
-    y = np.arange(len(stages))
-    ax.barh(y, ms, color="#4c72b0")
-    ax.set_yticks(y, names, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("milliseconds", fontsize=9)
-    ax.set_title(title, fontsize=10)
-    top = float(ms.max()) if len(ms) else 0.0
-    top = top if top > 0 else 1.0
-    ax.set_xlim(0, max(top, 1e-3) * 1.05)
-    for i, (_, t, fwd, grad) in enumerate(stages):
+    row, bar_h, pad, plot_w = 30, 18, 14, 420
+    label_w = int(max((text_width(s[0], 12) for s in stages), default=60)) + 12
+    width = pad + label_w + plot_w + 190
+    height = 34 + row * max(len(stages), 1) + 40
+    canvas = Image.new("RGB", (width, height), WHITE)
+    draw = ImageDraw.Draw(canvas)
+    draw_text(draw, (width // 2, 8), title, size=14, anchor="mt")
+    top = max((float(s[1]) for s in stages), default=0.0)
+    step = _nice_step(top if top > 0 else 1.0)
+    axis_max = step * np.ceil((top if top > 0 else 1.0) / step)
+    x0, y0 = pad + label_w, 34
+    y_axis = y0 + row * max(len(stages), 1)
+
+    def x_of(ms: float) -> float:
+        return x0 + plot_w * ms / axis_max
+
+    for k in range(int(round(axis_max / step)) + 1):
+        x = x_of(k * step)
+        draw.line([(x, y0), (x, y_axis)], fill=(232, 232, 232))
+        draw.line([(x, y_axis), (x, y_axis + 4)], fill=INK)
+        draw_text(draw, (x, y_axis + 6), f"{k * step:,.0f}", size=11, fill=MUTED, anchor="mt")
+    draw_text(draw, (x0 + plot_w // 2, y_axis + 22), "milliseconds", size=12, fill=MUTED, anchor="mt")
+    draw.line([(x0, y0), (x0, y_axis)], fill=INK)
+    for i, (name, ms, fwd, grad) in enumerate(stages):
+        ms = max(float(ms), 0.0)
+        y = y0 + row * i + (row - bar_h) // 2
+        draw.rectangle([x0, y, max(x_of(ms), x0 + 1), y + bar_h], fill=BAR)
+        draw_text(draw, (x0 - 8, y + bar_h // 2), name, size=12, anchor="rm")
         parts = [f"{fwd:g} forward"] if fwd else []
         parts += [f"{grad:g} forward+backward"] if grad else []
-        passes = " + ".join(parts) or "no model pass"
-        text = f"{float(t):,.0f} ms · {passes}"
-        # Long bars carry their label inside, short ones just after their end: nothing runs off the chart.
-        if float(t) > 0.55 * top:
-            ax.text(float(t) - top * 0.01, i, text, va="center", ha="right", fontsize=7, color="white")
-        else:
-            ax.text(float(t) + top * 0.01, i, text, va="center", ha="left", fontsize=7)
-    ax.tick_params(axis="x", labelsize=8)
-    ax.spines[["top", "right"]].set_visible(False)
-    return to_array(fig)
+        label = f"{ms:,.0f} ms · " + (" + ".join(parts) or "no model pass")
+        draw_text(draw, (x_of(ms) + 6, y + bar_h // 2), label, size=11, anchor="lm")
+    return image_to_array(canvas)
 
 
 def curve_chart(eps_255: Sequence[float], series: dict[str, Sequence[tuple[float, bool]]],

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
-from .render import new_figure, to_array
-
-CMAP = "magma"
+from .raster import WHITE, colorbar, colorize, draw_text, enlarge, to_array
 
 
 def _as_hwc(t: torch.Tensor) -> np.ndarray:
@@ -35,31 +34,35 @@ def magnitude(delta: torch.Tensor) -> np.ndarray:
     return np.abs(_as_hwc(delta)).max(axis=-1) * 255.0
 
 
+PANEL = 256  # on-screen side of each panel, in pixels
+
+
 def change_figure(before: torch.Tensor, after: torch.Tensor, title: str, bound: float | None = None,
                   vmax: float | None = None) -> np.ndarray:
-    """Two panels: the amplified signed change and its magnitude heatmap with a colorbar (in /255)."""
+    """Two panels: the amplified signed change and its magnitude heatmap with a color scale (in /255)."""
     if after.shape[-2:] != before.shape[-2:]:
         after = torch.nn.functional.interpolate(after.reshape(1, 3, *after.shape[-2:]).float(),
                                                 size=before.shape[-2:], mode="bilinear", align_corners=False)
     delta = after.reshape(before.shape) - before
     mag = magnitude(delta)
     top = float(vmax) if vmax else max(float(mag.max()), 1.0)
-    fig = new_figure(6.4, 3.2)
-    ax_signed, ax_mag = fig.subplots(1, 2)
-    fig.subplots_adjust(left=0.02, right=0.88, bottom=0.03, top=0.82, wspace=0.08)
-    gain = 0.5 / bound if bound else (0.5 / (top / 255.0) if top > 0 else 1.0)
-    ax_signed.imshow(amplified(delta, bound or top / 255.0), interpolation="nearest")
-    ax_signed.set_title(f"signed change (x{gain:.0f})", fontsize=9)
-    im = ax_mag.imshow(mag, cmap=CMAP, vmin=0.0, vmax=top, interpolation="nearest")
-    ax_mag.set_title(f"|change|, max {mag.max():.1f}/255", fontsize=9)
-    bar = fig.colorbar(im, cax=fig.add_axes((0.9, 0.08, 0.025, 0.7)))
-    bar.set_label("per-pixel change (/255)", fontsize=8)
-    bar.ax.tick_params(labelsize=7)
-    for ax in (ax_signed, ax_mag):
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title, fontsize=10)
-    return to_array(fig)
+    scale = bound or top / 255.0
+    signed = enlarge((amplified(delta, scale) * 255).round().astype(np.uint8), PANEL)
+    heat = enlarge(colorize(mag, top), PANEL)
+    bar = colorbar(heat.height, top, "per-pixel change (/255)")
+    pad, head, sub = 14, 28, 20
+    width = pad + signed.width + pad + heat.width + 8 + bar.width + pad
+    canvas = Image.new("RGB", (width, head + sub + max(signed.height, bar.height) + pad), WHITE)
+    draw = ImageDraw.Draw(canvas)
+    draw_text(draw, (width // 2, 8), title, size=14, anchor="mt")
+    x2 = pad + signed.width + pad
+    draw_text(draw, (pad + signed.width // 2, head), f"signed change (x{0.5 / scale:.0f}, gray = none)", size=12,
+              anchor="mt")
+    draw_text(draw, (x2 + heat.width // 2, head), f"|change|, max {mag.max():.1f}/255", size=12, anchor="mt")
+    canvas.paste(signed, (pad, head + sub))
+    canvas.paste(heat, (x2, head + sub))
+    canvas.paste(bar, (x2 + heat.width + 8, head + sub - 6))
+    return to_array(canvas)
 
 
 def perturbation_heatmap(clean: torch.Tensor, adversarial: torch.Tensor, eps: float | None = None,

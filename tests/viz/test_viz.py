@@ -41,6 +41,17 @@ def test_change_heatmap_handles_other_sizes_and_no_change():
     assert viz.defense_change_heatmap(before, before.clone(), "identity").dtype == np.uint8
 
 
+def test_figures_are_fast():
+    import time
+
+    clean = torch.rand(1, 3, 128, 128)
+    start = time.perf_counter()
+    viz.perturbation_heatmap(clean, (clean + 4 / 255).clamp(0, 1), eps=4 / 255)
+    viz.timing_chart([("clean inference", 3.0, 1, 0), ("attack", 900.0, 0, 10)])
+    # Drawn on every request: must stay far below the model's own cost (generous bound for busy CI).
+    assert time.perf_counter() - start < 1.0
+
+
 def test_timing_and_curve_charts():
     out = viz.timing_chart([("clean inference", 3.0, 1, 0), ("attack", 900.0, 0, 10), ("defense", 0.0, 0, 0)])
     assert out.dtype == np.uint8 and out.shape[2] == 3
@@ -66,6 +77,6 @@ def test_figures_are_freed(monkeypatch):
 
     monkeypatch.setattr(charts, "new_figure", tracking)
     for _ in range(5):
-        viz.timing_chart([("a", 1.0, 1, 0)])
+        viz.curve_chart([0, 1], {"Undefended": [(0.9, True), (0.2, False)]})
     gc.collect()
     assert len(made) == 5 and all(ref() is None for ref in made)
