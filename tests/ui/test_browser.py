@@ -98,7 +98,7 @@ def test_compare_in_the_browser(page, app_model):
 
     expect = sync_api.expect
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    example = ROOT / "assets" / "examples" / ("teaching_red_star.png" if app_model == "teaching" else "photo_apple.png")
+    example = ROOT / "assets" / "examples" / ("teaching_blue_heart.png" if app_model == "teaching" else "photo_apple.png")
     page.locator("#input-image input[type=file]").set_input_files(str(example))
     expect(page.locator("#col-0-label [data-testid='label-output-value']")).to_be_visible()
 
