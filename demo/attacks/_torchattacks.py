@@ -42,6 +42,13 @@ class _Counting(nn.Module):
         self.history: list[dict] = []
         self.active: torch.Tensor | None = None  # labels of the subset APGD attacks after its first call
 
+    def train(self, mode: bool = True) -> "_Counting":
+        # `Attack.__call__` has already put the whole model in eval mode and restores each flag after
+        # the call. torchattacks calls eval() again on every run, which would walk every submodule of
+        # the CLIP (text tower included) for nothing, so the switch stops at this wrapper.
+        self.training = mode
+        return self
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.model(images)
         if logits.ndim != 2 or logits.shape[1] < self.min_classes:

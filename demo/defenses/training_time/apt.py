@@ -11,6 +11,8 @@ for any labels the user types, so only the teaching model has one.
 from __future__ import annotations
 
 import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +27,10 @@ from .twin import twin_visual
 
 _CTX: dict[str, torch.Tensor] = {}
 _LOCK = threading.Lock()
+# The learned prompt is fixed, so its class text features depend only on (model, labels): computing
+# them once per label set keeps a defended prediction at one image-tower pass, like the plain model.
+_TEXT: "OrderedDict[tuple, tuple[weakref.ref, torch.Tensor]]" = OrderedDict()
+_TEXT_CACHE_SIZE = 32
 PROMPTS = {"teaching": teaching.APT_PROMPT}
 
 
@@ -41,6 +47,26 @@ def learned_context(model_key: str | None) -> torch.Tensor:
 
             _CTX[model_key] = load_file(str(path))["ctx"].float()
         return _CTX[model_key]
+
+
+def prompt_text_features(clf) -> torch.Tensor:
+    """L2-normalized text features of the learned prompt for the classifier's labels, cached."""
+    model_key = getattr(clf, "model_key", None)
+    key = (id(clf.clip), model_key, str(clf.device), tuple(clf.classnames))
+    with _LOCK:
+        hit = _TEXT.get(key)
+        # ids are reused after garbage collection; the weak reference tells a stale entry apart.
+        if hit is not None and hit[0]() is clf.clip:
+            _TEXT.move_to_end(key)
+            return hit[1]
+    ctx = learned_context(model_key).to(clf.device)
+    with torch.no_grad():
+        text = F.normalize(PromptLearner.for_classifier(clf).text_features(ctx), dim=-1)
+    with _LOCK:
+        _TEXT[key] = (weakref.ref(clf.clip), text)
+        while len(_TEXT) > _TEXT_CACHE_SIZE:
+            _TEXT.popitem(last=False)
+    return text
 
 
 class _APTClassifier(nn.Module):
@@ -66,10 +92,7 @@ class APT(Defense):
                  "50 epochs); inner PGD as in the paper (3 steps at eps 4/255).")
 
     def _module(self, clf) -> _APTClassifier:
-        ctx = learned_context(getattr(clf, "model_key", None)).to(clf.device)
-        with torch.no_grad():
-            text = PromptLearner.for_classifier(clf).text_features(ctx)
-        return _APTClassifier(clf, twin_visual(clf, "tecoa"), F.normalize(text, dim=-1))
+        return _APTClassifier(clf, twin_visual(clf, "tecoa"), prompt_text_features(clf))
 
     def predict(self, clf, images, seed):
         return DefenseOutput(logits=self._module(clf)(images),
