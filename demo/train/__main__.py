@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     ft.add_argument("--lr", type=float, default=3e-4)
     ft.add_argument("--eval-every", type=int, default=75)
     ft.add_argument("--out", type=Path, default=teaching.TEACHING_DIR, help="teaching model folder to update")
+    ft.add_argument("--logit-scale", type=float, default=None,
+                    help="fine-tune at this logit scale and store it in the checkpoint (CLIP ends at 100)")
     for method in ("tecoa", "fare"):
         r = sub.add_parser(method, help=f"adversarially fine-tune the teaching model's image tower ({method.upper()})")
         r.add_argument("--steps", type=int, default=200)
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         from .robust import finetune_teaching
 
         result = finetune_teaching(args.steps, args.batch_size, args.lr, args.seed, args.minutes, args.out,
-                                   args.eval_every)
+                                   args.eval_every, args.logit_scale)
     elif args.what == "apt":
         from .apt import train_apt
 

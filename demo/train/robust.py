@@ -42,13 +42,15 @@ log = logging.getLogger(__name__)
 STEPS_NOTE = "inner PGD: {steps} steps of {alpha:.1f}/255 at eps {eps:.0f}/255 (RobustVLM: 10 steps of 1/255)"
 
 
-def _classifier(base, visual, feats, classnames) -> ZeroShotClassifier:
-    clf = ZeroShotClassifier(base.clip, base.mean, base.std, feats, classnames, float(base.clip.logit_scale.exp()))
+def _classifier(base, visual, feats, classnames, logit_scale: float | None = None) -> ZeroShotClassifier:
+    scale = float(base.clip.logit_scale.exp()) if logit_scale is None else logit_scale
+    clf = ZeroShotClassifier(base.clip, base.mean, base.std, feats, classnames, scale)
     return clf.with_visual(visual)
 
 
 def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float, inner_steps: int,
-                 inner_alpha: float, seed: int, minutes: float | None, out_path, eval_every: int) -> dict:
+                 inner_alpha: float, seed: int, minutes: float | None, out_path, eval_every: int,
+                 logit_scale: float | None = None) -> dict:
     if method not in ("tecoa", "fare", "finetune"):
         raise ValueError(f"method must be 'tecoa', 'fare' or 'finetune', got {method!r}")
     torch.manual_seed(seed)
@@ -60,7 +62,7 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
     seen_feats = build_text_features(base.clip, base.tokenizer, seen_names, [world.EVAL_TEMPLATE])
     remap = torch.full((len(world.CLASSNAMES),), -1, dtype=torch.long)
     remap[torch.tensor(world.SEEN_CLASSES)] = torch.arange(len(world.SEEN_CLASSES))
-    clf = _classifier(base, visual, seen_feats, seen_names)
+    clf = _classifier(base, visual, seen_feats, seen_names, logit_scale)
     opt = torch.optim.AdamW(visual.parameters(), lr=lr, weight_decay=1e-4)
     warmup = max(1, steps // 10)
     gen = torch.Generator().manual_seed(seed)
@@ -87,11 +89,11 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
             log.info("%s step %d/%d loss %.4f %.0fs", method, step, steps, loss.item(), clock.elapsed)
         done = step + 1 == steps or clock.expired()
         if (step + 1) % eval_every == 0 or done:
-            history.append(_evaluate(base, visual, step + 1, loss.item(), clock.elapsed, eps))
+            history.append(_evaluate(base, visual, step + 1, loss.item(), clock.elapsed, eps, logit_scale))
             log.info("eval %s", history[-1])
             meta = {"method": method, "history": history, "steps": step + 1, "batch_size": batch_size, "lr": lr,
                     "eps": eps, "inner": STEPS_NOTE.format(steps=inner_steps, alpha=inner_alpha * 255, eps=eps * 255),
-                    "seed": seed}
+                    "seed": seed, "logit_scale": round(clf.logit_scale, 2)}
             save_half(visual.state_dict(), out_path, {"training": meta})
             out_path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
         if done:
@@ -99,9 +101,10 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
     return history[-1]
 
 
-def _evaluate(base, visual, step: int, loss: float, seconds: float, eps: float, n: int = 200) -> dict:
+def _evaluate(base, visual, step: int, loss: float, seconds: float, eps: float, logit_scale: float | None = None,
+              n: int = 200) -> dict:
     feats = build_text_features(base.clip, base.tokenizer, world.CLASSNAMES, [world.EVAL_TEMPLATE])
-    clf = _classifier(base, visual, feats, world.CLASSNAMES)
+    clf = _classifier(base, visual, feats, world.CLASSNAMES, logit_scale)
     images, labels, _ = world.make_batch(n, 7, teaching.IMAGE_SIZE, "seen")
     adv = ATTACKS.create("pgd", eps=eps, alpha=eps / 4, steps=10)(clf, images, labels, seed=0).adv_images
     with torch.no_grad():
@@ -113,15 +116,27 @@ def _evaluate(base, visual, step: int, loss: float, seconds: float, eps: float, 
 
 
 def finetune_teaching(steps: int, batch_size: int, lr: float, seed: int, minutes: float | None, out_dir,
-                      eval_every: int) -> dict:
-    """Clean fine-tuning of the teaching model's image tower, written back into its checkpoint."""
+                      eval_every: int, logit_scale: float | None = None) -> dict:
+    """Clean fine-tuning of the teaching model's image tower, written back into its checkpoint.
+
+    `logit_scale`, when given, is used for the loss and written into the checkpoint. Pretrained CLIPs
+    end with a scale of 100 (the clamp), so their class prompts sit only a few hundredths of cosine
+    similarity apart, which is a large part of why a tiny perturbation flips them. The short
+    contrastive pretraining here stops near 20; fine-tuning at CLIP's final scale gives the teaching
+    model the same narrow, confident margins instead of the wide ones a low scale asks for.
+    """
+    import math
+
     from safetensors.torch import load_file
 
     tmp = out_dir / "visual_finetune.tmp.safetensors"
-    result = train_robust("finetune", steps, batch_size, lr, 4 / 255, 0, 0.0, seed, minutes, tmp, eval_every)
+    result = train_robust("finetune", steps, batch_size, lr, 4 / 255, 0, 0.0, seed, minutes, tmp, eval_every,
+                          logit_scale)
     ckpt = out_dir / "open_clip_model.safetensors"
     state = load_file(str(ckpt))
     state.update({f"visual.{k}": v for k, v in load_file(str(tmp)).items()})
+    if logit_scale is not None:
+        state["logit_scale"] = torch.tensor(math.log(logit_scale), dtype=state["logit_scale"].dtype)
     meta = json.loads(tmp.with_suffix(".json").read_text())
     save_half(state, ckpt, {"training": {"stage": "finetune", **meta}})
     (out_dir / "training_finetune.json").write_text(json.dumps(meta, indent=2))
