@@ -1,8 +1,10 @@
 """Measurements that need a fresh interpreter: cold start of the app and peak memory.
 
 Each probe runs in a fresh `python -c` subprocess (see `_ENTRY`) and prints one JSON line; the
-parent keeps its own clock as well. Peak memory is `resource.getrusage(RUSAGE_SELF).ru_maxrss` of that
-subprocess, so nothing the benchmark itself loaded counts.
+parent keeps its own clock as well. Peak memory is the subprocess's own high-water mark (`VmHWM` in
+/proc/self/status on Linux), so nothing the benchmark itself loaded counts. `ru_maxrss` is only the
+fallback: Linux carries it over from the parent through fork and exec, so a benchmark that already
+holds a large model would see its own size reported for every probe.
 """
 from __future__ import annotations
 
@@ -60,6 +62,13 @@ def peak_memory(model_id: str, workdir: Path, device: str = "cpu", timeout: floa
 
 
 def _maxrss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kilobytes on Linux

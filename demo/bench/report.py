@@ -142,7 +142,7 @@ def _probes(results: dict) -> list[str]:
     mem = results.get("memory", [])
     if mem:
         lines += ["## Peak memory", "",
-                  "`ru_maxrss` of a fresh process that loads the model and its two robust twins (TeCoA, FARE), "
+                  "Peak resident memory (high-water mark) of a fresh process that loads the model and its two robust twins (TeCoA, FARE), "
                   "then runs one full comparison with defaults.", "",
                   "| model | device | models loaded | before loading (MB) | 3 models loaded (MB) | "
                   "after a comparison (MB) | <= target |", "|---|---|---|---:|---:|---:|:---:|"]
