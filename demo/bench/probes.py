@@ -61,14 +61,21 @@ def peak_memory(model_id: str, workdir: Path, device: str = "cpu", timeout: floa
     return _run(["memory", model_id, str(workdir)], device, timeout)
 
 
-def _maxrss_mb() -> float:
+def _status_mb(field: str) -> float | None:
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024.0  # kB
     except OSError:
         pass
+    return None
+
+
+def _maxrss_mb() -> float:
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kilobytes on Linux
@@ -102,21 +109,24 @@ def _memory(model_id: str, workdir: str) -> dict:
     from demo.bench.measure import app_defaults, default_comparison_defenses
     from demo.bench.models import ensure_apt_prompt, prepare
     from demo.defenses.base import Paradigm
-    from demo.models.loading import load_model
+    from demo.models.loading import load_image_tower, load_model
     from demo.models.zoo import ZOO
     from demo.pipeline import run_comparison, to_model_input
 
     base_rss = _maxrss_mb()
     key, notes = prepare(model_id, Path(workdir))
     loaded = load_model(key)
-    twins = [load_model(ZOO[key].twins[w], loaded.device) for w in ("tecoa", "fare")]
+    twins = [ZOO[key].twins[w] for w in ("tecoa", "fare")]
+    for twin in twins:  # as the training-time defenses load them: image tower only
+        load_image_tower(twin, loaded.device)
     loaded_rss = _maxrss_mb()
+    resident = _status_mb("VmRSS")  # what stays once loading's temporary copies are gone
     labels, paths = app_defaults(loaded)
     note = ensure_apt_prompt(loaded.classifier(labels), Path(workdir))
     defenses = {Paradigm(p): (n, {}) for p, n in default_comparison_defenses().items()}
     run_comparison(loaded, to_model_input(loaded, paths[0]), labels, None, "pgd", {}, None, defenses, False, 0)
-    out = {"models_loaded": [loaded.key] + [t.key for t in twins], "before_models_mb": base_rss,
-           "loaded_mb": loaded_rss, "after_comparison_mb": _maxrss_mb(), "device": str(loaded.device),
+    out = {"models_loaded": [loaded.key] + twins, "before_models_mb": base_rss,
+           "loaded_mb": loaded_rss, "resident_loaded_mb": resident, "after_comparison_mb": _maxrss_mb(), "device": str(loaded.device),
            "notes": notes + ([note] if note else [])}
     if loaded.device.type == "cuda":
         out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(loaded.device) / 2**20

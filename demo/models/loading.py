@@ -160,6 +160,39 @@ def load_model(name: str, device: torch.device | str | None = None) -> LoadedMod
     return _CACHE[key]
 
 
+_TOWERS: dict[tuple[str, str], nn.Module] = {}
+
+
+def load_image_tower(name: str, device: torch.device | str | None = None) -> nn.Module:
+    """The image tower of model `name` alone (built once, cached), for robust twins.
+
+    A twin shares its base model's text tower, so its own text tower is never used: keeping only the
+    image tower saves the text tower's memory per twin (~250 MB for ViT-B/32, ~500 MB for ViT-L/14).
+    A model already loaded in full lends its tower instead of a second copy.
+
+    Raises:
+        ValueError, ModelLoadError: as `load_model`.
+    """
+    spec = spec_for(name)
+    device = torch.device(device) if device is not None else pick_device()
+    key = (spec.key, str(device))
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key].clip.visual
+        if key in _TOWERS:
+            return _TOWERS[key]
+        key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
+    with key_lock:
+        if key not in _TOWERS:
+            model = _build(spec, device)
+            visual = model.clip.visual
+            del model  # the rest of the CLIP (text tower, embeddings) is freed here
+            log.info("loaded the image tower of %s", spec.key)
+            with _CACHE_LOCK:
+                _TOWERS[key] = visual
+    return _TOWERS[key]
+
+
 def hub_reachable(timeout: float = 2.0) -> bool:
     """True when the model hub answers a TCP connection within `timeout` seconds (never hangs)."""
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):

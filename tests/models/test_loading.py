@@ -60,3 +60,38 @@ def test_preprocess_gives_unnormalized_model_resolution(tiny_model):
     assert x.shape == (1, 3, 32, 32)
     assert x.min() >= 0 and x.max() <= 1
     assert torch.allclose(x[0, 0], torch.ones(32, 32))
+
+
+def test_image_tower_alone_matches_the_full_model_and_keeps_no_text_tower(tiny_dir, tmp_path):
+    """Robust twins are loaded as image towers only; the weights must be exactly the full model's."""
+    import gc
+    import shutil
+    import weakref
+
+    folder = tmp_path / "twin"
+    shutil.copytree(tiny_dir, folder)  # a model id no other test has loaded in full
+    built = []
+    real_build = loading._build
+
+    def spy(spec, device):
+        model = real_build(spec, device)
+        built.append(weakref.ref(model.clip))
+        return model
+
+    loading._build = spy
+    try:
+        tower = loading.load_image_tower(f"local-dir:{folder}", "cpu")
+        again = loading.load_image_tower(f"local-dir:{folder}", "cpu")
+    finally:
+        loading._build = real_build
+    assert again is tower and len(built) == 1  # built once, then cached
+    gc.collect()
+    assert built[0]() is None  # the CLIP around the tower (its text tower) was freed
+    full = load_model(f"local-dir:{folder}", "cpu")
+    for (k, a), (_, b) in zip(full.clip.visual.state_dict().items(), tower.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert not any(p.requires_grad for p in tower.parameters())
+
+
+def test_image_tower_of_a_model_loaded_in_full_is_shared(tiny_model, tiny_dir):
+    assert loading.load_image_tower(f"local-dir:{tiny_dir}", "cpu") is tiny_model.clip.visual

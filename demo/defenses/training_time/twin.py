@@ -1,7 +1,8 @@
 """Shared code of the weight-swap defenses: classify with a robust twin's image tower.
 
 The robust twins (TeCoA, FARE) fine-tune only the image tower; the text tower is the base model's, so
-the base classifier's cached text features are reused and only the image embedding changes.
+the base classifier's cached text features are reused and only the image embedding changes. Only the
+twin's image tower is kept in memory.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import ClassVar
 
 import torch.nn as nn
 
-from ...models.loading import ModelLoadError, load_model
+from ...models.loading import ModelLoadError, load_image_tower
 from ...models.zoo import ZOO
 from ..base import Defense, DefenseError, DefenseOutput, Paradigm
 
@@ -24,7 +25,7 @@ def twin_visual(clf: nn.Module, which: str) -> nn.Module:
         raise DefenseError(f"no {which.upper()} weights exist for model {key or 'unknown'!r}; "
                            f"models with them: {', '.join(k for k, s in ZOO.items() if which in s.twins)}")
     try:
-        return load_model(twin, clf.device).clip.visual
+        return load_image_tower(twin, clf.device)
     except ModelLoadError as exc:
         raise DefenseError(f"the {which.upper()} checkpoint for {spec.label} could not be loaded: {exc}") from exc
 
