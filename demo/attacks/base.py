@@ -149,13 +149,15 @@ class Attack(abc.ABC):
         images = quantize(images.detach())  # images are 8-bit; the budget is measured from the 8-bit clean image
         timings = Timings()
         generator = torch.Generator(device=images.device).manual_seed(int(seed))
-        # Restore every submodule's own flag afterwards: a wrapper built in training mode (the nn.Module
-        # default) must not switch the shared, frozen CLIP's BatchNorm to batch statistics on the way out.
-        # Only flags that differ are written: a module's __setattr__ is slow enough that switching all
-        # few hundred submodules of a CLIP on every call costs as much as a third of a forward pass.
-        modes = [(m, m.training) for m in model.modules()]
-        if any(training for _, training in modes):
-            model.eval()
+        # Evaluation mode for the run, and every submodule's own flag restored afterwards: a wrapper built
+        # in training mode (the nn.Module default) must not leave the shared, frozen CLIP's BatchNorm on
+        # batch statistics. Flags are read and written directly, and only where they differ: `eval()` and
+        # `modules()` walk a CLIP's few hundred submodules through slow generic code, which cost several
+        # ms per call, a fifth of a forward and backward pass of the teaching model.
+        modes = [(m, m.training) for m in _submodules(model)]
+        for m, training in modes:
+            if training:
+                m.training = False
         try:
             with count_passes() as counter, timer("attack", timings, images.device):
                 with torch.enable_grad():
@@ -188,6 +190,19 @@ class Attack(abc.ABC):
     @abc.abstractmethod
     def perturb(self, model, images, labels, target, generator, progress) -> tuple[torch.Tensor, list[dict]]:
         """Return (adversarial images in [0,1] inside the budget, per-step history)."""
+
+
+def _submodules(model: nn.Module) -> list[nn.Module]:
+    """`model` and all its submodules, each once (what `model.modules()` yields, without the names)."""
+    seen, stack, out = set(), [model], []
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        out.append(m)
+        stack.extend(c for c in m._modules.values() if c is not None)
+    return out
 
 
 def _per_image(counter: PassCounter, n: int) -> dict[str, float]:

@@ -43,6 +43,7 @@ class ZeroShotClassifier(nn.Module):
         self.register_buffer("text_features", text_features.detach(), persistent=False)
         self.classnames = list(classnames)
         self.logit_scale = float(min(logit_scale, MAX_LOGIT_SCALE))
+        self.training = False  # the shared CLIP is in eval mode; `eval()` would walk all its submodules
 
     @property
     def device(self) -> torch.device:
@@ -84,6 +85,7 @@ class _VisualSwap(ZeroShotClassifier):
         self.register_buffer("text_features", base.text_features, persistent=False)
         self.classnames = base.classnames
         self.logit_scale = base.logit_scale
+        self.training = False
         for attr in ("model_key", "tokenizer", "templates"):
             if hasattr(base, attr):
                 setattr(self, attr, getattr(base, attr))

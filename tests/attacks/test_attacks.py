@@ -230,10 +230,12 @@ def test_l2_quantization_respects_the_budget_on_large_images():
 
 
 def test_attack_restores_each_submodule_mode(tiny_model, tiny_images):
-    # A fresh classifier is in training mode (the nn.Module default) while the shared CLIP is in eval
-    # mode; the attack must leave both as they were (BatchNorm towers would switch to batch statistics).
+    # A wrapper in training mode (the nn.Module default) around the shared CLIP in eval mode: the
+    # attack must leave both as they were (BatchNorm towers would switch to batch statistics).
     clf = tiny_model.classifier(["cat", "dog", "car"])
-    assert clf.training and not tiny_model.clip.training
+    assert not clf.training, "classifiers are built in eval mode, like the CLIP they wrap"
+    clf.training = True
+    assert not tiny_model.clip.training
     make("pgd")(clf, tiny_images, torch.zeros(3, dtype=torch.long))
     assert clf.training
     assert not any(m.training for m in tiny_model.clip.modules())

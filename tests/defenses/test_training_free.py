@@ -49,13 +49,15 @@ def test_median_keeps_constant_images_and_removes_isolated_spikes(tiny_clf):
         DEFENSES.create("median", kernel=4)(tiny_clf, flat)
 
 
-def test_median_3x3_network_equals_the_sorted_median_of_each_window():
+def test_median_3x3_shortcut_equals_the_sorted_median_of_each_window():
     from demo.defenses.training_free.median import median_filter
 
-    x = torch.rand(2, 3, 17, 23, generator=torch.Generator().manual_seed(0))
-    windows = F.pad(x, (1, 1, 1, 1), mode="replicate").unfold(2, 3, 1).unfold(3, 3, 1)
-    expected = windows.reshape(*windows.shape[:4], 9).sort(dim=-1).values[..., 4]
-    assert torch.equal(median_filter(x, 3), expected)
+    g = torch.Generator().manual_seed(0)
+    # Continuous values, and values on 3 levels (many ties, where a selection shortcut would slip).
+    for x in (torch.rand(2, 3, 17, 23, generator=g), torch.randint(0, 3, (2, 3, 17, 23), generator=g) / 2.0):
+        windows = F.pad(x, (1, 1, 1, 1), mode="replicate").unfold(2, 3, 1).unfold(3, 3, 1)
+        expected = windows.reshape(*windows.shape[:4], 9).sort(dim=-1).values[..., 4]
+        assert torch.equal(median_filter(x, 3), expected)
 
 
 def test_random_resize_pad_is_seeded_and_eot_draws_are_fresh_but_reproducible(tiny_clf, tiny_images):
