@@ -42,6 +42,9 @@ def test_quick_bench_table_is_consistent(tiny_dir, tmp_path, restore_registries)
         assert row["ms_per_image"] > 0 and row["expected_ms"] > 0
         assert math.isfinite(row["ratio"]) and row["ratio"] > 0, row
         assert row["forward"] + row["grad"] > 0
+        ref = row["reference"]  # single passes timed alongside the row's own runs
+        assert ref["samples"] == results["runs"][0]["repeats"] and ref["forward_ms"] > 0 and ref["grad_ms"] > 0
+        assert row["expected_ms"] == pytest.approx(row["forward"] * ref["forward_ms"] + row["grad"] * ref["grad_ms"])
 
     for name in ("pgd", "pgd_l2"):  # one forward+backward per step, nothing else
         row = next(r for r in run["attacks"] if r["name"] == name)
@@ -67,7 +70,7 @@ def test_random_weights_go_through_the_loader(tiny_dir, tmp_path, restore_regist
     import open_clip
 
     from demo.bench.models import checkpoint_id, prepare
-    from demo.models.loading import load_model
+    from demo.models.loading import load_image_tower, load_model
     from demo.models.zoo import ZOO
 
     model_cfg = json.loads((tiny_dir / "open_clip_config.json").read_text())["model_cfg"]
@@ -76,8 +79,8 @@ def test_random_weights_go_through_the_loader(tiny_dir, tmp_path, restore_regist
     key, notes = prepare("random:bench-tiny-arch", tmp_path)
     assert key == "random:bench-tiny-arch" and notes
     base = load_model(key, "cpu")
-    twins = [load_model(ZOO[key].twins[w], "cpu") for w in ("tecoa", "fare")]
-    weights = [m.clip.visual.conv1.weight for m in [base] + twins]
+    twins = [load_image_tower(ZOO[key].twins[w], "cpu") for w in ("tecoa", "fare")]
+    weights = [base.clip.visual.conv1.weight] + [t.conv1.weight for t in twins]
     assert not torch.equal(weights[0], weights[1]) and not torch.equal(weights[1], weights[2])
     assert checkpoint_id(key, tmp_path).startswith("bench-tiny-arch=")
     again = load_model(checkpoint_id(key, tmp_path), "cpu")  # what a fresh process (cold start) loads
@@ -114,3 +117,23 @@ def test_load_test_compares_results_without_times(tmp_path):
     assert result_digest([str(png), 2.0, str(js)], labels) == first  # only times changed
     Image.new("RGB", (4, 4), (10, 20, 31)).save(png)
     assert result_digest([str(png), 1.0, str(js)], labels) != first  # one pixel level changed
+
+
+def test_timed_repeats_cheap_work_until_the_time_budget_and_interleaves_references():
+    import time
+
+    from demo.bench.measure import timed
+
+    order = []
+
+    def work():
+        order.append("work")
+        time.sleep(0.002)
+
+    samples, _, refs = timed(work, torch.device("cpu"), repeats=2, warmup=1,
+                             references={"forward": lambda: order.append("ref")}, min_seconds=0.03)
+    assert len(samples) > 2 and sum(samples) >= 30.0
+    assert len(refs["forward"]) == len(samples)
+    assert order[:3] == ["work", "ref", "work"] and order[1::2] == ["ref"] * len(samples)  # warm-up, then pairs
+    few, _, _ = timed(work, torch.device("cpu"), repeats=2, warmup=0)
+    assert len(few) == 2

@@ -23,6 +23,9 @@ def parse(argv: list[str] | None = None) -> Config:
                         "vit-b-32-random (default: %(default)s)")
     p.add_argument("--devices", default="auto", help="cpu, cuda, or both comma-separated (default: every one present)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (default: %(default)s)")
+    p.add_argument("--min-seconds", type=float, default=2.0,
+                   help="per method: repeat past --repeats until the timed runs add up to this many seconds "
+                        "(default: %(default)s; 0 with --quick)")
     p.add_argument("--warmup", type=int, help="untimed runs before each measurement (default: 1; 0 with --quick)")
     p.add_argument("--batch", type=int, default=1, help="images per call (default: %(default)s, as in the app)")
     p.add_argument("--attacks", help="comma-separated attacks (default: every registered one)")
@@ -37,12 +40,13 @@ def parse(argv: list[str] | None = None) -> Config:
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown report; JSON goes next to it")
     a = p.parse_args(argv)
     cfg = Config(models=_names(a.models), repeats=a.repeats, warmup=1 if a.warmup is None else a.warmup, batch=a.batch,
-                 compare_repeats=a.repeats, attacks=_names(a.attacks), defenses=_names(a.defenses),
+                 min_seconds=a.min_seconds, compare_repeats=a.repeats, attacks=_names(a.attacks), defenses=_names(a.defenses),
                  compare=not a.no_compare, probes=not a.no_probes, out=a.out,
                  command="python -m demo.bench " + shlex.join(sys.argv[1:] if argv is None else argv))
     cfg.devices = available_devices() if a.devices == "auto" else _names(a.devices)
     if a.quick:
         cfg.repeats = cfg.compare_repeats = cfg.batch = 1
+        cfg.min_seconds = 0.0
         cfg.warmup = 0 if a.warmup is None else a.warmup
     if a.compare_defenses:
         names = _names(a.compare_defenses)

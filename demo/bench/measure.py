@@ -7,7 +7,9 @@ with gradient (each followed by a backward).
 
 overhead ratio = measured ms / (forward passes x single forward ms + grad passes x single forward+backward ms)
 
-with the single-pass times measured in the same run, on the same images and batch size. A ratio near 1
+with the single-pass times measured on the same images and batch size, interleaved with the method's own
+runs (one forward and one forward + backward right before each timed run), so that a slow drift of the
+machine's speed during a long benchmark cancels out of the ratio. A ratio near 1
 means the method costs what its passes cost; above 1 is work outside the counted image-encoder passes
 (text-tower passes, augmentation, Python overhead, library wrappers); below 1 happens when a method
 batches more images per encoder call (views) than the single-pass measurement did.
@@ -40,19 +42,41 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> tuple[list[float], object]:
-    """Run `fn` warmup + repeats times; (wall ms of the timed runs, the last result)."""
+MAX_REPEATS = 400
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int,
+          references: dict[str, Callable[[], object]] | None = None,
+          min_seconds: float = 0.0) -> tuple[list[float], object, dict[str, list[float]]]:
+    """Run `fn` warmup + repeats times; (wall ms of the timed runs, the last result, reference ms).
+
+    references: callables timed once right before each timed run of `fn`, so that a ratio of `fn` to a
+    reference compares runs made seconds apart (machine speed drifts over a long benchmark).
+    min_seconds: keep repeating (up to MAX_REPEATS runs) until the timed runs of `fn` add up to this:
+    a 10 ms method then gets a hundred samples instead of a handful, which steadies its median.
+    """
     out = None
     for _ in range(warmup):
         out = fn()
-    samples = []
-    for _ in range(max(repeats, 1)):
+    samples: list[float] = []
+    refs: dict[str, list[float]] = {name: [] for name in references or {}}
+    while len(samples) < max(repeats, 1) or (sum(samples) < min_seconds * 1000.0 and len(samples) < MAX_REPEATS):
+        for name, ref in (references or {}).items():
+            refs[name].append(_time_once(ref, device))
         _sync(device)
         start = time.perf_counter()
         out = fn()
         _sync(device)
         samples.append((time.perf_counter() - start) * 1000.0)
-    return samples, out
+    return samples, out, refs
+
+
+def _time_once(fn: Callable[[], object], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return (time.perf_counter() - start) * 1000.0
 
 
 def is_teaching(loaded: LoadedModel) -> bool:
@@ -82,9 +106,8 @@ def workload(loaded: LoadedModel, batch: int):
     return clf, images, y, paths
 
 
-def single_pass(clf, images: torch.Tensor, y: torch.Tensor, repeats: int, warmup: int) -> dict:
-    """Per-image ms of one forward (no grad) and of one forward + backward to the input."""
-    n = images.shape[0]
+def pass_functions(clf, images: torch.Tensor, y: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """One forward (no grad) and one forward + backward to the input, on the benchmark batch."""
 
     def forward():
         with torch.no_grad():
@@ -96,8 +119,15 @@ def single_pass(clf, images: torch.Tensor, y: torch.Tensor, repeats: int, warmup
             loss = F.cross_entropy(clf(x), y)
             return torch.autograd.grad(loss, x)[0]
 
-    fwd, _ = timed(forward, images.device, repeats, warmup)
-    fb, _ = timed(forward_backward, images.device, repeats, warmup)
+    return {"forward": forward, "grad": forward_backward}
+
+
+def single_pass(clf, images: torch.Tensor, y: torch.Tensor, repeats: int, warmup: int) -> dict:
+    """Per-image ms of one forward (no grad) and of one forward + backward to the input."""
+    n = images.shape[0]
+    passes = pass_functions(clf, images, y)
+    fwd, _, _ = timed(passes["forward"], images.device, repeats, warmup)
+    fb, _, _ = timed(passes["grad"], images.device, repeats, warmup)
     return {"forward_samples": [s / n for s in fwd], "grad_samples": [s / n for s in fb]}
 
 
@@ -112,49 +142,60 @@ def defaults(cls) -> dict:
     return {f.name: getattr(cls(), f.name) for f in fields(cls) if f.init}
 
 
-def _row(kind: str, name: str, cls, samples: list[float], n: int, passes: dict | None, error: str | None) -> dict:
+def _row(kind: str, name: str, cls, samples: list[float], n: int, passes: dict | None, error: str | None,
+         refs: dict[str, list[float]] | None = None) -> dict:
     row = {"kind": kind, "name": name, "title": getattr(cls, "title", "") or name, "params": defaults(cls),
            "ms_per_image": statistics.median(samples) / n if samples else None,
            "samples_ms_per_image": [s / n for s in samples],
            "forward": None if passes is None else float(passes.get("forward", 0.0)),
            "grad": None if passes is None else float(passes.get("grad", 0.0)), "error": error}
+    if refs and all(refs.values()):
+        row["reference"] = {"forward_ms": statistics.median(refs["forward"]) / n,
+                            "grad_ms": statistics.median(refs["grad"]) / n, "samples": len(refs["forward"])}
     if kind == "defense":
         row["paradigm"] = cls.paradigm.value
     return row
 
 
-def bench_attacks(clf, images, y, names, repeats: int, warmup: int, seed: int = 0) -> list[dict]:
-    rows = []
+def bench_attacks(clf, images, y, names, repeats: int, warmup: int, seed: int = 0, min_seconds: float = 0.0) -> list[dict]:
+    rows, refs = [], pass_functions(clf, images, y)
     for name in names:
         cls = ATTACKS.get(name)
         attack = cls()
         try:
-            samples, result = timed(lambda: attack(clf, images, y, seed=seed), images.device, repeats, warmup)
-            rows.append(_row("attack", name, cls, samples, images.shape[0], result.passes, None))
+            samples, result, ref = timed(lambda: attack(clf, images, y, seed=seed), images.device, repeats, warmup, refs,
+                                          min_seconds)
+            rows.append(_row("attack", name, cls, samples, images.shape[0], result.passes, None, ref))
         except Exception as exc:  # a failing method is a finding for the table, not the end of the run
             rows.append(_row("attack", name, cls, [], images.shape[0], None, f"{type(exc).__name__}: {exc}"))
     return rows
 
 
-def bench_defenses(clf, images, names, repeats: int, warmup: int, seed: int = 0) -> list[dict]:
-    rows = []
+def bench_defenses(clf, images, y, names, repeats: int, warmup: int, seed: int = 0,
+                   min_seconds: float = 0.0) -> list[dict]:
+    """Each defense on `images`; `y` only labels the interleaved single-pass references."""
+    rows, refs = [], pass_functions(clf, images, y)
     for name in names:
         cls = DEFENSES.get(name)
         defense = cls()
         try:
-            samples, out = timed(lambda: defense(clf, images, seed=seed), images.device, repeats, warmup)
-            rows.append(_row("defense", name, cls, samples, images.shape[0], out.passes, None))
+            samples, out, ref = timed(lambda: defense(clf, images, seed=seed), images.device, repeats, warmup, refs,
+                                        min_seconds)
+            rows.append(_row("defense", name, cls, samples, images.shape[0], out.passes, None, ref))
         except Exception as exc:
             rows.append(_row("defense", name, cls, [], images.shape[0], None, f"{type(exc).__name__}: {exc}"))
     return rows
 
 
 def add_ratios(rows: list[dict], single: dict) -> list[dict]:
+    """Expected ms and overhead ratio of each row: from the single passes timed alongside the row's own
+    runs when there are any, else from the run-wide single-pass medians."""
     for row in rows:
         if row["ms_per_image"] is None:
             row["expected_ms"] = row["ratio"] = None
             continue
-        expected = row["forward"] * single["forward_ms"] + row["grad"] * single["grad_ms"]
+        ref = row.get("reference") or single
+        expected = row["forward"] * ref["forward_ms"] + row["grad"] * ref["grad_ms"]
         row["expected_ms"] = expected
         row["ratio"] = row["ms_per_image"] / expected if expected > 0 else None
     return rows
@@ -203,7 +244,7 @@ def bench_comparison(loaded: LoadedModel, image_path: Path, defenses: dict[str, 
             return handlers.compare(**kwargs, allowed={loaded.key})
 
         route = "demo.ui.handlers.compare"
-    samples, _ = timed(run, loaded.device, repeats, warmup)
+    samples, _, _ = timed(run, loaded.device, repeats, warmup)
     result = library()
     return {"route": route, "attack": attack, "attack_params": attack_params, "defenses": defenses,
             "labels": len(labels), "image": image_path.name, "ms": statistics.median(samples), "samples_ms": samples,

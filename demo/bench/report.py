@@ -73,17 +73,20 @@ def _params(params: dict) -> str:
 
 def _method_table(rows: list[dict], kind: str) -> list[str]:
     extra = " paradigm |" if kind == "defense" else ""
-    lines = [f"| {kind} |{extra} default parameters | ms / image | forward / image | fwd+bwd / image | "
-             f"expected ms | overhead ratio | <= {TARGET_RATIO} |",
-             "|---|" + ("---|" if extra else "") + "---|---:|---:|---:|---:|---:|:---:|"]
+    lines = [f"| {kind} |{extra} default parameters | runs | ms / image | forward / image | fwd+bwd / image | "
+             f"single forward / fwd+bwd ms alongside | expected ms | overhead ratio | <= {TARGET_RATIO} |",
+             "|---|" + ("---|" if extra else "") + "---|---:|---:|---:|---:|---:|---:|---:|:---:|"]
     for r in rows:
         para = f" {r.get('paradigm', '')} |" if extra else ""
         if r["error"]:
-            lines.append(f"| {r['name']} |{para} {_params(r['params'])} | failed: {r['error'][:120]} | | | | | |")
+            lines.append(f"| {r['name']} |{para} {_params(r['params'])} | failed: {r['error'][:120]} | | | | | | | |")
             continue
-        lines.append(f"| {r['name']} |{para} {_params(r['params'])} | {_f(r['ms_per_image'])} | "
-                     f"{_f(r['forward'], 2)} | {_f(r['grad'], 2)} | {_f(r['expected_ms'])} | {_f(r['ratio'], 2)} | "
-                     f"{_verdict(r['ratio'], TARGET_RATIO)} |")
+        ref = r.get("reference")
+        alongside = f"{_f(ref['forward_ms'])} / {_f(ref['grad_ms'])}" if ref else "-"
+        lines.append(f"| {r['name']} |{para} {_params(r['params'])} | {len(r['samples_ms_per_image'])} | "
+                     f"{_f(r['ms_per_image'])} | "
+                     f"{_f(r['forward'], 2)} | {_f(r['grad'], 2)} | {alongside} | {_f(r['expected_ms'])} | "
+                     f"{_f(r['ratio'], 2)} | {_verdict(r['ratio'], TARGET_RATIO)} |")
     return lines
 
 
@@ -91,7 +94,8 @@ def _section(res: dict) -> list[str]:
     s = res["single_pass"]
     lines = [f"### {res['model']} on {res['device']}", "",
              f"Model `{res['model_key']}`, {res['labels']} labels, batch of {res['batch']} image(s) "
-             f"({', '.join(res['images'])}), {res['repeats']} timed run(s) after {res['warmup']} warm-up run(s), "
+             f"({', '.join(res['images'])}), at least {res['repeats']} timed run(s) per method after {res['warmup']} "
+             f"warm-up run(s), more until its runs add up to {_f(res.get('min_seconds', 0.0))} s (runs column), "
              f"loaded in {_f(res['load_s'], 2)} s.", ""]
     if res["notes"]:
         lines += ["Stand-ins: " + "; ".join(res["notes"]) + ".", ""]
@@ -143,18 +147,22 @@ def _probes(results: dict) -> list[str]:
     if mem:
         lines += ["## Peak memory", "",
                   "Peak resident memory (high-water mark) of a fresh process that loads the model and its two robust twins (TeCoA, FARE), "
-                  "then runs one full comparison with defaults.", "",
-                  "| model | device | models loaded | before loading (MB) | 3 models loaded (MB) | "
-                  "after a comparison (MB) | <= target |", "|---|---|---|---:|---:|---:|:---:|"]
+                  "then runs one full comparison with defaults. The twins are kept as image towers only, as the "
+                  "training-time defenses load them. Resident: memory in use once loading is done; the peak "
+                  "includes the temporary copy of a checkpoint while it is read.", "",
+                  "| model | device | models loaded | before loading (MB) | peak, 3 models loaded (MB) | "
+                  "resident, 3 models loaded (MB) | peak after a comparison (MB) | <= target |",
+                  "|---|---|---|---:|---:|---:|---:|:---:|"]
         for m in mem:
             if m.get("error"):
-                lines.append(f"| {m['model']} | {m['device']} | failed: {m['error'][:160]} | | | | |")
+                lines.append(f"| {m['model']} | {m['device']} | failed: {m['error'][:160]} | | | | | |")
                 continue
             target = TARGET_MEMORY_MB.get(m["model"]) if m["device"] == "cpu" else None
             gpu = f" (GPU allocated {_f(m['cuda_max_allocated_mb'], 0)} MB)" if "cuda_max_allocated_mb" in m else ""
             lines.append(f"| {m['model']} | {m['device']}{gpu} | {', '.join(m['models_loaded'])} | "
                          f"{_f(m['before_models_mb'], 0)} | "
-                         f"{_f(m['loaded_mb'], 0)} | {_f(m['after_comparison_mb'], 0)} | "
+                         f"{_f(m['loaded_mb'], 0)} | {_f(m.get('resident_loaded_mb'), 0)} | "
+                         f"{_f(m['after_comparison_mb'], 0)} | "
                          f"{_verdict(m['after_comparison_mb'], target) if target else '-'} |")
         notes = sorted({n for m in mem for n in m.get("notes", [])})
         lines += ([""] + [f"- {n}" for n in notes] if notes else []) + [""]
@@ -174,7 +182,10 @@ def markdown(results: dict) -> str:
              "## Cost of each attack and defense", "",
              "ms / image: median wall time of a call on the batch, divided by the batch size. Passes: image-encoder "
              "passes per image counted by the library (forward = without gradient, fwd+bwd = with gradient and a "
-             "backward). expected ms = forward x single forward ms + fwd+bwd x single forward+backward ms. "
+             "backward). Single passes alongside: one forward and one forward+backward on the same batch, timed "
+             "right before each timed run of the method (median per image), so that the machine's drift during "
+             "a long run cancels out. expected ms = forward x single forward ms + fwd+bwd x single "
+             "forward+backward ms, both from those alongside. "
              f"overhead ratio = ms / expected ms (target <= {TARGET_RATIO}). Work outside the image encoder (text "
              "tower passes of prompt tuning, augmentation, wrappers) shows up as a ratio above 1.", ""]
     for res in results["runs"]:

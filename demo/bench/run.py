@@ -12,7 +12,7 @@ import torch
 
 from ..attacks import ATTACKS
 from ..defenses import DEFENSES
-from ..models.loading import load_model, pick_device
+from ..models.loading import load_image_tower, load_model, pick_device
 from ..models.zoo import ZOO
 from . import measure, probes
 from .models import checkpoint_id, ensure_apt_prompt, prepare
@@ -28,6 +28,7 @@ class Config:
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     devices: list[str] = field(default_factory=lambda: available_devices())
     repeats: int = 3
+    min_seconds: float = 2.0  # per method: cheap methods repeat until their runs add up to this
     warmup: int = 1
     batch: int = 1
     compare_repeats: int = 3
@@ -67,7 +68,7 @@ def run_model(model_id: str, device: str, cfg: Config) -> dict:
         res["load_s"] = time.perf_counter() - start
         for which in ("tecoa", "fare"):  # twins load once, before any timing, as in a warm app
             try:
-                load_model(ZOO[key].twins[which], device)
+                load_image_tower(ZOO[key].twins[which], device)
             except Exception as exc:
                 notes.append(f"{which} twin not loaded ({exc})")
     except Exception as exc:
@@ -80,7 +81,7 @@ def run_model(model_id: str, device: str, cfg: Config) -> dict:
     except Exception as exc:
         notes.append(f"no APT prompt ({exc})")
     res.update(model_key=key, labels=clf.num_classes, batch=cfg.batch, images=[p.name for p in paths],
-               repeats=cfg.repeats, warmup=cfg.warmup, notes=notes)
+               repeats=cfg.repeats, min_seconds=cfg.min_seconds, warmup=cfg.warmup, notes=notes)
     attacks = cfg.attacks if cfg.attacks is not None else ATTACKS.names()
     defenses = cfg.defenses if cfg.defenses is not None else DEFENSES.names()
 
@@ -88,11 +89,13 @@ def run_model(model_id: str, device: str, cfg: Config) -> dict:
     # Single passes are cheap next to the methods: more samples make the denominator steady.
     single_repeats = max(5, 2 * cfg.repeats)
     first = measure.single_pass(clf, images, y, single_repeats, cfg.warmup)
-    res["attacks"] = measure.bench_attacks(clf, images, y, attacks, cfg.repeats, cfg.warmup, cfg.seed)
+    res["attacks"] = measure.bench_attacks(clf, images, y, attacks, cfg.repeats, cfg.warmup, cfg.seed,
+                                             cfg.min_seconds)
     # Defenses see what they see in the app: the PGD image.
     adv = ATTACKS.create("pgd")(clf, images, y, seed=cfg.seed).adv_images
     log.info("%s on %s: %d defenses", model_id, device, len(defenses))
-    res["defenses"] = measure.bench_defenses(clf, adv, defenses, cfg.repeats, cfg.warmup, cfg.seed)
+    res["defenses"] = measure.bench_defenses(clf, adv, y, defenses, cfg.repeats, cfg.warmup, cfg.seed,
+                                               cfg.min_seconds)
     last = measure.single_pass(clf, images, y, single_repeats, cfg.warmup)
     res["single_pass"] = measure.combine_single(first, last)
     measure.add_ratios(res["attacks"], res["single_pass"])
