@@ -45,6 +45,9 @@ def test_quick_bench_table_is_consistent(tiny_dir, tmp_path, restore_registries)
         ref = row["reference"]  # single passes timed alongside the row's own runs
         assert ref["samples"] == results["runs"][0]["repeats"] and ref["forward_ms"] > 0 and ref["grad_ms"] > 0
         assert row["expected_ms"] == pytest.approx(row["forward"] * ref["forward_ms"] + row["grad"] * ref["grad_ms"])
+        paired = [m / (row["forward"] * f + row["grad"] * g)
+                  for m, f, g in zip(row["samples_ms_per_image"], ref["forward_samples"], ref["grad_samples"])]
+        assert row["ratio"] == pytest.approx(sorted(paired)[len(paired) // 2])  # one run each in --quick
 
     for name in ("pgd", "pgd_l2"):  # one forward+backward per step, nothing else
         row = next(r for r in run["attacks"] if r["name"] == name)

@@ -8,8 +8,10 @@ with gradient (each followed by a backward).
 overhead ratio = measured ms / (forward passes x single forward ms + grad passes x single forward+backward ms)
 
 with the single-pass times measured on the same images and batch size, interleaved with the method's own
-runs (one forward and one forward + backward right before each timed run), so that a slow drift of the
-machine's speed during a long benchmark cancels out of the ratio. A ratio near 1
+runs (one forward and one forward + backward right before each timed run). The ratio is taken per timed
+run, against the single passes just before it, and reported as the median over runs, so that the
+machine's speed drifting during a long benchmark cancels out (the ratio of the medians is kept in the
+JSON as `ratio_of_medians`). A ratio near 1
 means the method costs what its passes cost; above 1 is work outside the counted image-encoder passes
 (text-tower passes, augmentation, Python overhead, library wrappers); below 1 happens when a method
 batches more images per encoder call (views) than the single-pass measurement did.
@@ -151,7 +153,9 @@ def _row(kind: str, name: str, cls, samples: list[float], n: int, passes: dict |
            "grad": None if passes is None else float(passes.get("grad", 0.0)), "error": error}
     if refs and all(refs.values()):
         row["reference"] = {"forward_ms": statistics.median(refs["forward"]) / n,
-                            "grad_ms": statistics.median(refs["grad"]) / n, "samples": len(refs["forward"])}
+                            "grad_ms": statistics.median(refs["grad"]) / n, "samples": len(refs["forward"]),
+                            "forward_samples": [s / n for s in refs["forward"]],
+                            "grad_samples": [s / n for s in refs["grad"]]}
     if kind == "defense":
         row["paradigm"] = cls.paradigm.value
     return row
@@ -197,7 +201,14 @@ def add_ratios(rows: list[dict], single: dict) -> list[dict]:
         ref = row.get("reference") or single
         expected = row["forward"] * ref["forward_ms"] + row["grad"] * ref["grad_ms"]
         row["expected_ms"] = expected
-        row["ratio"] = row["ms_per_image"] / expected if expected > 0 else None
+        row["ratio_of_medians"] = row["ms_per_image"] / expected if expected > 0 else None
+        row["ratio"] = row["ratio_of_medians"]
+        if "forward_samples" in ref and expected > 0:
+            # Each timed run against the single passes timed just before it: on a machine whose speed
+            # wanders (a shared VM), the median of these paired ratios moves least between runs.
+            pairs = [m / (row["forward"] * f + row["grad"] * g) for m, f, g in
+                     zip(row["samples_ms_per_image"], ref["forward_samples"], ref["grad_samples"])]
+            row["ratio"] = statistics.median(pairs)
     return rows
 
 

@@ -185,8 +185,9 @@ def markdown(results: dict) -> str:
              "backward). Single passes alongside: one forward and one forward+backward on the same batch, timed "
              "right before each timed run of the method (median per image), so that the machine's drift during "
              "a long run cancels out. expected ms = forward x single forward ms + fwd+bwd x single "
-             "forward+backward ms, both from those alongside. "
-             f"overhead ratio = ms / expected ms (target <= {TARGET_RATIO}). Work outside the image encoder (text "
+             "forward+backward ms, both from those alongside (medians). overhead ratio: the median over the "
+             "timed runs of each run's ms / the expected ms of the single passes timed just before it. "
+             f"Target: overhead ratio <= {TARGET_RATIO}. Work outside the image encoder (text "
              "tower passes of prompt tuning, augmentation, wrappers) shows up as a ratio above 1.", ""]
     for res in results["runs"]:
         lines += (_section(res) if not res.get("error") else
