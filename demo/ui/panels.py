@@ -9,7 +9,7 @@ from ..defenses.base import Paradigm
 from ..pipeline import PARADIGMS
 from ..registry import ATTACKS, DEFENSES
 from . import assets, handlers, views
-from .components import ImageInput, image_box, param_control
+from .components import ImageInput, figure_box, image_box, param_control
 
 DEFAULT_ATTACK = "pgd"
 PARADIGM_TITLES = {Paradigm.TRAINING_TIME: "Training-time defense", Paradigm.TEST_TIME: "Test-time adaptation defense",
@@ -232,16 +232,13 @@ def build_results(page: Page) -> None:
     with gr.Row(equal_height=False):
         with gr.Column():
             gr.Markdown("**The perturbation** (left: amplified so it can be seen; right: its size per pixel)")
-            page.heatmap = gr.Image(label="Perturbation", show_label=False, format="png", interactive=False,
-                                    elem_id="heatmap", elem_classes=["figure"])
+            page.heatmap = figure_box(label="Perturbation", elem_id="heatmap", elem_classes=["figure"])
         with gr.Column():
             gr.Markdown("**What each input-changing defense changed** (defenses that adapt prompts or embeddings "
                         "leave the image as it is)")
-            page.changes = gr.Image(label="Defense changes", show_label=False, format="png", interactive=False,
-                                    elem_id="changes", elem_classes=["figure"])
+            page.changes = figure_box(label="Defense changes", elem_id="changes", elem_classes=["figure"])
     with gr.Row(equal_height=False):
-        page.timing_chart = gr.Image(label="Time per stage", show_label=False, format="png", interactive=False,
-                                     elem_id="timing-chart", elem_classes=["figure"])
+        page.timing_chart = figure_box(label="Time per stage", elem_id="timing-chart", elem_classes=["figure"])
         page.timing_table = gr.Dataframe(headers=views.TIMING_HEADERS, interactive=False, wrap=True,
                                          column_widths=["52%", "16%", "14%", "18%"],
                                          label="Time (ms) and model passes per image, per stage",
@@ -256,8 +253,8 @@ def build_results(page: Page) -> None:
                                         elem_id="curve-eps")
             page.curve_btn = gr.Button("Compute curve", elem_id="curve-btn")
         with gr.Row(equal_height=False):
-            page.curve_chart = gr.Image(label="True-label probability vs eps", show_label=False, format="png",
-                                        interactive=False, elem_id="curve-chart", elem_classes=["figure"])
+            page.curve_chart = figure_box(label="True-label probability vs eps", elem_id="curve-chart",
+                                           elem_classes=["figure"])
             page.curve_table = gr.Dataframe(headers=["model", "eps", "prediction", "correct", "true-label prob."],
                                             interactive=False, label="Curve points")
         page.curve_file = gr.File(label="Curve (JSON)")

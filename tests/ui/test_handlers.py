@@ -255,3 +255,18 @@ def test_stop_token_ends_a_run(image_file, model_key, allowed, attack_name):
 def test_download_files_do_not_collide():
     a, b = views.new_download_dir(), views.new_download_dir()
     assert a != b and a.parent == b.parent
+
+
+def test_figures_are_stored_losslessly(tmp_path, monkeypatch):
+    """Figures skip gradio's slow PNG setting, not its losslessness: the stored file has the exact pixels."""
+    from demo.ui.components import figure_box
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    box = figure_box(label="figure")
+    box.GRADIO_CACHE = str(tmp_path)
+    pixels = np.random.default_rng(0).integers(0, 256, (33, 47, 3), dtype=np.uint8)
+    data = box.postprocess(pixels)
+    assert data.path.endswith(".png") and data.path.startswith(str(tmp_path.resolve()))
+    assert np.array_equal(np.asarray(Image.open(data.path)), pixels)
+    assert box.postprocess(pixels).path == data.path  # same content, same file
+    assert box.postprocess(None) is None
