@@ -40,7 +40,8 @@ def parse(argv: list[str] | None = None) -> Config:
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown report; JSON goes next to it")
     a = p.parse_args(argv)
     cfg = Config(models=_names(a.models), repeats=a.repeats, warmup=1 if a.warmup is None else a.warmup, batch=a.batch,
-                 min_seconds=a.min_seconds, compare_repeats=a.repeats, attacks=_names(a.attacks), defenses=_names(a.defenses),
+                 min_seconds=a.min_seconds, compare_repeats=a.repeats, attacks=_names(a.attacks),
+                 defenses=_names(a.defenses),
                  compare=not a.no_compare, probes=not a.no_probes, out=a.out,
                  command="python -m demo.bench " + shlex.join(sys.argv[1:] if argv is None else argv))
     cfg.devices = available_devices() if a.devices == "auto" else _names(a.devices)

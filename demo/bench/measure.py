@@ -11,8 +11,9 @@ with the single-pass times measured on the same images and batch size, interleav
 runs (one forward and one forward + backward right before each timed run). The ratio is taken per timed
 run, against the single passes just before it, and reported as the median over runs, so that the
 machine's speed drifting during a long benchmark cancels out (the ratio of the medians is kept in the
-JSON as `ratio_of_medians`). A ratio near 1
-means the method costs what its passes cost; above 1 is work outside the counted image-encoder passes
+JSON as `ratio_of_medians`).
+
+A ratio near 1 means the method costs what its passes cost; above 1 is work outside the counted image-encoder passes
 (text-tower passes, augmentation, Python overhead, library wrappers); below 1 happens when a method
 batches more images per encoder call (views) than the single-pass measurement did.
 """
@@ -161,14 +162,15 @@ def _row(kind: str, name: str, cls, samples: list[float], n: int, passes: dict |
     return row
 
 
-def bench_attacks(clf, images, y, names, repeats: int, warmup: int, seed: int = 0, min_seconds: float = 0.0) -> list[dict]:
+def bench_attacks(clf, images, y, names, repeats: int, warmup: int, seed: int = 0,
+                  min_seconds: float = 0.0) -> list[dict]:
     rows, refs = [], pass_functions(clf, images, y)
     for name in names:
         cls = ATTACKS.get(name)
         attack = cls()
         try:
-            samples, result, ref = timed(lambda: attack(clf, images, y, seed=seed), images.device, repeats, warmup, refs,
-                                          min_seconds)
+            samples, result, ref = timed(lambda: attack(clf, images, y, seed=seed), images.device, repeats, warmup,
+                                         refs, min_seconds)
             rows.append(_row("attack", name, cls, samples, images.shape[0], result.passes, None, ref))
         except Exception as exc:  # a failing method is a finding for the table, not the end of the run
             rows.append(_row("attack", name, cls, [], images.shape[0], None, f"{type(exc).__name__}: {exc}"))

@@ -126,7 +126,8 @@ def _memory(model_id: str, workdir: str) -> dict:
     defenses = {Paradigm(p): (n, {}) for p, n in default_comparison_defenses().items()}
     run_comparison(loaded, to_model_input(loaded, paths[0]), labels, None, "pgd", {}, None, defenses, False, 0)
     out = {"models_loaded": [loaded.key] + twins, "before_models_mb": base_rss,
-           "loaded_mb": loaded_rss, "resident_loaded_mb": resident, "after_comparison_mb": _maxrss_mb(), "device": str(loaded.device),
+           "loaded_mb": loaded_rss, "resident_loaded_mb": resident, "after_comparison_mb": _maxrss_mb(),
+           "device": str(loaded.device),
            "notes": notes + ([note] if note else [])}
     if loaded.device.type == "cuda":
         out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(loaded.device) / 2**20
