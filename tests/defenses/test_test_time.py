@@ -160,10 +160,38 @@ def test_adaptation_moves_the_context(name, tiny_clf, tiny_images):
     assert all(g > 0 for g in out.changed["ctx_grad_norm"])
     assert all(s > 0 for s in out.changed["ctx_shift"])
     assert out.changed["adapted"] is True
-    assert all(len(s) == 1 for s in out.changed["selected"])  # 10% of 8 views, at least one
+    assert all(len(s) == 2 for s in out.changed["selected"])  # 10% of 8 views rounds to 0: at least two
     assert out.passes["forward"] == FEW_VIEWS
     with torch.no_grad():
         assert not torch.allclose(out.logits, tiny_clf(tiny_images), atol=1e-5)
+
+
+@pytest.mark.parametrize("views,kept", [(2, 2), (4, 2), (16, 2), (19, 2), (20, 2), (30, 3), (64, 6), (128, 12)])
+def test_selection_keeps_ten_percent_and_never_fewer_than_two(views, kept):
+    from demo.defenses.test_time.tpt import kept_views
+
+    assert kept_views(views, 0.1) == kept
+    assert kept_views(views, 1.0) == views
+
+
+@pytest.mark.parametrize("name", TEST_TIME)
+def test_default_is_the_papers_64_views_and_the_summary_says_how_many_were_kept(name, tiny_clf, tiny_images):
+    out = DEFENSES.create(name)(tiny_clf, tiny_images[:2], seed=0)
+    assert out.changed["views"] == 64 and out.changed["kept"] == 6
+    assert all(len(s) == 6 for s in out.changed["selected"])
+    assert len(out.summary) == 2
+    assert all("64 views" in s and "kept the 6 most" in s for s in out.summary)
+    # the summary speaks in label names, not class indices
+    assert all(any(label in s for label in tiny_clf.classnames) for s in out.summary)
+
+
+def test_rtpt_objective_differs_from_tpt_once_two_views_are_kept():
+    """With a single kept view the averaged entropy is that view's entropy, and R-TPT's pointwise
+    objective would equal TPT's; the selection keeps at least two, so the two objectives differ."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 2, 5, generator=g) * 3
+    assert (marginal_entropy(logits) > RTPT().objective(logits) + 1e-4).all()
+    assert torch.allclose(marginal_entropy(logits[:, :1]), RTPT().objective(logits[:, :1]))
 
 
 def test_tpt_selects_ten_percent(tiny_clf, tiny_images):

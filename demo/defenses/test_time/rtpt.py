@@ -39,10 +39,10 @@ class RTPT(TPT):
     randomized = True
     reference = ("Sheng, Liang, Wang, He, Improving Adversarial Robustness of VLMs through Test-Time Prompt "
                  "Tuning (R-TPT), CVPR 2025 (arXiv 2504.11195)")
-    deviation = ("16 views by default so that CPUs answer in seconds (the paper uses 64; up to 128 can be "
-                 "chosen). Views are random resized crops with flips, the paper's ImageNet setting (no AugMix), "
-                 "cut from the float image rather than from an 8-bit re-rendering. A view's own similarity is "
-                 "excluded by position (the official code masks every similarity >= 1).")
+    deviation = ("Views are random resized crops with flips, the paper's ImageNet setting (no AugMix), cut "
+                 "from the 8-bit image at the model's resolution as the official code does for adversarial "
+                 "images. At least 2 views are always kept. A view's own similarity is excluded by position "
+                 "(the official code masks every similarity >= 1, which can miss in floating point).")
     view_grad: ClassVar[bool] = True
 
     top_k: int = param(20, lo=1, hi=127, step=1, label="Reliability neighbours",
@@ -63,6 +63,16 @@ class RTPT(TPT):
         sim = sim.masked_fill(self_mask, float("-inf"))
         reliability = sim.topk(min(self.top_k, v - 1), dim=-1).values.mean(-1)
         return (reliability / self.temperature).softmax(-1)
+
+    def describe(self, i: int, kept: int, before: str, after: str, facts: dict) -> str:
+        weights = facts.get("view_weights", [[]])[i]
+        top = max(weights) if weights else float("nan")
+        steps = f"{self.steps} step" + ("s" if self.steps > 1 else "")
+        return (f"Made {self.views} views (the image and {self.views - 1} random crops), kept the {kept} most "
+                f"confident, and took {steps} on the text prompt to make each of them more confident (the prompt "
+                f"moved by {facts['ctx_shift'][i]:.3f}). Then it averaged all {self.views} views' predictions, "
+                f"trusting views that agree with many others (the most trusted view got {top:.0%} of the weight). "
+                f"Before tuning it said {before!r}; now it says {after!r}.")
 
     def readout(self, clf: nn.Module, feats: torch.Tensor, text: torch.Tensor, info: dict | None) -> torch.Tensor:
         view_logits = clf.logit_scale * torch.einsum("bvd,bcd->bvc", feats, text)

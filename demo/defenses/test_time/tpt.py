@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from ...registry import DEFENSES
 from ...timing import Timings, timer
-from ..base import Defense, DefenseOutput, Paradigm, param
+from ..base import Defense, DefenseOutput, Paradigm, label_names, param
 from .prompt_learner import CTX_INIT, PromptLearner
 
 # Views per encoder call: bounds memory for large batches without changing any result.
@@ -63,6 +63,13 @@ def random_resized_crops(image: torch.Tensor, n: int, generator: torch.Generator
     return torch.stack(views)
 
 
+def kept_views(views: int, selection: float) -> int:
+    """How many of `views` the confidence selection keeps: int(views * selection) as in the official code
+    (6 of 64), but never fewer than 2: with one view TPT's averaged entropy is that view's own entropy,
+    and R-TPT's objective would equal TPT's."""
+    return min(views, max(2, int(views * selection)))
+
+
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     logp = logits.log_softmax(-1)
     return -(logp.exp() * logp).sum(-1)
@@ -85,13 +92,15 @@ class TPT(Defense):
     paradigm = Paradigm.TEST_TIME
     randomized = True
     reference = "Shu et al., Test-Time Prompt Tuning for Zero-Shot Generalization in VLMs, NeurIPS 2022 (arXiv 2209.07511)"
-    deviation = ("16 views by default so that CPUs answer in seconds (the paper uses 64; up to 128 can be "
-                 "chosen). Views are random resized crops with flips, the paper's ImageNet setting; its "
-                 "AugMix views for fine-grained datasets are not offered. Computed in float32, not mixed precision.")
+    deviation = ("Views are random resized crops with flips (the paper's ImageNet setting; its AugMix views "
+                 "for fine-grained datasets are not offered), cut from the image at the model's resolution: "
+                 "an attack only exists at that resolution, and R-TPT crops its 8-bit adversarial image the "
+                 "same way, whereas TPT's clean-image setting crops the full-resolution original. At least 2 "
+                 "views are always kept. Computed in float32, not mixed precision.")
     view_grad: ClassVar[bool] = False   # whether the adaptive path needs gradients through all views
 
-    views: int = param(16, lo=2, hi=128, step=1, label="Views",
-                       help="The image plus random resized crops; the paper uses 64.")
+    views: int = param(64, lo=2, hi=128, step=1, label="Views",
+                       help="The image plus random resized crops (paper: 64).")
     selection: float = param(0.1, lo=0.01, hi=1.0, step=0.01, label="Confident fraction",
                              help="Fraction of views with the lowest entropy that the loss uses (paper: 0.1).")
     lr: float = param(5e-3, lo=1e-4, hi=1e-1, step=1e-4, label="Learning rate", help="AdamW step size (paper: 5e-3).")
@@ -119,7 +128,7 @@ class TPT(Defense):
         # Adam's moments are per element, so one optimizer over the (b, n, W) stack is b independent
         # optimizers: the images of a batch do not influence each other.
         opt = torch.optim.AdamW([ctx], lr=self.lr)
-        keep = max(1, int(v * self.selection))
+        keep = kept_views(v, self.selection)
         info: dict = {}
         with torch.enable_grad():
             for step in range(self.steps):
@@ -177,8 +186,20 @@ class TPT(Defense):
         timings = Timings()
         generator = torch.Generator().manual_seed(int(seed))
         logits, facts = self.run(clf, images, generator, timings=timings)
-        facts.update(adapted=True, views=self.views)
-        return DefenseOutput(logits=logits.detach(), changed=facts, timings=timings)
+        kept = kept_views(self.views, self.selection)
+        facts.update(adapted=True, views=self.views, kept=kept)
+        before = label_names(clf, facts["initial_prediction"])
+        after = label_names(clf, logits.argmax(-1))
+        summary = [self.describe(i, kept, b, a, facts) for i, (b, a) in enumerate(zip(before, after))]
+        return DefenseOutput(logits=logits.detach(), changed=facts, timings=timings, summary=summary)
+
+    def describe(self, i: int, kept: int, before: str, after: str, facts: dict) -> str:
+        """One image's plain-language account of the adaptation."""
+        steps = f"{self.steps} step" + ("s" if self.steps > 1 else "")
+        return (f"Made {self.views} views (the image and {self.views - 1} random crops), kept the {kept} most "
+                f"confident, and took {steps} on the text prompt to make their averaged prediction more "
+                f"confident (the prompt moved by {facts['ctx_shift'][i]:.3f}). Before tuning it said {before!r}; "
+                f"with the tuned prompt it says {after!r}.")
 
     def as_module(self, clf: nn.Module, seed: int = 0, eot_samples: int = 1) -> nn.Module:
         self.check()
