@@ -39,14 +39,27 @@ class DefenseError(ValueError):
 class DefenseOutput:
     """logits (N, C); images: what was classified when the defense changes the input (else None);
     features: the embedding classified when the defense changes the embedding (else None);
-    changed: facts to display (e.g. {"tau": [...], "adapted": True}); timings in ms; passes per image."""
+    changed: raw facts for the JSON download (e.g. {"tau": [...], "adapted": True}); summary: per image,
+    one plain-language sentence of what the defense did, in label names; timings in ms; passes per image."""
 
     logits: torch.Tensor
     images: torch.Tensor | None = None
     features: torch.Tensor | None = None
     changed: dict = field(default_factory=dict)
+    summary: list[str] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
     passes: dict[str, float] = field(default_factory=dict)
+
+
+def label_names(clf: nn.Module, indices) -> list[str]:
+    """Class indices -> the classifier's label names (for plain-language summaries)."""
+    names = getattr(clf, "classnames", None) or []
+    return [names[int(i)] if 0 <= int(i) < len(names) else f"class {int(i)}" for i in indices]
+
+
+def pixel_change(before: torch.Tensor, after: torch.Tensor) -> list[float]:
+    """Per image, the largest change of any pixel and channel, in /255."""
+    return [255.0 * float(v) for v in (after - before).flatten(1).abs().amax(1)]
 
 
 class BPDAWrapper(torch.autograd.Function):

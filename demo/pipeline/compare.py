@@ -58,6 +58,15 @@ def _stage(name: str, timings: Timings, passes: Mapping[str, float], whole: str)
     return Stage(name, ms, float(passes.get("forward", 0.0)), float(passes.get("grad", 0.0)))
 
 
+def _default_summary(out, seen: torch.Tensor) -> str:
+    """A plain account for defenses that report none of their own: how much the input changed."""
+    if out.images is None:
+        return ""
+    change = 255.0 * float((out.images[0] - seen[0]).abs().max())
+    mean = 255.0 * float((out.images[0] - seen[0]).abs().mean())
+    return f"Changed the image's pixels by at most {change:.0f}/255 (on average {mean:.1f}/255) before classifying it."
+
+
 def _defended(clf, defense_objs, inputs, labels, true_label, seed, tracker, stages) -> list[Column]:
     """Classify each paradigm's input through its defense: one column per paradigm."""
     columns = []
@@ -74,6 +83,7 @@ def _defended(clf, defense_objs, inputs, labels, true_label, seed, tracker, stag
             paradigm.value, f"{paradigm.value.capitalize()}: {name}", classified.detach().clamp(0, 1),
             out.logits.detach().float().softmax(-1)[0], labels, true_label, defense=defense.name,
             received=seen[0] if out.images is not None else None, changed=dict(out.changed),
+            summary=out.summary[0] if out.summary else _default_summary(out, seen),
             stages=[stage], attack_stage=attack_stage))
     return columns
 

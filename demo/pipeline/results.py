@@ -32,6 +32,7 @@ class Column:
     defense: str | None = None
     received: torch.Tensor | None = None  # (3, H, W): the input before an input-changing defense
     changed: dict = field(default_factory=dict)
+    summary: str = ""                   # what the defense did, in one plain sentence
     stages: list[Stage] = field(default_factory=list)  # what classifying this column cost
     attack_stage: Stage | None = None   # the adaptive attack made for this column, if any
 
@@ -113,7 +114,7 @@ class ComparisonResult:
                 {"column": c.key, "title": c.title, "defense": c.defense, "prediction": c.pred_label,
                  "correct": c.correct, "true_label_probability": round(c.true_prob, 6),
                  "top5": [{"label": lab, "probability": round(p, 6)} for lab, p in c.top],
-                 "ms": round(c.ms, 3), "passes": c.passes, "changed": _jsonable(c.changed),
+                 "ms": round(c.ms, 3), "passes": c.passes, "summary": c.summary, "changed": _jsonable(c.changed),
                  "adaptive_attack": None if c.attack_stage is None else
                  {"ms": round(c.attack_stage.ms, 3), "forward_passes": c.attack_stage.forward,
                   "grad_passes": c.attack_stage.grad}}

@@ -94,10 +94,13 @@ def _fmt(value) -> str:
 
 
 def changed_markdown(columns: list[Column]) -> str:
-    """What each defense reports it did (tau for TTC, view entropies for TPT, ...)."""
+    """What each defense did, in its own plain words (the raw facts stay in the JSON download)."""
     lines = []
     for c in columns:
         if c.defense in (None, "none"):
+            continue
+        if c.summary:
+            lines.append(f"- **{c.title}**: {html.escape(c.summary)}")
             continue
         facts = "; ".join(f"{k.replace('_', ' ')}: {_fmt(v)}" for k, v in c.changed.items()) or "no details reported"
         where = "changed the image" if c.input_changed else "left the image as it was"
