@@ -1,10 +1,12 @@
 """Shared machinery for input-transformation defenses: transform the image, then classify it.
 
-The transforms (JPEG, bit-depth reduction, median filter, random resize-and-pad) have no useful
-gradient: rounding and JPEG quantization are flat almost everywhere, and a median filter or a random
-resize routes the gradient to a few pixels. Adaptive attacks therefore use BPDA (Athalye, Carlini &
-Wagner, ICML 2018): the forward pass applies the real transform, the backward pass treats it as the
-identity. Randomized transforms add EOT: the defended model averages logits over several fresh draws.
+Adaptive attacks differentiate through each transform as exactly as it allows (Athalye, Carlini &
+Wagner, ICML 2018). Rounding (bit depth) and JPEG quantization are flat almost everywhere and a median
+filter routes the gradient to one pixel per window, so those use BPDA: the forward pass applies the
+real transform, the backward pass treats it as the identity. A transform that is differentiable
+(resizing and padding) is differentiated for real (`exact_gradient`): an identity backward would
+ignore its rescale and shift and hand the attacker a misaligned gradient. Randomized transforms add
+EOT: the defended model averages logits over several fresh draws.
 """
 from __future__ import annotations
 
@@ -39,6 +41,8 @@ class InputTransformDefense(Defense):
 
     paradigm: ClassVar[Paradigm] = Paradigm.TRAINING_FREE
     differentiable: ClassVar[bool] = False
+    # True when `transform` is differentiable in the images: adaptive attacks then use its real gradient.
+    exact_gradient: ClassVar[bool] = False
 
     @abc.abstractmethod
     def transform(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -64,7 +68,8 @@ class InputTransformDefense(Defense):
 
 
 class _TransformModule(nn.Module):
-    """images -> logits through the transform: BPDA backward, EOT over `defense.draws` draws.
+    """images -> logits through the transform: its real gradient where it has one (`exact_gradient`),
+    else BPDA; EOT over `defense.draws` draws.
 
     The generator is seeded once and advances with every call, so successive attack steps see fresh
     random draws (as the defense would at test time) while a whole attack run stays reproducible.
@@ -79,6 +84,9 @@ class _TransformModule(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = 0.0
         for _ in range(self.defense.draws):
+            if self.defense.exact_gradient:
+                logits = logits + self.clf(self.defense.transform(images, self.generator).clamp(0, 1))
+                continue
             with torch.no_grad():
                 transformed = self.defense.transform(images.detach(), self.generator).clamp(0, 1)
             logits = logits + self.clf(bpda(images, transformed))
