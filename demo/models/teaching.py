@@ -35,9 +35,12 @@ PREPROCESS_CFG = {
     "resize_mode": "shortest",
 }
 
-# Robust image towers (visual state dicts) trained by `python -m demo.train tecoa|fare`.
+# Robust image towers (visual state dicts) trained by `python -m demo.train tecoa|fare|pmg_aft`.
 VISUAL_WEIGHTS = {
     "tecoa": TEACHING_DIR / "visual_tecoa.safetensors",
     "fare": TEACHING_DIR / "visual_fare.safetensors",
+    "pmg_aft": TEACHING_DIR / "visual_pmg_aft.safetensors",
 }
 APT_PROMPT = TEACHING_DIR / "apt_prompt.safetensors"
+# TTC's tau threshold for this model, from `python -m demo.train ttc-threshold`.
+TTC_CALIBRATION = TEACHING_DIR / "ttc_calibration.json"
