@@ -1,5 +1,6 @@
 """Training-free defenses: the model is left alone; the input or its embedding is changed."""
 from . import ttc  # noqa: F401
+from . import anti_adversary  # noqa: F401
 from . import clipure  # noqa: F401
 from . import jpeg  # noqa: F401
 from . import bit_depth  # noqa: F401
