@@ -44,12 +44,14 @@ def _add(spec: ModelSpec) -> None:
 
 
 _add(ModelSpec("teaching", "Teaching model (offline, embedded)", _TEACH, online=False,
-               twins={"tecoa": "teaching-tecoa", "fare": "teaching-fare"},
+               twins={"tecoa": "teaching-tecoa", "fare": "teaching-fare", "pmg_aft": "teaching-pmg_aft"},
                description="A small CLIP trained from scratch on the procedural teaching world. It only knows that world."))
 _add(ModelSpec("teaching-tecoa", "Teaching model, TeCoA image tower", _TEACH, online=False, base="teaching",
                visual_weights=str(teaching.VISUAL_WEIGHTS["tecoa"])))
 _add(ModelSpec("teaching-fare", "Teaching model, FARE image tower", _TEACH, online=False, base="teaching",
                visual_weights=str(teaching.VISUAL_WEIGHTS["fare"])))
+_add(ModelSpec("teaching-pmg_aft", "Teaching model, PMG-AFT image tower", _TEACH, online=False, base="teaching",
+               visual_weights=str(teaching.VISUAL_WEIGHTS["pmg_aft"])))
 _add(ModelSpec("vit-b-32", "CLIP ViT-B/32 (LAION-2B)", "ViT-B-32", "laion2b_s34b_b79k",
                twins={"tecoa": "vit-b-32-tecoa4", "fare": "vit-b-32-fare4"}))
 _add(ModelSpec("vit-b-32-tecoa4", "TeCoA4 ViT-B/32 (LAION-2B)", "hf-hub:chs20/TeCoA4-ViT-B-32-laion2B-s34B-b79K", base="vit-b-32"))

@@ -1,4 +1,4 @@
-"""python -m demo.train {clip,tecoa,fare,apt} [options]: train the teaching model and its defenses."""
+"""python -m demo.train {clip,finetune,tecoa,fare,pmg_aft,apt,ttc-threshold} [options]: train the teaching model and its defenses."""
 from __future__ import annotations
 
 import argparse
@@ -29,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     ft.add_argument("--out", type=Path, default=teaching.TEACHING_DIR, help="teaching model folder to update")
     ft.add_argument("--logit-scale", type=float, default=None,
                     help="fine-tune at this logit scale and store it in the checkpoint (CLIP ends at 100)")
-    for method in ("tecoa", "fare"):
-        r = sub.add_parser(method, help=f"adversarially fine-tune the teaching model's image tower ({method.upper()})")
+    for method in ("tecoa", "fare", "pmg_aft"):
+        r = sub.add_parser(method, help="adversarially fine-tune the teaching model's image tower "
+                           f"({method.upper().replace('_', '-')})")
         r.add_argument("--steps", type=int, default=200)
         r.add_argument("--batch-size", type=int, default=64)
         r.add_argument("--lr", type=float, default=3e-4)
@@ -46,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--eps", type=float, default=4.0, help="L-inf budget in /255")
     a.add_argument("--eval-every", type=int, default=50)
     a.add_argument("--out", type=Path, default=teaching.APT_PROMPT, help="output .safetensors")
+    t = sub.add_parser("ttc-threshold", help="calibrate TTC's tau threshold for the teaching model")
+    t.add_argument("--n", type=int, default=500, help="calibration images")
+    t.add_argument("--max-drop", type=float, default=2.0, help="clean accuracy TTC may cost, in points")
+    t.add_argument("--out", type=Path, default=teaching.TTC_CALIBRATION, help="output .json")
     for s in sub.choices.values():
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--minutes", type=float, default=None, help="stop (and save) after this much wall time")
@@ -59,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
         result = train_clip(args.steps, args.batch_size, args.lr, args.seed, args.minutes, args.out, args.eval_every,
                             args.init)
-    elif args.what in ("tecoa", "fare"):
+    elif args.what in ("tecoa", "fare", "pmg_aft"):
         from .robust import train_robust
 
         result = train_robust(args.what, args.steps, args.batch_size, args.lr, args.eps / 255, args.inner_steps,
@@ -74,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
 
         result = train_apt(args.steps, args.batch_size, args.lr, args.eps / 255, args.seed, args.minutes, args.out,
                            args.eval_every)
+    elif args.what == "ttc-threshold":
+        from .ttc_threshold import calibrate_ttc
+
+        result = calibrate_ttc(args.n, args.max_drop / 100, args.seed, args.out)
     print(result)
     return 0
 

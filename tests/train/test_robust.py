@@ -1,0 +1,66 @@
+"""The adversarial fine-tuning objectives, on tiny inputs, and the texts that describe the shipped runs."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import demo.defenses  # noqa: F401  (registers every defense)
+from demo.defenses import DEFENSES
+from demo.models import teaching
+from demo.train.robust import pmg_aft_loss
+
+
+def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per row, written out."""
+    return (p * (p.log() - q.log())).sum(-1)
+
+
+def test_pmg_aft_loss_is_ce_plus_two_kl_terms_towards_the_adversarial_prediction():
+    g = torch.Generator().manual_seed(0)
+    adv, clean, original = (torch.randn(4, 5, generator=g) * 2 for _ in range(3))
+    y = torch.tensor([0, 3, 1, 4])
+    loss, parts = pmg_aft_loss(adv, y, clean, original)
+    p_adv, p_clean, p_orig = (t.softmax(-1) for t in (adv, clean, original))
+    expected_guide = _kl(p_orig, p_adv).sum()  # summed over the batch, as the official KLDivLoss(reduction="sum")
+    expected_clean = _kl(p_clean, p_adv).sum()
+    ce = F.cross_entropy(adv, y)
+    assert parts["kl_original"] == pytest.approx(float(expected_guide), rel=1e-5)
+    assert parts["kl_clean"] == pytest.approx(float(expected_clean), rel=1e-5)
+    assert float(loss) == pytest.approx(float(ce + expected_guide + expected_clean), rel=1e-5)
+
+
+def test_pmg_aft_kl_terms_vanish_when_the_predictions_agree():
+    adv = torch.tensor([[2.0, -1.0, 0.5]])
+    loss, parts = pmg_aft_loss(adv, torch.tensor([0]), adv.clone(), adv.clone())
+    assert parts["kl_original"] == pytest.approx(0.0, abs=1e-6) and parts["kl_clean"] == pytest.approx(0.0, abs=1e-6)
+    assert float(loss) == pytest.approx(float(F.cross_entropy(adv, torch.tensor([0]))), rel=1e-6)
+
+
+def test_pmg_aft_guidance_pulls_the_adversarial_prediction_towards_the_original_model():
+    adv = torch.zeros(1, 3, requires_grad=True)
+    original = torch.tensor([[0.0, 4.0, 0.0]])
+    loss, _ = pmg_aft_loss(adv, torch.tensor([0]), adv.detach(), original)
+    loss.backward()
+    # gradient descent raises the logit the original model prefers (class 1) beyond what CE alone would
+    ce_only = torch.zeros(1, 3, requires_grad=True)
+    F.cross_entropy(ce_only, torch.tensor([0])).backward()
+    assert adv.grad[0, 1] < ce_only.grad[0, 1]
+
+
+@pytest.mark.parametrize("defense,log", [("tecoa", "visual_tecoa.json"), ("fare", "visual_fare.json"),
+                                         ("pmg_aft", "visual_pmg_aft.json"), ("apt", "apt_prompt.json")])
+def test_deviation_texts_state_the_shipped_training_runs(defense, log):
+    """A defense's deviation note names the number of training steps its shipped weights got, and the
+    inner attack they were trained with: the numbers in the text are the ones in the training log."""
+    meta = json.loads((teaching.TEACHING_DIR / log).read_text())
+    text = DEFENSES.get(defense).deviation
+    assert re.search(rf"\b{meta['steps']} AdamW steps of {meta['batch_size']} images", text), text
+    assert f"eps {meta['eps'] * 255:.0f}/255" in text
+    if "inner" in meta:
+        steps, alpha = re.match(r"inner PGD: (\d+) steps of ([\d.]+)/255", meta["inner"]).groups()
+        assert f"{steps}-step inner PGD of {float(alpha):g}/255" in text
+        assert "no momentum" in text  # the project's inner PGD has none (RobustVLM's has 0.9)
