@@ -22,5 +22,6 @@ class FARE(RobustTwinDefense):
     twin = "fare"
     reference = ("Schlarmann et al., Robust CLIP: Unsupervised Adversarial Fine-Tuning of Vision Embeddings "
                  "for Robust Large Vision-Language Models, ICML 2024, arXiv 2402.12336")
-    deviation = ("Teaching model: fine-tuned for a few hundred steps on 2 CPU cores with a 3-step inner PGD "
-                 "(the published recipe runs 20k steps with 10-step PGD on ImageNet).")
+    deviation = ("Teaching model: 90 AdamW steps of 64 images at eps 4/255 with a 3-step inner PGD of 2/255 "
+                 "and no momentum (the published recipe: 20k steps of 128 ImageNet images, 10-step PGD of 1/255 "
+                 "with momentum 0.9). Hub models use the published checkpoints.")
