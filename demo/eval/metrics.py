@@ -62,5 +62,24 @@ def mean_l2(delta: torch.Tensor) -> float:
     return float(l2_norms(delta).mean()) if delta.shape[0] else float("nan")
 
 
+def wilson_interval(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion p observed on n trials (Wilson, 1927): unlike the
+    normal approximation it stays inside [0, 1] and is sensible at p = 0 or 1 and small n."""
+    if n <= 0 or p is None or (isinstance(p, float) and math.isnan(p)):
+        return float("nan"), float("nan")
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def fmt_ci(p: float | None, n: int) -> str:
+    """'7.6% [5.6, 10.2]': the accuracy and its 95% Wilson interval, in percent."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "n/a"
+    lo, hi = wilson_interval(p, n)
+    return f"{100 * p:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
 def fmt_pct(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"

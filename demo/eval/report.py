@@ -5,7 +5,7 @@ import json
 import math
 from pathlib import Path
 
-from .metrics import fmt_pct
+from .metrics import fmt_ci, fmt_pct
 
 
 def _num(x, digits: int = 1) -> str:
@@ -36,6 +36,7 @@ def attack_label(result: dict) -> str:
 
 def markdown(result: dict) -> str:
     u, data, model = result["undefended"], result["data"], result["model"]
+    n = int(data["n"])
     lines = [
         "# Robustness results",
         "",
@@ -52,7 +53,7 @@ def markdown(result: dict) -> str:
         "",
         "| clean acc. | robust acc. | attack success | mean L-inf | mean L2 | attack ms/image | passes/image |",
         "|---|---|---|---|---|---|---|",
-        f"| {fmt_pct(u['clean_accuracy'])} | {fmt_pct(u['robust_accuracy'])} | {fmt_pct(u['attack_success_rate'])} "
+        f"| {fmt_ci(u['clean_accuracy'], n)} | {fmt_ci(u['robust_accuracy'], n)} | {fmt_pct(u['attack_success_rate'])} "
         f"| {_num(u['mean_linf'] * 255, 2)}/255 | {_num(u['mean_l2'], 3)} | {_num(u['ms_per_image'])} "
         f"| {_passes(u['passes_per_image'])} |",
     ]
@@ -74,14 +75,15 @@ def markdown(result: dict) -> str:
                 width = 4 + (2 if adaptive else 0)
                 lines.append(f"| {title} | {row['paradigm']} | not run: {row['error']} |" + " |" * (width - 1))
                 continue
-            cells = [title, row["paradigm"], fmt_pct(row["clean_accuracy"]), fmt_pct(row["robust_accuracy_oblivious"])]
+            cells = [title, row["paradigm"], fmt_ci(row["clean_accuracy"], n), fmt_ci(row["robust_accuracy_oblivious"], n)]
             if adaptive:
-                cells += [fmt_pct(row["robust_accuracy_adaptive"]), _num(row["adaptive_attack_ms_per_image"])]
+                cells += [fmt_ci(row["robust_accuracy_adaptive"], n), _num(row["adaptive_attack_ms_per_image"])]
             cells += [_num(row["ms_per_image"]), _passes(row["passes_per_image"])]
             lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Robust accuracy is measured on the uint8-quantized adversarial image (what a saved PNG holds). "
+        f"Brackets: 95% Wilson interval over the {n} images; two accuracies whose intervals overlap may not "
+        "differ. Robust accuracy is measured on the uint8-quantized adversarial image (what a saved PNG holds). "
         "Attack success = share of the images classified correctly when clean that the attack makes wrong. "
         "Oblivious: the attack targets the undefended model and the defense then classifies its image. "
         "Adaptive: the attack targets the defense itself (BPDA through non-differentiable steps, EOT over "

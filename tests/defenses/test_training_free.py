@@ -72,6 +72,60 @@ def test_random_resize_pad_is_seeded_and_eot_draws_are_fresh_but_reproducible(ti
         assert torch.equal(second(tiny_images), s1)  # ... from a reproducible sequence
 
 
+def test_random_resize_pad_adaptive_gradient_is_the_gradient_of_the_real_transform(tiny_clf, tiny_images):
+    """The adaptive path differentiates the real resize and pad of each draw (EOT over draws), not an
+    identity: compare with autograd through the very same draws."""
+    from demo.defenses.training_free.input_transform import local_generator
+    from demo.defenses.training_free.random_resize_pad import random_resize_pad
+
+    d = DEFENSES.create("random_resize_pad", eot_draws=3)
+    x = tiny_images.clone().requires_grad_(True)
+    labels = torch.tensor([0, 1, 2])
+    F.cross_entropy(d.as_module(tiny_clf, seed=4)(x), labels).backward()
+    ref = tiny_images.clone().requires_grad_(True)
+    g = local_generator(4)  # the module's generator, replayed
+    logits = sum(tiny_clf(random_resize_pad(ref, d.max_scale, g)) for _ in range(3)) / 3
+    F.cross_entropy(logits, labels).backward()
+    assert torch.allclose(x.grad, ref.grad, atol=1e-6)
+    # ... and it is not what an identity backward (BPDA) would give.
+    bpda = tiny_images.clone().requires_grad_(True)
+    seen = random_resize_pad(tiny_images, d.max_scale, local_generator(4)).requires_grad_(True)
+    F.cross_entropy(tiny_clf(seen), labels).backward()
+    assert not torch.allclose(x.grad, seen.grad, atol=1e-4)
+
+
+# --- Anti-adversary -----------------------------------------------------------------------------
+
+def test_anti_adversary_pushes_towards_its_own_prediction(tiny_clf, tiny_images):
+    d = DEFENSES.create("anti_adversary", steps=1, alpha=1 / 255)
+    with torch.no_grad():
+        logits = tiny_clf(tiny_images)
+    y_hat = logits.argmax(1)
+    out = d(tiny_clf, tiny_images, seed=0)
+    # one signed step of 1/255 down the cross-entropy of the predicted label
+    x = tiny_images.clone().requires_grad_(True)
+    F.cross_entropy(tiny_clf(x), y_hat, reduction="sum").backward()
+    expected = (tiny_images - x.grad.sign() / 255).clamp(0, 1)
+    assert torch.allclose(out.images, expected, atol=1e-7)
+    with torch.no_grad():
+        before = F.cross_entropy(logits, y_hat, reduction="none")
+        after = F.cross_entropy(tiny_clf(out.images), y_hat, reduction="none")
+    assert (after < before).all()  # more confident in its own prediction, the opposite of an attack
+    assert out.changed["pushed_towards"] == [tiny_clf.classnames[int(i)] for i in y_hat]
+    assert (out.images - tiny_images).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_anti_adversary_adaptive_gradient_is_the_replay_with_fixed_signs(tiny_clf, tiny_images):
+    d = DEFENSES.create("anti_adversary")
+    x = tiny_images.clone().requires_grad_(True)
+    d.as_module(tiny_clf)(x)[:, 1].sum().backward()
+    _, signs = d.signs(tiny_clf, tiny_images)
+    pushed = d.replay(tiny_images, signs).detach().requires_grad_(True)
+    tiny_clf(pushed)[:, 1].sum().backward()
+    inside = (pushed > 0) & (pushed < 1)  # where no clipping cut the path from x to the pushed image
+    assert torch.allclose(x.grad[inside], pushed.grad[inside], atol=1e-6)
+
+
 # --- TTC ----------------------------------------------------------------------------------------
 
 def _embedding(clf, x):
@@ -81,7 +135,7 @@ def _embedding(clf, x):
 
 def test_ttc_noise_branch_and_tau_definition(tiny_clf, tiny_images):
     # A threshold of 0 leaves every input on the noise branch: x + delta_0, inside the budget.
-    out = DEFENSES.create("ttc", tau_thres=0.0)(tiny_clf, tiny_images, seed=5)
+    out = DEFENSES.create("ttc", calibrated=False, tau_thres=0.0)(tiny_clf, tiny_images, seed=5)
     assert out.changed["branch"] == ["random noise"] * 3 and not any(out.changed["counterattacked"])
     assert (out.images - tiny_images).abs().max() <= 4 / 255 + 1e-6
     assert not torch.equal(out.images, tiny_images)
@@ -93,8 +147,8 @@ def test_ttc_noise_branch_and_tau_definition(tiny_clf, tiny_images):
 
 
 def test_ttc_counterattack_branch_pushes_the_embedding_away(tiny_clf, tiny_images):
-    noise = DEFENSES.create("ttc", tau_thres=0.0)(tiny_clf, tiny_images, seed=5)
-    counter = DEFENSES.create("ttc", tau_thres=2.0)(tiny_clf, tiny_images, seed=5)
+    noise = DEFENSES.create("ttc", calibrated=False, tau_thres=0.0)(tiny_clf, tiny_images, seed=5)
+    counter = DEFENSES.create("ttc", calibrated=False, tau_thres=2.0)(tiny_clf, tiny_images, seed=5)
     assert all(counter.changed["counterattacked"]) and counter.changed["tau"] == noise.changed["tau"]
     assert (counter.images - tiny_images).abs().max() <= 4 / 255 + 1e-6
     clean = _embedding(tiny_clf, tiny_images)
@@ -102,7 +156,7 @@ def test_ttc_counterattack_branch_pushes_the_embedding_away(tiny_clf, tiny_image
     moved_counter = (_embedding(tiny_clf, counter.images) - clean).norm(dim=-1)
     assert (moved_counter > moved_noise).all()
     # Zero counterattack steps means noise only, whatever tau is.
-    none = DEFENSES.create("ttc", steps=0, tau_thres=2.0)(tiny_clf, tiny_images, seed=5)
+    none = DEFENSES.create("ttc", steps=0, calibrated=False, tau_thres=2.0)(tiny_clf, tiny_images, seed=5)
     assert torch.equal(none.images, noise.images) and not any(none.changed["counterattacked"])
 
 
@@ -115,14 +169,43 @@ def test_ttc_later_steps_weigh_more():
 def test_ttc_branch_follows_the_threshold_per_image(tiny_clf, tiny_images):
     taus = DEFENSES.create("ttc")(tiny_clf, tiny_images, seed=2).changed["tau"]
     thres = sorted(taus)[1]  # strictly between the smallest and the largest tau
-    out = DEFENSES.create("ttc", tau_thres=thres)(tiny_clf, tiny_images, seed=2)
+    out = DEFENSES.create("ttc", calibrated=False, tau_thres=thres)(tiny_clf, tiny_images, seed=2)
     assert out.changed["counterattacked"] == [t < thres for t in taus]
+
+
+def test_ttc_uses_the_calibrated_threshold_of_the_model(teaching_model, tiny_clf, tiny_images):
+    from demo.defenses.training_free.ttc import PAPER_TAU_THRES, calibrated_threshold
+
+    import json
+    from demo.models import teaching
+
+    stored = json.loads(teaching.TTC_CALIBRATION.read_text())
+    assert calibrated_threshold("teaching") == (stored["tau_thres"], "calibrated for this model")
+    assert calibrated_threshold("vit-b-32") == (PAPER_TAU_THRES, "the paper's value")
+    clf = teaching_model.classifier(world.CLASSNAMES, [world.EVAL_TEMPLATE])
+    out = DEFENSES.create("ttc")(clf, tiny_images.new_zeros(1, 3, 128, 128) + 0.5, seed=0)
+    assert out.changed["tau_thres"] == stored["tau_thres"]
+    assert DEFENSES.create("ttc")(tiny_clf, tiny_images, seed=0).changed["tau_thres"] == PAPER_TAU_THRES
+    # the summary says, in words, which branch ran and why
+    assert ("falsely stable" in out.summary[0]) == out.changed["counterattacked"][0]
+
+
+def test_ttc_keeps_clean_accuracy_on_the_teaching_world(teaching_model):
+    """The issue TTC had with the paper's tau_thres = 0.2: on the teaching model every tau is far below
+    it, every clean image was counterattacked and clean accuracy fell 20 points. The calibrated
+    threshold must keep it within 4 points, on images the calibration never saw."""
+    images, labels, _ = world.make_batch(200, 5000, 128, "seen")  # the evaluation's first images
+    clf = teaching_model.classifier(world.CLASSNAMES, [world.EVAL_TEMPLATE])
+    with torch.no_grad():
+        plain = (clf(images).argmax(1) == labels).float().mean().item()
+    defended = (DEFENSES.create("ttc")(clf, images, seed=0).logits.argmax(1) == labels).float().mean().item()
+    assert defended >= plain - 0.04, f"TTC clean accuracy {defended:.3f} vs {plain:.3f} undefended"
 
 
 # --- CLIPure ------------------------------------------------------------------------------------
 
 def test_clipure_moves_the_embedding_towards_the_null_prompt(tiny_clf, tiny_images):
-    out = DEFENSES.create("clipure")(tiny_clf, tiny_images)
+    out = DEFENSES.create("clipure", eta=0.1)(tiny_clf, tiny_images)
     null = null_text_embedding(tiny_clf)
     before = tiny_clf.encode(tiny_images) @ null
     after = out.features @ null
@@ -147,8 +230,8 @@ def test_clipure_zero_steps_is_the_plain_classifier_and_images_do_not_interact(t
 
 
 def test_clipure_official_step_of_30_overshoots_and_comes_back():
-    """Why the default step differs from the official one: a normalized step of 30 turns a unit vector
-    by atan(30) ~ 88 degrees, past the null direction; an even number of steps undoes itself."""
+    """What the official defaults do to one image: a normalized step of 30 turns a unit vector by
+    atan(30) ~ 88 degrees, past the null direction; an even number of steps undoes itself."""
     g = torch.Generator().manual_seed(0)
     null = F.normalize(torch.randn(64, generator=g), dim=0)
     e = F.normalize(torch.randn(4, 64, generator=g) / 8 + 0.3 * null, dim=-1)
@@ -206,16 +289,29 @@ def oblivious(teaching_model, world_batch):
 
 
 TRAINING_FREE = [n for n in DEFENSES.names(lambda c: c.paradigm == Paradigm.TRAINING_FREE) if n != "none"]
-# Measured, not assumed: CLIPure-Cos only moves the embedding within the plane of the input and the null
-# prompt, and at a step that keeps clean accuracy it does not lift robust accuracy on the teaching model
-# (docs/results.md: 9.3% vs 9.7% undefended at 8/255). Kept visible as a known gap, not hidden.
-_KNOWN_GAPS = {"clipure": "CLIPure-Cos does not beat no defense on the teaching model (see docs/results.md)"}
+# Measured, not assumed (docs/results.md), and kept visible as known gaps rather than hidden: with its
+# official settings CLIPure-Cos returns a single image's embedding unchanged, and Anti-adversary pushes an
+# attacked image further towards the label the attacker chose.
+_KNOWN_GAPS = {"clipure": "CLIPure-Cos is the identity on one image with its official settings (see docs/results.md)",
+               "anti_adversary": "Anti-adversary trusts the attacked prediction (see docs/results.md)"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=_KNOWN_GAPS[n], strict=False))
                                   if n in _KNOWN_GAPS else n for n in TRAINING_FREE])
 def test_defense_beats_no_defense_under_oblivious_pgd(name, oblivious):
+    """The direction check: a training-free defense should lift accuracy on images attacked obliviously."""
     clf, adv, labels, undefended = oblivious
     logits = DEFENSES.create(name)(clf, adv, seed=0).logits
     robust = (logits.argmax(1) == labels).float().mean().item()
     assert robust > undefended, f"{name}: {robust:.3f} robust accuracy vs {undefended:.3f} without defense"
+
+
+def test_anti_adversary_keeps_most_attacked_images_on_the_attackers_label(oblivious):
+    """The contrast with TTC that the app teaches: trusting the prediction it receives, Anti-adversary
+    leaves most obliviously attacked images with the label the attack gave them."""
+    clf, adv, labels, _ = oblivious
+    with torch.no_grad():
+        attacked = clf(adv).argmax(1)
+    fooled = attacked != labels
+    pushed = DEFENSES.create("anti_adversary")(clf, adv[fooled], seed=0).logits.argmax(1)
+    assert (pushed == attacked[fooled]).float().mean() > 0.8

@@ -79,7 +79,7 @@ def test_pgd_results_are_consistent_and_written(tiny_dir, folder, tmp_path, caps
     assert none["robust_accuracy_oblivious"] == pytest.approx(u["robust_accuracy"])
     assert none["robust_accuracy_adaptive"] == pytest.approx(u["robust_accuracy"])
     assert none["passes_per_image"] == {"forward": 1.0, "grad": 0.0}
-    assert "error" in rows["tecoa"] and "TECOA" in rows["tecoa"]["error"]
+    assert "error" in rows["tecoa"] and "TeCoA" in rows["tecoa"]["error"]
     assert "not run" in md
 
     again = main(argv)
