@@ -66,6 +66,31 @@ class PassCounter:
 
 
 _CURRENT = contextvars.ContextVar("demo_pass_counters", default=[])
+_STOP = contextvars.ContextVar("demo_stop_check", default=None)
+
+
+class RunCancelled(Exception):
+    """The caller asked to stop this run (Stop button, cancelled API job, closed page)."""
+
+
+@contextmanager
+def cancellable(should_stop) -> Iterator[None]:
+    """Make every encoder pass in this context check `should_stop()` first and raise RunCancelled.
+
+    Every attack step, defense view and counterattack step goes through the encoder, so a stop request
+    ends a run within one pass, wherever it is (inside torchattacks' loops too).
+    """
+    token = _STOP.set(should_stop)
+    try:
+        yield
+    finally:
+        _STOP.reset(token)
+
+
+def check_cancelled() -> None:
+    should_stop = _STOP.get()
+    if should_stop is not None and should_stop():
+        raise RunCancelled("stopped")
 
 
 @contextmanager
@@ -83,6 +108,7 @@ def count_passes(on_pass=None) -> Iterator[PassCounter]:
 
 
 def record_pass(n_images: int, with_grad: bool) -> None:
+    check_cancelled()
     for c in _CURRENT.get():
         if with_grad:
             c.grad += n_images

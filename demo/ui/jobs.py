@@ -1,18 +1,28 @@
-"""Stopping a long run from the page.
+"""Stopping long runs: the Stop button, a cancelled API job and a closed page all end the computation.
 
-Gradio cancels an event by dropping it; a function that is already running keeps computing. So each
-browser session holds a small stop token (in `gr.State`, never in a module global): the Stop button
-sets it, and the running handler checks it at every progress report (every attack step, every defense
-stage) and ends with `Cancelled`. The token belongs to one session, so stopping never touches another
-visitor's run.
+Gradio cancels an event by cancelling its asyncio task, and a dropped client only marks the event dead;
+a function already running in a worker thread would keep computing either way. So a long event is an
+async function (`run_stoppable`) that runs the work in a thread and keeps watching: when its task is
+cancelled, when the page's stop token is set, or when the client is gone, it sets a stop flag. The
+library checks that flag before every encoder pass (`demo.timing.cancellable`), so the run ends within
+one pass and the worker is free again. Each run has its own flag, and each browser session its own
+token (in `gr.State`), so stopping never touches another visitor's run.
 """
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+from ..timing import RunCancelled, cancellable
 
-class Cancelled(Exception):
-    """The run was stopped by the user."""
+Cancelled = RunCancelled  # what a stopped run raises, in the library and here
+WATCH_S = 0.2             # how often a running event checks that its client is still there
+# Heavy events run one at a time (their concurrency limit); the spare threads let a stopped run finish
+# its last pass while the next one starts.
+_EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="compute")
 
 
 def new_token() -> dict:
@@ -40,3 +50,49 @@ def guarded(progress: Callable | None, token: dict | None) -> Callable[[float, s
             progress(float(fraction), desc=desc)
 
     return report
+
+
+def client_connected() -> bool:
+    """False once Gradio has marked the running event dead (its client disconnected).
+
+    Reads the queue's record of the event (gradio 6.31's `Queue.active_jobs`/`Event.alive`, pinned in
+    requirements-dev.txt); outside a Gradio event it answers True.
+    """
+    try:
+        from gradio.context import LocalContext
+
+        blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+        jobs = blocks._queue.active_jobs if blocks is not None and event_id else []
+    except Exception:
+        return True
+    for job in jobs:
+        for event in job or ():
+            if getattr(event, "_id", None) == event_id:
+                return bool(getattr(event, "alive", True))
+    return True
+
+
+async def run_stoppable(work: Callable[[], object], token: dict | None):
+    """Run `work()` in a thread until it returns, or until it is asked to stop; then re-raise."""
+    stop = threading.Event()
+
+    def should_stop() -> bool:
+        return stop.is_set() or (isinstance(token, dict) and bool(token.get("stop")))
+
+    def guarded_work():
+        with cancellable(should_stop):
+            return work()
+
+    # The copied context carries Gradio's event id, so progress reports from the thread reach the page.
+    context = contextvars.copy_context()
+    future = asyncio.get_running_loop().run_in_executor(_EXECUTOR, context.run, guarded_work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=WATCH_S)
+            if done:
+                return future.result()
+            if not client_connected():
+                stop.set()
+    except asyncio.CancelledError:
+        stop.set()
+        raise

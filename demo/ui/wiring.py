@@ -34,13 +34,16 @@ def _named(fn, handler, extra: tuple = (), extra_kw: dict | None = None):
 
 
 def long_event(handler, allowed: set[str]):
-    """An event around a long handler: progress bar, the session's stop token (last input), flat outputs."""
+    """An event around a long handler: progress bar, flat outputs, and a run that stops when the
+    session's stop token (last input) is set, the event is cancelled or the client goes away."""
 
-    def run(*args, progress=gr.Progress()):
+    async def run(*args, progress=gr.Progress()):
         *values, token = args
         jobs.start(token)
         try:
-            return handlers.flat(handler(*values, allowed=allowed, progress=jobs.guarded(progress, token)))
+            return await jobs.run_stoppable(
+                lambda: handlers.flat(handler(*values, allowed=allowed, progress=jobs.guarded(progress, token))),
+                token)
         except jobs.Cancelled:
             raise gr.Error("Stopped.", title="Stopped", print_exception=False) from None
 
@@ -137,6 +140,16 @@ def wire(page: Page, allowed: set[str]) -> None:
 
     page.model.change(model_changed, page.model, [page.model_status, page.teaching_note], api_name="load_model",
                       concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
+    view_controls = [(g.owner, g.controls["views"]) for g in page.param_groups
+                     if g.kind == "defense" and g.owner in handlers.VIEW_DEFENSES and "views" in g.controls]
+
+    def views_for_model(key):
+        starts = handlers.defense_starts(key, allowed=allowed)
+        return [gr.Slider(value=starts[owner]["views"]) if owner in starts else gr.skip() for owner, _ in view_controls]
+
+    if view_controls:
+        page.model.change(views_for_model, page.model, [c for _, c in view_controls], api_visibility="private",
+                          concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
 
     # Classification: on a click (the /classify endpoint) and whenever a new image arrives.
     classify = quick_event(handlers.classify, allowed)

@@ -1,5 +1,7 @@
 """Handlers: UI values in, UI values out, on the tiny model; bad input becomes a clear gr.Error."""
+import asyncio
 import json
+import time
 
 import gradio as gr
 import numpy as np
@@ -245,11 +247,54 @@ def test_stop_token_ends_a_run(image_file, model_key, allowed, attack_name):
     args = [image_file, LABELS_TEXT, AUTO_TRUE, model_key, attack_name, 8, 50, NO_TARGET, OBLIVIOUS, 0, "none",
             "none", "none", "{}", "{}", token]
     with pytest.raises(gr.Error, match="Stopped"):
-        event(*args, progress=progress)
+        asyncio.run(event(*args, progress=progress))
     assert len(calls) == 1
     # The next run starts with a fresh token state and finishes.
-    values = event(*args[:-1], jobs.new_token(), progress=lambda *a, **k: None)
+    values = asyncio.run(event(*args[:-1], jobs.new_token(), progress=lambda *a, **k: None))
     assert len(values) == 5 * 3 + 7
+
+
+def test_a_stop_inside_a_defense_loop_ends_the_run_within_one_encoder_pass(tiny_clf, tiny_images):
+    """The library checks the stop flag before every encoder pass, so even a loop with no progress
+    reports (TTC's counterattack steps, TPT's views) stops at once, with nothing of the run leaking afterwards."""
+    from demo.defenses import DEFENSES
+    from demo.timing import cancellable, count_passes
+
+    ttc = DEFENSES.create("ttc", steps=5, calibrated=False, tau_thres=2.0)  # 7 encoder calls when left alone
+    calls = []
+    with count_passes(on_pass=lambda c: calls.append(c.total)):
+        with pytest.raises(jobs.Cancelled), cancellable(lambda: len(calls) >= 3):
+            ttc(tiny_clf, tiny_images, seed=0)
+    assert len(calls) == 3  # the fourth encoder call was refused
+    assert ttc(tiny_clf, tiny_images, seed=0).logits.shape == (3, 4)
+
+
+def test_a_cancelled_event_sets_the_stop_flag_of_its_thread():
+    """Cancelling the event's task (an API cancel, the page's Stop) stops the work in its thread."""
+    from demo.timing import check_cancelled
+
+    seen = []
+
+    def work():
+        for _ in range(200):
+            try:
+                check_cancelled()
+            except jobs.Cancelled:
+                seen.append("stopped")
+                raise
+            time.sleep(0.01)
+        return "finished"
+
+    async def main():
+        task = asyncio.ensure_future(jobs.run_stoppable(work, jobs.new_token()))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.1)
+
+    asyncio.run(main())
+    assert seen == ["stopped"]
 
 
 def test_download_files_do_not_collide():

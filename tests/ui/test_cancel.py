@@ -1,0 +1,122 @@
+"""No request holds the server: a cancelled API job and a client that goes away both stop the computation.
+
+The app runs in this process, so the process's CPU time is the server's (the test itself only sleeps).
+"""
+import os
+import socket
+import time
+import uuid
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.utils import Status  # noqa: E402
+
+LABELS = "cat\ndog\ncar\ntree"
+AUTO = "(clean prediction)"
+NO_TARGET = "(none: untargeted)"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# The heaviest request the page's controls allow (on the tiny model it runs for minutes).
+HEAVY_DEFENSES = '{"rtpt": {"views": 128, "steps": 8}, "ttc": {"steps": 10, "eot_draws": 16}}'
+
+
+@pytest.fixture(scope="module")
+def app_url(model_key, monkeypatch_module):
+    from demo.ui import build_demo
+
+    monkeypatch_module.setenv("DEMO_MAX_SECONDS", "100000")  # this test wants the heavy run to start
+    demo = build_demo(model_key)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def heavy(image, model_key):
+    return dict(image=handle_file(image), labels_text=LABELS, true_label=AUTO, model_key=model_key,
+                attack_name="apgd_ce", eps=8, steps=200, target=NO_TARGET, mode="adaptive", seed=0,
+                training_time="none", test_time="rtpt", training_free="ttc", attack_params="{}",
+                defense_params=HEAVY_DEFENSES)
+
+
+def wait_until_running(job, timeout=60.0):
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if job.status().code == Status.PROCESSING:
+            time.sleep(1.0)  # well inside the computation
+            return
+        time.sleep(0.1)
+    raise AssertionError("the heavy request never started")
+
+
+def cpu_seconds_over(seconds: float) -> float:
+    before = time.process_time()
+    time.sleep(seconds)
+    return time.process_time() - before
+
+
+def assert_server_idles_and_answers(url, image, model_key):
+    time.sleep(2.0)  # the stop must land within this
+    busy = cpu_seconds_over(1.0)
+    assert busy < 0.3, f"the server still computed {busy:.2f} CPU-seconds per second after the stop"
+    client = Client(url, verbose=False)
+    start = time.monotonic()
+    out = client.predict(image=handle_file(image), labels_text=LABELS, true_label=AUTO, model_key=model_key,
+                         api_name="/classify")
+    assert out[1]["label"] and time.monotonic() - start < 10
+
+
+def test_a_cancelled_job_stops_computing(app_url, image_file, model_key):
+    client = Client(app_url, verbose=False)
+    job = client.submit(**heavy(image_file, model_key), api_name="/compare")
+    wait_until_running(job)
+    assert cpu_seconds_over(0.5) > 0.05  # it really is computing
+    assert job.cancel()
+    assert_server_idles_and_answers(app_url, image_file, model_key)
+
+
+def test_a_client_that_goes_away_stops_its_run(app_url, image_file, model_key):
+    """Speaks Gradio's queue protocol over plain HTTP, as the page does, then drops the event stream
+    the way a closed tab does."""
+    import httpx
+
+    config = httpx.get(app_url + "config").json()
+    fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "compare")
+    with open(image_file, "rb") as f:
+        uploaded = httpx.post(app_url + "gradio_api/upload", files={"files": f}).json()[0]
+    args = heavy(image_file, model_key)
+    args["image"] = {"path": uploaded, "meta": {"_type": "gradio.FileData"}, "orig_name": "photo.png"}
+    session = uuid.uuid4().hex
+    order = ["image", "labels_text", "true_label", "model_key", "attack_name", "eps", "steps", "target", "mode",
+             "seed", "training_time", "test_time", "training_free", "attack_params", "defense_params"]
+    joined = httpx.post(app_url + "gradio_api/queue/join", json={
+        "data": [args[k] for k in order] + [None], "fn_index": fn_index, "session_hash": session,
+        "event_data": None, "trigger_id": None})
+    assert joined.status_code == 200, joined.text
+    with httpx.stream("GET", app_url + "gradio_api/queue/data", params={"session_hash": session},
+                      timeout=60) as stream:
+        started = None
+        for line in stream.iter_lines():
+            started = started or (time.monotonic() if "process_starts" in line else None)
+            if started and time.monotonic() - started > 1.0:
+                break
+        assert cpu_seconds_over(0.5) > 0.05  # it really is computing
+    # leaving the block closes the connection, as a closed tab does
+    assert_server_idles_and_answers(app_url, image_file, model_key)
