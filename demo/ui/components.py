@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 from dataclasses import MISSING, Field
 from pathlib import Path
 
@@ -32,6 +34,27 @@ CSS = """
 """
 
 
+def cache_png(cache_dir: str, pixels: np.ndarray, compress_level: int = 6) -> ImageData:
+    """Store RGB uint8 pixels as a PNG in Gradio's cache and return its reference.
+
+    The file is content-addressed, as in Gradio's own cache, but written once and atomically (a
+    temporary file renamed into place): Gradio rewrites an existing file on every request, so two
+    requests producing the same picture could truncate a file while another client downloads it.
+    """
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(buf, format="PNG", compress_level=compress_level)
+    data = buf.getvalue()
+    folder = Path(cache_dir) / hash_bytes(data)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "image.png"
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    return ImageData(path=str(path.resolve()), orig_name=path.name)
+
+
 class ImageInput(gr.Image):
     """gr.Image that hands handlers the uploaded file untouched and lossless.
 
@@ -46,6 +69,11 @@ class ImageInput(gr.Image):
     def get_component_class_id(cls) -> str:
         # The browser looks components up by this id; a new id would send it looking for custom code.
         return gr.Image.get_component_class_id()
+
+    def postprocess(self, value):
+        if isinstance(value, np.ndarray) and value.ndim == 3 and value.dtype == np.uint8:
+            return cache_png(self.GRADIO_CACHE, value)
+        return super().postprocess(value)
 
     def preprocess(self, payload):
         try:
@@ -84,15 +112,7 @@ class FigureImage(gr.Image):
     def postprocess(self, value):
         if not isinstance(value, np.ndarray):
             return super().postprocess(value)
-        buf = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(value, dtype=np.uint8)).save(buf, format="PNG", compress_level=1)
-        data = buf.getvalue()
-        folder = Path(self.GRADIO_CACHE) / hash_bytes(data)  # content-addressed, as gradio's own cache
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "figure.png"
-        if not path.exists():
-            path.write_bytes(data)
-        return ImageData(path=str(path.resolve()), orig_name=path.name)
+        return cache_png(self.GRADIO_CACHE, value, compress_level=1)
 
 
 def figure_box(**kwargs) -> FigureImage:
@@ -119,11 +139,12 @@ def _clean(x: float) -> float:
     return float(round(x, 6))
 
 
-def param_control(f: Field, elem_id: str | None = None):
+def param_control(f: Field, elem_id: str | None = None, value=None):
     """A control for one dataclass hyperparameter, from its `param` metadata (range, step, label, unit).
 
     Parameters shown in /255 (unit "/255") are scaled by 255 here; handlers divide them back.
-    Returns None for parameters without a sensible control (no default, unsupported type).
+    `value` replaces the field's default as the starting value (library units). Returns None for
+    parameters without a sensible control (no default, unsupported type).
     """
     meta = f.metadata
     if f.default is MISSING:
@@ -131,7 +152,7 @@ def param_control(f: Field, elem_id: str | None = None):
     unit = meta.get("unit", "")
     label = (meta.get("label") or f.name.replace("_", " ")) + (" (/255)" if unit == "/255" else "")
     info = meta.get("help") or None
-    default = f.default
+    default = f.default if value is None else type(f.default)(value)
     if isinstance(default, bool):
         return gr.Checkbox(value=default, label=label, info=info, elem_id=elem_id)
     if isinstance(default, (int, float)):

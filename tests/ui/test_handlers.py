@@ -1,6 +1,7 @@
 """Handlers: UI values in, UI values out, on the tiny model; bad input becomes a clear gr.Error."""
 import asyncio
 import json
+import os
 import time
 
 import gradio as gr
@@ -315,3 +316,38 @@ def test_figures_are_stored_losslessly(tmp_path, monkeypatch):
     assert np.array_equal(np.asarray(Image.open(data.path)), pixels)
     assert box.postprocess(pixels).path == data.path  # same content, same file
     assert box.postprocess(None) is None
+
+
+def test_identical_results_of_concurrent_requests_never_rewrite_a_file_being_read(tmp_path):
+    """Result images are content-addressed: two requests with the same picture share a path. Gradio's own
+    cache rewrites that file on every request, so a download running meanwhile could read a truncated
+    file; here the file is written once, atomically, and every read sees the whole PNG."""
+    import threading
+
+    from demo.ui.components import cache_png
+
+    pixels = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    path = cache_png(str(tmp_path), pixels).path
+    mtime = os.stat(path).st_mtime_ns
+    errors, stop = [], threading.Event()
+
+    def write():
+        while not stop.is_set():
+            assert cache_png(str(tmp_path), pixels).path == path
+
+    def read():
+        for _ in range(200):
+            try:
+                assert np.array_equal(np.asarray(Image.open(path)), pixels)
+            except Exception as exc:  # a truncated file would fail to decode
+                errors.append(exc)
+
+    writers = [threading.Thread(target=write) for _ in range(4)]
+    for t in writers:
+        t.start()
+    read()
+    stop.set()
+    for t in writers:
+        t.join()
+    assert not errors and os.stat(path).st_mtime_ns == mtime
+    assert not list(tmp_path.rglob("*.part"))
