@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from ..registry import ATTACKS
-from .base import Attack, ProgressFn, param
+from .base import Attack, AttackError, ProgressFn, param
 
 
 def embedding_pgd(
@@ -76,6 +76,13 @@ class EmbeddingPGD(Attack):
     alpha: float = param(1 / 255, lo=0.0, hi=16 / 255, step=0.25 / 255, label="step size",
                          help="Change per pixel per step.", unit="/255")
     steps: int = param(10, lo=1, hi=500, step=1, label="steps", help="Gradient steps (one forward + backward each).")
+
+    def check(self, model, images, labels, target) -> None:
+        super().check(model, images, labels, target)
+        if not callable(getattr(model, "encode", None)):
+            raise AttackError(f"{self.title} attacks the image embedding, and this model or defense gives none to "
+                              "attack (it turns images into label scores only). Run it oblivious, or choose a "
+                              "label-based attack (PGD, APGD) for adaptive mode.")
 
     def perturb(self, model, images, labels, target, generator, progress):
         with torch.no_grad():

@@ -84,7 +84,12 @@ def _check_range(owner: str, fields, params: Mapping[str, object]) -> None:
         if f.name not in params:
             continue
         value, meta = params[f.name], f.metadata
-        if isinstance(f.default, bool) or not isinstance(f.default, (int, float)):
+        if isinstance(f.default, bool):
+            if not isinstance(value, (bool, np.bool_)):
+                # A string "false" is truthy: taking it as given would silently mean the opposite.
+                raise InputError(f"{owner}: {meta.get('label') or f.name} must be true or false, got {value!r}.")
+            continue
+        if not isinstance(f.default, (int, float)):
             continue
         if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool) \
                 or not np.isfinite(float(value)):

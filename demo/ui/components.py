@@ -95,6 +95,41 @@ def image_box(**kwargs) -> ImageInput:
     return ImageInput(**kwargs)
 
 
+def _number(payload, label: str):
+    """A number sent to a slider or number box; anything else gets a message in the app's words
+    (Gradio's own check fails with a generic server error for None, text or NaN)."""
+    if isinstance(payload, bool) or not isinstance(payload, (int, float)) or not np.isfinite(payload):
+        raise gr.Error(f"{label or 'This value'} must be a number, got {payload!r}.", title="Please check the input",
+                       print_exception=False)
+    return payload
+
+
+class NumberSlider(gr.Slider):
+    """gr.Slider that answers a missing or non-numeric value with a clear message."""
+
+    is_template = True
+
+    @classmethod
+    def get_component_class_id(cls) -> str:
+        return gr.Slider.get_component_class_id()
+
+    def preprocess(self, payload):
+        return super().preprocess(_number(payload, self.label))
+
+
+class NumberBox(gr.Number):
+    """gr.Number that answers a non-numeric value with a clear message (empty still means its default)."""
+
+    is_template = True
+
+    @classmethod
+    def get_component_class_id(cls) -> str:
+        return gr.Number.get_component_class_id()
+
+    def preprocess(self, payload):
+        return None if payload is None else super().preprocess(_number(payload, self.label))
+
+
 class FigureImage(gr.Image):
     """gr.Image for the app's own figures (RGB arrays), stored as PNG with fast compression.
 

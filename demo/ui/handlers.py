@@ -53,13 +53,18 @@ def user_errors(fn):
         except (gr.Error, Cancelled):
             raise
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc), title="Please check the input") from exc
+            log.info("%s refused: %s", fn.__name__, exc)  # one line: the input was wrong, not the server
+            raise gr.Error(str(exc), title="Please check the input", print_exception=False) from exc
         except torch.OutOfMemoryError as exc:
-            raise gr.Error("Out of memory: try fewer steps, fewer labels or fewer views.") from exc
+            log.warning("%s ran out of memory", fn.__name__)
+            raise gr.Error("Out of memory: try fewer steps, fewer labels or fewer views.",
+                           print_exception=False) from exc
         except Exception as exc:
             log.exception("%s failed", fn.__name__)
-            raise gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). The app is still running; "
-                           "try again or change the settings.") from exc
+            # The details are in the server log; internal names mean nothing to a visitor.
+            raise gr.Error("Something went wrong on the server while computing this (the details are logged). "
+                           "The app is still running; try again or change the settings.",
+                           print_exception=False) from exc
     return wrapper
 
 
@@ -76,6 +81,20 @@ def _model(model_key: str, allowed: set[str]):
     return get_model(model_key, allowed)[0]
 
 
+def model_line(model_key: str, loaded, allowed: set[str]) -> str:
+    """The first line of every summary: which model answered (and why, if it is not the one asked for)."""
+    note = model_note(model_key, loaded, allowed)
+    return f"**Model:** {loaded.spec.label}." + (f" {note}" if note else "")
+
+
+def model_note(model_key: str, loaded, allowed: set[str]) -> str:
+    """'' when `loaded` is the model asked for; otherwise which model answered and why."""
+    if loaded.key == model_key:
+        return ""
+    status = get_model(model_key, allowed)[1]
+    return f"Answered by {loaded.spec.label}, not {model_key}: {status}"
+
+
 # ------------------------------------------------------------------------------------- handlers
 
 @user_errors
@@ -87,12 +106,29 @@ def select_model(model_key: str, *, allowed: set[str]) -> tuple[str, bool]:
         is_teaching(model)
 
 
+VIEW_DEFENSES = ("tpt", "rtpt")
+
+
+def defense_starts(model_key: str, *, allowed: set[str]) -> dict:
+    """Starting values of defense controls that depend on the loaded model ({defense: {field: value}}):
+    the number of test-time views (see `suggested_views`). Empty when the model cannot be loaded."""
+    from ..defenses.test_time.tpt import suggested_views
+
+    try:
+        model, _ = get_model(model_key, allowed)
+    except USER_ERRORS:
+        return {}
+    views = suggested_views(model.image_size, model.device.type)
+    return {name: {"views": views} for name in VIEW_DEFENSES}
+
+
 @user_errors
 def classify(image, labels_text: str, true_label: str, model_key: str, *, allowed: set[str]) -> ColumnView:
     loaded = _model(model_key, allowed)
     labels = pipeline.check_labels(parse_labels(labels_text))
     column = pipeline.classify(loaded, image_tensor(loaded, image), labels, label_index(true_label, labels, "true label"))
-    return views.column_view(column, assumed=label_index(true_label, labels, "true label") is None)
+    return views.column_view(column, assumed=label_index(true_label, labels, "true label") is None,
+                             model_note=model_note(model_key, loaded, allowed))
 
 
 class AttackView(NamedTuple):
@@ -175,7 +211,8 @@ def attack(image, labels_text, true_label, model_key, attack_name, eps, steps, t
     return AttackView(views.column_view(result.column("clean"), assumed),
                       views.column_view(result.column("attacked"), assumed),
                       views.perturbation_figure(result, _linf_budget(name, params)), adv_file,
-                      views.attack_summary(result, ATTACKS.get(name).title or name, _eps_text(name, params)))
+                      model_line(model_key, loaded, allowed) + "\n\n"
+                      + views.attack_summary(result, ATTACKS.get(name).title or name, _eps_text(name, params)))
 
 
 @user_errors
@@ -191,7 +228,8 @@ def defend(image, adversarial, labels_text, true_label, model_key, training_time
     assumed = true_idx is None
     defended = columns[1:]
     return DefendView(*(views.column_view(c, assumed) for c in defended), views.changes_figure(defended),
-                      views.timing_figure(stages), views.timing_rows(stages), views.changed_markdown(defended))
+                      views.timing_figure(stages), views.timing_rows(stages),
+                      model_line(model_key, loaded, allowed) + "\n\n" + views.changed_markdown(defended))
 
 
 @user_errors
@@ -213,7 +251,8 @@ def compare(image, labels_text, true_label, model_key, attack_name, eps, steps, 
     data = result.to_dict()
     data["model_label"] = loaded.spec.label
     json_file = views.write_json(folder, "results.json", data)
-    summary = views.attack_summary(result, ATTACKS.get(name).title or name, _eps_text(name, params))
+    summary = model_line(model_key, loaded, allowed) + "\n\n" + views.attack_summary(
+        result, ATTACKS.get(name).title or name, _eps_text(name, params))
     changed = views.changed_markdown(defended)
     return CompareView(*cols, views.perturbation_figure(result, _linf_budget(name, params)),
                        views.changes_figure(defended), views.timing_figure(result.stages),
@@ -240,5 +279,6 @@ def curve(image, labels_text, true_label, model_key, attack_name, steps, target,
                         x_label="attack budget eps" + (" (/255)" if unit == "/255" else " (pixels in [0, 1])"))
     table = [[name_, round(e, 3), p.prediction, "yes" if p.correct else "no", round(p.true_prob, 4)]
              for name_, pts in result.series.items() for e, p in zip(eps_ui, pts)]
-    json_file = views.write_json(views.new_download_dir(), "robustness_curve.json", result.to_dict())
+    data = {"model": loaded.key, "model_label": loaded.spec.label, **result.to_dict()}
+    json_file = views.write_json(views.new_download_dir(), "robustness_curve.json", data)
     return CurveView(chart, table, json_file)

@@ -49,7 +49,7 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                     panels.build_input(page)
                     panels.build_labels(page, choices, startup, status, teaching)
                     panels.build_attack(page)
-                    panels.build_defenses(page)
+                    panels.build_defenses(page, handlers.defense_starts(startup, allowed=allowed))
                 panels.build_examples(page)
                 panels.build_results(page)
             with gr.Tab("Learn", id="learn"):

@@ -9,7 +9,7 @@ from ..defenses.base import Paradigm
 from ..pipeline import PARADIGMS
 from ..registry import ATTACKS, DEFENSES
 from . import assets, handlers, views
-from .components import ImageInput, figure_box, image_box, param_control
+from .components import ImageInput, NumberBox, NumberSlider, figure_box, image_box, param_control
 
 DEFAULT_ATTACK = "pgd"
 PARADIGM_TITLES = {Paradigm.TRAINING_TIME: "Training-time defense", Paradigm.TEST_TIME: "Test-time adaptation defense",
@@ -135,7 +135,8 @@ def build_labels(page: Page, model_choices, startup: str, status: str, teaching:
         page.classify_btn = gr.Button("Classify", elem_id="classify-btn")
 
 
-def _param_groups(page: Page, kind: str, names: list[str], selected: str) -> None:
+def _param_groups(page: Page, kind: str, names: list[str], selected: str, starts: dict | None = None) -> None:
+    """Controls per method; `starts` ({method: {field: value}}) replaces defaults for the loaded model."""
     registry = ATTACKS if kind == "attack" else DEFENSES
     for name in names:
         cls = registry.get(name)
@@ -143,7 +144,7 @@ def _param_groups(page: Page, kind: str, names: list[str], selected: str) -> Non
         with gr.Group(visible=name == selected) as group:
             controls = {}
             for f in fields:
-                control = param_control(f)
+                control = param_control(f, value=(starts or {}).get(name, {}).get(f.name))
                 if control is not None:
                     controls[f.name] = control
         page.param_groups.append(ParamGroup(kind, name, group, controls))
@@ -184,21 +185,21 @@ def build_attack(page: Page) -> None:
         if names:
             eps["maximum"] = max(eps_slider_spec(n)["maximum"] for n in names)
             steps["maximum"] = max(steps_slider_spec(n)["maximum"] for n in names)
-        page.eps = gr.Slider(**{k: v for k, v in eps.items()}, elem_id="eps")
-        page.steps = gr.Slider(**{k: v for k, v in steps.items()}, elem_id="steps")
+        page.eps = NumberSlider(**{k: v for k, v in eps.items()}, elem_id="eps")
+        page.steps = NumberSlider(**{k: v for k, v in steps.items()}, elem_id="steps")
         page.target = gr.Dropdown(choices=[handlers.NO_TARGET] + handlers.parse_labels(page.labels.value),
                                   value=handlers.NO_TARGET, allow_custom_value=True, label="Target label (optional)",
                                   info="Targeted: make the model say this label.")
         with gr.Row():
             page.mode = gr.Radio([handlers.OBLIVIOUS, handlers.ADAPTIVE], value=handlers.OBLIVIOUS, label="Attack mode",
                                  info="Adaptive: each defense is attacked through itself (BPDA/EOT).")
-            page.seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+            page.seed = NumberBox(value=0, precision=0, minimum=0, label="Seed")
         with gr.Accordion("More attack settings", open=False):
             _param_groups(page, "attack", names, selected)
         page.attack_json = gr.Textbox(value="{}", visible=False, label="attack parameters (JSON)")
 
 
-def build_defenses(page: Page) -> None:
+def build_defenses(page: Page, starts: dict | None = None) -> None:
     with gr.Column(scale=1, min_width=300):
         gr.Markdown("### 4. Defenses")
         for paradigm in PARADIGMS:
@@ -207,7 +208,7 @@ def build_defenses(page: Page) -> None:
                                                   elem_id=f"defense-{paradigm.value}")
             page.defense_info[paradigm] = gr.Markdown("", elem_classes=["method"])
             with gr.Accordion("Settings of the selected defense", open=False):
-                _param_groups(page, "defense", [n for _, n in choices if n != "none"], "none")
+                _param_groups(page, "defense", [n for _, n in choices if n != "none"], "none", starts)
         page.defense_json = gr.Textbox(value="{}", visible=False, label="defense parameters (JSON)")
         with gr.Row():
             page.attack_btn = gr.Button("Attack", elem_id="attack-btn")

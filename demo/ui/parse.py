@@ -5,6 +5,7 @@ This is the only place where values shown in /255 become pixel units.
 from __future__ import annotations
 
 import json
+import math
 
 from ..pipeline import PARADIGMS, InputError
 from ..registry import ATTACKS, DEFENSES
@@ -12,6 +13,9 @@ from ..registry import ATTACKS, DEFENSES
 AUTO_TRUE = "(clean prediction)"
 NO_TARGET = "(none: untargeted)"
 MAX_SEED = 2**32 - 1
+# Parameter JSON is {"method": {"param": value}}: two levels; anything much bigger is not settings.
+MAX_JSON_CHARS = 10_000
+MAX_JSON_DEPTH = 3
 
 
 def parse_labels(text: str | None) -> list[str]:
@@ -49,6 +53,11 @@ def parse_json(text: str | dict | None, what: str) -> dict:
         return text
     if not text or not str(text).strip():
         return {}
+    text = str(text)
+    if len(text) > MAX_JSON_CHARS:
+        raise InputError(f"The {what} are {len(text)} characters long; settings fit in {MAX_JSON_CHARS}.")
+    if _depth(text) > MAX_JSON_DEPTH:
+        raise InputError(f"The {what} are nested too deeply: use {{\"name\": {{\"param\": value}}}}.")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -56,6 +65,30 @@ def parse_json(text: str | dict | None, what: str) -> dict:
     if not isinstance(data, dict):
         raise InputError(f"The {what} must be a JSON object such as {{\"name\": {{\"param\": value}}}}.")
     return data
+
+
+def _depth(text: str) -> int:
+    """Deepest bracket nesting outside strings, counted before parsing (deep input would exhaust the
+    parser's recursion)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def from_ui_units(cls, values: dict) -> dict:
@@ -103,4 +136,6 @@ def parse_eps_list(text: str, unit: str) -> list[float]:
         values = [float(v) for v in str(text or "").replace(";", ",").split(",") if v.strip()]
     except ValueError:
         raise InputError(f"Curve eps values must be numbers separated by commas, got {text!r}.") from None
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"Curve eps values must be finite numbers, got {text!r}.")
     return [v / 255.0 if unit == "/255" else v for v in values]

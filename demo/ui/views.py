@@ -47,8 +47,10 @@ def verdict_html(column: Column, assumed: bool = False) -> str:
             f'true label <b>{true}</b>{note}</div>')
 
 
-def column_view(column: Column, assumed: bool = False) -> ColumnView:
-    return ColumnView(to_uint8(column.image), {lab: p for lab, p in column.top}, verdict_html(column, assumed))
+def column_view(column: Column, assumed: bool = False, model_note: str = "") -> ColumnView:
+    """`model_note`: said under the verdict when the model that answered is not the one asked for."""
+    note = f'<div class="method">{html.escape(model_note)}</div>' if model_note else ""
+    return ColumnView(to_uint8(column.image), {lab: p for lab, p in column.top}, verdict_html(column, assumed) + note)
 
 
 def timing_rows(stages: list[Stage]) -> list[list]:

@@ -16,6 +16,12 @@ TEST_TIME = ["tpt", "rtpt"]
 FEW_VIEWS = 8
 
 
+def few(name: str, **params):
+    """A test-time defense with few views (R-TPT's neighbours must then be fewer than its views)."""
+    extra = {"top_k": FEW_VIEWS - 1} if name == "rtpt" else {}
+    return DEFENSES.create(name, views=FEW_VIEWS, **extra, **params)
+
+
 def _state(clf):
     return {k: v.detach().clone() for k, v in clf.clip.state_dict().items()}
 
@@ -136,7 +142,7 @@ def test_registered_as_randomized_test_time(name):
 
 @pytest.mark.parametrize("name", TEST_TIME)
 def test_episodic_and_seeded(name, tiny_model, tiny_clf, tiny_images):
-    d = DEFENSES.create(name, views=FEW_VIEWS)
+    d = few(name)
     before, text_before = _state(tiny_clf), tiny_clf.text_features.clone()
     learner = PromptLearner.for_classifier(tiny_clf)
     cached = [t.clone() for t in (learner._frozen.prefix, learner._frozen.suffix, learner._frozen.init_ctx)]
@@ -156,7 +162,7 @@ def test_episodic_and_seeded(name, tiny_model, tiny_clf, tiny_images):
 
 @pytest.mark.parametrize("name", TEST_TIME)
 def test_adaptation_moves_the_context(name, tiny_clf, tiny_images):
-    out = DEFENSES.create(name, views=FEW_VIEWS)(tiny_clf, tiny_images, seed=0)
+    out = few(name)(tiny_clf, tiny_images, seed=0)
     assert all(g > 0 for g in out.changed["ctx_grad_norm"])
     assert all(s > 0 for s in out.changed["ctx_shift"])
     assert out.changed["adapted"] is True
@@ -202,7 +208,7 @@ def test_tpt_selects_ten_percent(tiny_clf, tiny_images):
 
 
 def test_rtpt_weights_sum_to_one(tiny_clf, tiny_images):
-    out = RTPT(views=FEW_VIEWS)(tiny_clf, tiny_images, seed=1)
+    out = RTPT(views=FEW_VIEWS, top_k=FEW_VIEWS - 1)(tiny_clf, tiny_images, seed=1)
     w = torch.tensor(out.changed["view_weights"])
     assert w.shape == (3, FEW_VIEWS)
     assert torch.allclose(w.sum(1), torch.ones(3), atol=1e-5) and bool((w >= 0).all())
@@ -211,7 +217,7 @@ def test_rtpt_weights_sum_to_one(tiny_clf, tiny_images):
 
 @pytest.mark.parametrize("name", TEST_TIME)
 def test_adaptive_module(name, tiny_clf, tiny_images):
-    d = DEFENSES.create(name, views=FEW_VIEWS)
+    d = few(name)
     module = d.as_module(tiny_clf, seed=2)
     x = tiny_images.clone().requires_grad_(True)
     logits = module(x)
@@ -251,6 +257,12 @@ def world_attack(teaching_model, world_batch):
 @pytest.mark.parametrize("name", TEST_TIME)
 def test_does_not_lower_robust_accuracy(name, world_attack):
     clf, adv, y, undefended = world_attack
-    out = DEFENSES.create(name, views=FEW_VIEWS)(clf, adv, seed=0)
+    out = few(name)(clf, adv, seed=0)
     defended = float((out.logits.argmax(1) == y).float().mean())
     assert defended >= undefended, f"{name}: {defended:.2f} robust accuracy vs {undefended:.2f} undefended"
+
+
+def test_rtpt_refuses_more_neighbours_than_other_views():
+    with pytest.raises(DefenseError, match="must be fewer than the views"):
+        RTPT(views=8, top_k=20).check()
+    RTPT(views=8, top_k=7).check()

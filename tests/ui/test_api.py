@@ -113,18 +113,39 @@ BAD = [
     ({"true_label": "dog", "target": "dog"}, "target label"),
     ({"defense_params": "{oops"}, "JSON"),
     ({"model_key": "vit-l-14-fare2-but-not-offered"}, "Unknown model|not in the list of choices"),
+    ({"eps": None}, "must be a number, got None"),
+    ({"eps": "abc"}, "must be a number, got 'abc'"),
+    ({"steps": None}, "must be a number"),
+    ({"seed": "abc"}, "Seed must be a number"),
+    ({"attack_params": '{"random_start": "false"}'}, "must be true or false"),
+    ({"attack_params": "[" * 3000 + "]" * 3000}, "nested too deeply"),
+    ({"attack_params": json.dumps({"alpha": 1, "note": "x" * 20000})}, "characters long"),
+    ({"attack_params": '{"alpha": NaN}'}, "must be a number"),
+    ({"test_time": "rtpt", "defense_params": '{"rtpt": {"views": 8, "top_k": 20}}'}, "must be fewer than the views"),
+    ({"attack_name": "embedding_pgd", "mode": "adaptive", "training_free": "ttc"}, "attacks the image embedding"),
 ]
+# Words that would mean an internal detail reached the visitor.
+INTERNAL = ("Module", "object has no attribute", "Traceback", "upstream Gradio app")
 
 
 def test_bad_inputs_and_the_server_keeps_serving(client, image_file, model_key, attack_name, odd_files):
     for overrides, message in BAD:
-        with pytest.raises(AppError, match=message):
+        with pytest.raises(AppError, match=message) as info:
             client.predict(**compare_kwargs(image_file, model_key, attack_name, overrides), api_name="/compare")
+        assert not any(word in str(info.value) for word in INTERNAL), (overrides, str(info.value))
     with pytest.raises(AppError, match="image"):
         classify(client, odd_files["not_an_image"], model_key)
     for name in ("rgba", "sixteen", "cmyk", "animated", "tiny", "huge", "gray", "palette"):
         assert classify(client, odd_files[name], model_key)[1]["confidences"], name
     assert classify(client, image_file, model_key)[1]["label"]
+
+
+def test_curve_eps_must_be_finite(client, image_file, model_key, attack_name):
+    with pytest.raises(AppError, match="finite"):
+        client.predict(image=handle_file(image_file), labels_text=LABELS, true_label=AUTO, model_key=model_key,
+                       attack_name=attack_name, steps=2, target=NO_TARGET, mode="oblivious", seed=0,
+                       training_time="none", test_time="none", training_free="none", attack_params="{}",
+                       defense_params="{}", eps_list="0, nan", api_name="/curve")
 
 
 def test_oversized_upload_is_refused(client, image_file, model_key, tmp_path):

@@ -351,3 +351,11 @@ def test_identical_results_of_concurrent_requests_never_rewrite_a_file_being_rea
         t.join()
     assert not errors and os.stat(path).st_mtime_ns == mtime
     assert not list(tmp_path.rglob("*.part"))
+
+
+def test_classify_says_which_model_answered_when_it_fell_back(image_file):
+    """Offline, a hub model falls back to the teaching model; the answer must say so, not pass as the hub's."""
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    image, label, verdict = handlers.classify(image_file, "red star\nblue heart", AUTO_TRUE, "vit-b-32",
+                                              allowed={"vit-b-32"})
+    assert label and "Answered by Teaching model" in verdict and "not vit-b-32" in verdict

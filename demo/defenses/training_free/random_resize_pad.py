@@ -12,7 +12,8 @@ from .input_transform import InputTransformDefense
 from ..base import param
 
 
-def draw_resize_pad(n: int, h: int, w: int, max_scale: float, generator: torch.Generator) -> list[tuple[int, int, int, int]]:
+def draw_resize_pad(n: int, h: int, w: int, max_scale: float,
+                    generator: torch.Generator) -> list[tuple[int, int, int, int]]:
     """Per image (rh, rw, top, left): a random size in [S, S*max_scale) and a random offset in the
     S*max_scale canvas. Draws come from `generator` (CPU) so they do not depend on the device."""
     ph, pw = _canvas(h, w, max_scale)

@@ -170,7 +170,8 @@ class TTC(Defense):
             if hit:
                 summary.append(f"Its embedding moved little under random noise (tau {tau:.4f}, below the threshold "
                                f"{thres:.4f}, {source}): it looked falsely stable, so it was counterattacked "
-                               f"({self.steps} steps pushing the embedding away from where it was). It now says {name!r}.")
+                               f"({self.steps} steps pushing the embedding away from where it was). "
+                               f"It now says {name!r}.")
             else:
                 summary.append(f"Its embedding moved normally under random noise (tau {tau:.4f}, at or above the "
                                f"threshold {thres:.4f}, {source}): it looked clean, so only the random noise "

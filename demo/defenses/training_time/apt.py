@@ -77,8 +77,11 @@ class _APTClassifier(nn.Module):
         self.clf, self.visual, self.text = clf, visual, text
         self.num_classes = clf.num_classes
 
+    def encode(self, images, normalize: bool = True):
+        return self.clf.encode(images, visual=self.visual, normalize=normalize)
+
     def forward(self, images):
-        return self.clf.logits_from_features(self.clf.encode(images, visual=self.visual), self.text)
+        return self.clf.logits_from_features(self.encode(images), self.text)
 
 
 @DEFENSES.register("apt")
@@ -99,7 +102,8 @@ class APT(Defense):
     def predict(self, clf, images, seed):
         logits = self._module(clf)(images)
         summary = [f"Classified with the TeCoA image tower and a text prompt learned on adversarial examples "
-                   f"beforehand; one ordinary pass, and it says {name!r}." for name in label_names(clf, logits.argmax(-1))]
+                   f"beforehand; one ordinary pass, and it says {name!r}."
+                   for name in label_names(clf, logits.argmax(-1))]
         return DefenseOutput(logits=logits, changed={"prompt": "learned context (4 tokens)", "image tower": "TeCoA"},
                              summary=summary)
 
