@@ -65,6 +65,31 @@ class PassCounter:
         return self.forward + self.grad
 
 
+@dataclass(frozen=True)
+class Passes:
+    """Encoder passes per image a method needs, for cost estimates made before running it: single-image
+    passes (`forward`, `grad` = forward + backward) and passes made in large batches (`batched_*`, e.g.
+    the views of test-time adaptation), which cost less per image."""
+
+    forward: float = 0.0
+    grad: float = 0.0
+    batched_forward: float = 0.0
+    batched_grad: float = 0.0
+
+    def __add__(self, other: "Passes") -> "Passes":
+        return Passes(self.forward + other.forward, self.grad + other.grad,
+                      self.batched_forward + other.batched_forward, self.batched_grad + other.batched_grad)
+
+    def __mul__(self, k: float) -> "Passes":
+        return Passes(self.forward * k, self.grad * k, self.batched_forward * k, self.batched_grad * k)
+
+    __rmul__ = __mul__
+
+    @property
+    def total(self) -> float:
+        return self.forward + self.grad + self.batched_forward + self.batched_grad
+
+
 _CURRENT = contextvars.ContextVar("demo_pass_counters", default=[])
 _STOP = contextvars.ContextVar("demo_stop_check", default=None)
 

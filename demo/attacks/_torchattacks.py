@@ -162,6 +162,9 @@ class TorchAttack(Attack):
     def expected_calls(self) -> int:
         return getattr(self, "steps", 1)
 
+    def model_calls(self) -> int:
+        return int(self.expected_calls())
+
     def perturb(self, model, images, labels, target, generator, progress):
         return run_torchattacks(self.build, model, images, labels, target, generator, progress,
                                 name=self.title or self.name, expected_calls=self.expected_calls(),

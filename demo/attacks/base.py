@@ -126,6 +126,10 @@ class Attack(abc.ABC):
     min_classes: ClassVar[int] = 2
     reference: ClassVar[str] = ""
 
+    def model_calls(self) -> int:
+        """How many times a run calls the model (each a forward and backward pass), for cost estimates."""
+        return int(getattr(self, "steps", 1) or 1)
+
     @property
     def budget(self) -> float | None:
         """The norm bound the result must respect (None when the attack has no hard bound)."""

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from ..attacks.base import param  # noqa: F401  (re-exported: defenses declare hyperparameters the same way)
-from ..timing import Timings, count_passes, timer
+from ..timing import Passes, Timings, count_passes, timer
 
 
 class Paradigm(str, Enum):
@@ -122,6 +122,14 @@ class Defense(abc.ABC):
     def as_module(self, clf: nn.Module, seed: int = 0) -> nn.Module:
         """The defended model for adaptive attacks (images -> logits, gradients reach the input)."""
         return _PredictModule(self, clf, seed)
+
+    def predict_passes(self) -> Passes:
+        """Encoder passes per image of one `predict`, for cost estimates made before running."""
+        return Passes(forward=1)
+
+    def adaptive_passes(self) -> Passes:
+        """Encoder passes per image of one call of `as_module` (one step of an adaptive attack)."""
+        return Passes(grad=1)
 
 
 class _PredictModule(nn.Module):

@@ -14,6 +14,7 @@ import torch
 from ..defenses.base import Paradigm
 from ..models.loading import LoadedModel
 from ..timing import Timings, count_passes, timer
+from . import budget
 from .inputs import InputError, check_index, check_labels, make_attack, make_defense
 from .results import Column, ComparisonResult, Stage
 
@@ -118,6 +119,7 @@ def run_defenses(
     true_label = check_index(true_label, labels, "true label")
     defense_objs = check_defenses(defenses or {})
     image = check_image(image).to(loaded.device)
+    budget.check(loaded, budget.defense_passes(defense_objs.values()), [])
     clf = loaded.classifier(labels)
     tracker = _Progress(progress, [0.2] + [0.5] * len(PARADIGMS))
     tracker.stage("undefended prediction")
@@ -201,6 +203,8 @@ def run_comparison(
     labels, true_label, target, attack, defense_objs = check_request(
         labels, true_label, target, attack_name, attack_params, defenses)
     image = check_image(image).to(loaded.device)
+    chosen = list(defense_objs.values())
+    budget.check(loaded, budget.comparison_passes(attack, chosen, adaptive), budget.advice(attack, chosen, adaptive))
     seed = int(seed)
     clf = loaded.classifier(labels)
     extra_attacks = [p for p in defense_objs if adaptive and defense_objs[p].name != "none"]

@@ -14,6 +14,7 @@ import torch
 from ..defenses.base import Paradigm
 from ..models.loading import LoadedModel
 from .compare import ProgressFn, _as_png, _Progress, check_image, check_request
+from . import budget
 from .inputs import InputError
 
 MAX_CURVE_POINTS = 12
@@ -82,6 +83,10 @@ def robustness_curve(
         raise InputError(f"{attack.title or attack_name} has no eps budget to sweep; pick an eps-bounded attack.")
     eps_values = check_eps_values(eps_values, eps_field.metadata.get("hi"))
     image = check_image(image).to(loaded.device)
+    defended = [d for d in defense_objs.values() if d.name != "none"]
+    per_eps = budget.comparison_passes(attack, defended, adaptive)
+    more = budget.advice(attack, defended, adaptive) + [f"fewer eps values (now {len(eps_values)})"]
+    budget.check(loaded, len(eps_values) * per_eps, more)
     clf = loaded.classifier(labels)
     chosen = [(p, d) for p, d in defense_objs.items() if d.name != "none"]
     if true_label is None:

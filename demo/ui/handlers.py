@@ -109,6 +109,25 @@ def select_model(model_key: str, *, allowed: set[str]) -> tuple[str, bool]:
 VIEW_DEFENSES = ("tpt", "rtpt")
 
 
+def estimate(model_key, attack_name, eps, steps, mode, training_time, test_time, training_free, attack_params="",
+             defense_params="", *, allowed: set[str]) -> str:
+    """The cost of "Run all" with these settings, said before it runs (or why it would be refused)."""
+    from ..pipeline import budget
+    from ..pipeline.compare import check_defenses
+
+    try:
+        loaded = _model(model_key, allowed)
+        name, params = attack_settings(attack_name, eps, steps, attack_params)
+        attack = pipeline.make_attack(name, params)
+        defenses = list(check_defenses(defense_settings(training_time, test_time, training_free,
+                                                        defense_params)).values())
+        passes, seconds, limit = budget.estimate(loaded, attack, defenses, mode == ADAPTIVE)
+    except USER_ERRORS as exc:
+        return f"Cost: cannot be estimated with these settings ({exc})"
+    verdict = ("within" if seconds <= limit else "**over**") + f" this server's limit of {limit:.0f} s"
+    return f"Cost of **Run all**: about {passes.total:,.0f} image-encoder passes, about {seconds:.1f} s here ({verdict})."
+
+
 def defense_starts(model_key: str, *, allowed: set[str]) -> dict:
     """Starting values of defense controls that depend on the loaded model ({defense: {field: value}}):
     the number of test-time views (see `suggested_views`). Empty when the model cannot be loaded."""

@@ -7,6 +7,7 @@ import threading
 
 import gradio as gr
 
+from ..pipeline import PARADIGMS
 from . import assets, handlers, learn, models, panels, wiring
 from .components import App
 
@@ -54,6 +55,9 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                 panels.build_results(page)
             with gr.Tab("Learn", id="learn"):
                 learn.build()
+        page.estimate.value = handlers.estimate(
+            page.model.value, page.attack.value, page.eps.value, page.steps.value, page.mode.value,
+            *(page.defenses[p].value for p in PARADIGMS), "{}", "{}", allowed=allowed)
         wiring.wire(page, allowed)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()

@@ -63,6 +63,7 @@ class Page:
     attack_btn: gr.Button = None
     defend_btn: gr.Button = None
     run_btn: gr.Button = None
+    estimate: gr.Markdown = None
     stop_btn: gr.Button = None
     columns: list = field(default_factory=list)         # [ColumnPanel] x 5
     summary: gr.Markdown = None
@@ -216,6 +217,7 @@ def build_defenses(page: Page, starts: dict | None = None) -> None:
         with gr.Row():
             page.run_btn = gr.Button("Run all", variant="primary", elem_id="run-btn")
             page.stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+        page.estimate = gr.Markdown("", elem_id="cost-estimate")
 
 
 def build_results(page: Page) -> None:

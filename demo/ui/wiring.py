@@ -168,6 +168,15 @@ def wire(page: Page, allowed: set[str]) -> None:
                       concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
 
     collect, collect_inputs, collect_outputs = _collector(page)
+    estimate_inputs = [page.model, page.eps, page.steps, page.mode] + collect_inputs
+
+    def show_estimate(model, eps, steps, mode, attack, training_time, test_time, training_free, *values):
+        attack_json, defense_json = collect(attack, training_time, test_time, training_free, *values)
+        return handlers.estimate(model, attack, eps, steps, mode, training_time, test_time, training_free,
+                                 attack_json, defense_json, allowed=allowed)
+
+    gr.on([c.change for c in estimate_inputs], show_estimate, estimate_inputs, page.estimate,
+          api_visibility="private", queue=False, show_progress="hidden")
     heavy = {"concurrency_id": COMPUTE, "concurrency_limit": 1}
     token = gr.State(jobs.new_token())
 

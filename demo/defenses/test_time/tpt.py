@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ...registry import DEFENSES
-from ...timing import Timings, timer
+from ...timing import Passes, Timings, timer
 from ..base import Defense, DefenseOutput, Paradigm, label_names, param
 from .prompt_learner import CTX_INIT, PromptLearner
 
@@ -210,6 +210,16 @@ class TPT(Defense):
                 f"confident, and took {steps} on the text prompt to make their averaged prediction more "
                 f"confident (the prompt moved by {facts['ctx_shift'][i]:.3f}). Before tuning it said {before!r}; "
                 f"with the tuned prompt it says {after!r}.")
+
+    def predict_passes(self):
+        return Passes(batched_forward=self.views)
+
+    def adaptive_passes(self):
+        # The views of every call are encoded again; the readout differentiates the image (TPT) or all
+        # views (R-TPT, `view_grad`).
+        if self.view_grad:
+            return Passes(batched_grad=self.views)
+        return Passes(batched_forward=self.views, grad=1)
 
     def as_module(self, clf: nn.Module, seed: int = 0, eot_samples: int = 1) -> nn.Module:
         self.check()

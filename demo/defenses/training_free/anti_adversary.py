@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...registry import DEFENSES
+from ...timing import Passes
 from ..base import Defense, DefenseOutput, Paradigm, param
 from .input_transform import check_images
 
@@ -83,6 +84,12 @@ class AntiAdversary(Defense):
                    for b, a, c in zip(before, after, change)]
         changed = {"pushed_towards": before, "linf_change": change.tolist()}
         return DefenseOutput(logits=logits, images=pushed, changed=changed, summary=summary)
+
+    def predict_passes(self):
+        return Passes(forward=2, grad=self.steps)
+
+    def adaptive_passes(self):
+        return Passes(forward=1, grad=self.steps + 1)
 
     def as_module(self, clf, seed: int = 0) -> nn.Module:
         self.check()

@@ -17,6 +17,7 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
+from ...timing import Passes
 from ..base import Defense, DefenseError, DefenseOutput, Paradigm, bpda
 
 
@@ -61,6 +62,9 @@ class InputTransformDefense(Defense):
     @property
     def draws(self) -> int:
         return int(getattr(self, "eot_draws", 1)) if self.randomized else 1
+
+    def adaptive_passes(self):
+        return Passes(grad=self.draws)
 
     def as_module(self, clf, seed: int = 0) -> nn.Module:
         self.check()

@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from ...models import teaching
 from ...registry import DEFENSES
+from ...timing import Passes
 from ..base import Defense, DefenseOutput, Paradigm, label_names, param
 from .input_transform import check_images, local_generator
 
@@ -177,6 +178,13 @@ class TTC(Defense):
                                f"threshold {thres:.4f}, {source}): it looked clean, so only the random noise "
                                f"(up to {self.eps * 255:.0f}/255) was added. It says {name!r}.")
         return DefenseOutput(logits=logits, images=defended, changed=changed, summary=summary)
+
+    def predict_passes(self):
+        # the clean embedding, the tau probe and the later counterattack steps, the final prediction
+        return Passes(forward=2, grad=self.steps)
+
+    def adaptive_passes(self):
+        return self.eot_draws * Passes(forward=1, grad=self.steps + 1)
 
     def as_module(self, clf, seed: int = 0) -> nn.Module:
         self.check()

@@ -1,0 +1,147 @@
+"""A cost budget per request: estimate the work before starting it, refuse what the server cannot afford.
+
+Every attack and defense declares the encoder passes it needs from its own parameters (`model_calls`,
+`predict_passes`, `adaptive_passes`), so a request's total is known before any pass runs. The time per
+pass is measured once per loaded model on this machine (a single image forward, forward + backward,
+and the same per image in a batch of 16, as test-time views are encoded). Above the host's limit
+(`DEMO_MAX_SECONDS`, default 60 s: what a free CPU Space allows a visitor to wait) the request is refused
+with the estimate and what to lower. A GPU Space or a teacher's laptop can raise the limit.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+
+from ..timing import Passes
+from .inputs import InputError
+
+LIMIT_ENV = "DEMO_MAX_SECONDS"
+DEFAULT_LIMIT_S = 60.0
+_BATCH = 16
+
+
+def limit_seconds() -> float:
+    raw = os.environ.get(LIMIT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_LIMIT_S
+    except ValueError:
+        value = DEFAULT_LIMIT_S
+    return value if value > 0 else DEFAULT_LIMIT_S
+
+
+@dataclass(frozen=True)
+class PassTimes:
+    """Seconds per image of each kind of pass on this machine, for one model."""
+
+    forward: float
+    grad: float
+    batched_forward: float
+    batched_grad: float
+
+    def seconds(self, passes: Passes) -> float:
+        return (passes.forward * self.forward + passes.grad * self.grad
+                + passes.batched_forward * self.batched_forward + passes.batched_grad * self.batched_grad)
+
+
+_TIMES: dict[tuple[str, str], PassTimes] = {}
+_LOCK = threading.Lock()
+
+
+def _best_seconds(fn, repeats: int = 5) -> float:
+    """The fastest of a few runs: a pass measured while other work holds the cores would otherwise
+    inflate every later estimate for this model."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def pass_times(loaded) -> PassTimes:
+    """Measured once per (model, device) and cached; about 24 passes (0.2 s on the teaching model)."""
+    key = (loaded.key, str(loaded.device))
+    with _LOCK:
+        if key in _TIMES:
+            return _TIMES[key]
+    clf = loaded.classifier(["a photo", "a drawing"])
+    size = loaded.image_size
+
+    def timed(n: int, grad: bool) -> float:
+        x = torch.rand(n, 3, size, size, device=loaded.device)
+
+        def run():
+            if grad:
+                xg = x.clone().requires_grad_(True)
+                clf(xg).sum().backward()
+            else:
+                with torch.no_grad():
+                    clf(x)
+
+        run()  # warm-up
+        return _best_seconds(run) / n
+
+    times = PassTimes(timed(1, False), timed(1, True), timed(_BATCH, False), timed(_BATCH, True))
+    with _LOCK:
+        _TIMES[key] = times
+    return times
+
+
+def comparison_passes(attack, defenses: Iterable, adaptive: bool) -> Passes:
+    """One comparison: clean and attacked predictions, the attack, each defense's prediction, and in
+    adaptive mode one attack through each defense (each attack step is one call of its module)."""
+    defenses = list(defenses)
+    calls = attack.model_calls()
+    total = Passes(forward=2) + Passes(grad=calls)
+    for d in defenses:
+        total = total + d.predict_passes()
+        if adaptive and d.name != "none":
+            total = total + calls * d.adaptive_passes()
+    return total
+
+
+def defense_passes(defenses: Iterable) -> Passes:
+    """Classifying one image through each defense (the Defend button)."""
+    total = Passes(forward=2)
+    for d in defenses:
+        total = total + d.predict_passes()
+    return total
+
+
+def check(loaded, passes: Passes, advice: list[str]) -> float:
+    """The estimated seconds of `passes` on this machine; InputError above the limit, with the estimate."""
+    seconds = pass_times(loaded).seconds(passes)
+    limit = limit_seconds()
+    if seconds > limit:
+        lower = "; ".join(advice) if advice else "fewer attack steps"
+        raise InputError(f"This request needs about {passes.total:,.0f} image-encoder passes, about {seconds:.0f} s "
+                         f"on this server, more than its limit of {limit:.0f} s per request. To bring it down: "
+                         f"{lower}.")
+    return seconds
+
+
+def advice(attack, defenses: Iterable, adaptive: bool) -> list[str]:
+    """What to lower, from the parts that cost the most."""
+    out = []
+    if attack.model_calls() > 20:
+        out.append(f"fewer attack steps (now {attack.model_calls()})")
+    for d in defenses:
+        if getattr(d, "views", 0) > 16:
+            out.append(f"fewer {d.title.split(' (')[0]} views (now {d.views})")
+        if adaptive and getattr(d, "eot_draws", 1) > 2:
+            out.append(f"fewer {d.title.split(' (')[0]} EOT draws (now {d.eot_draws})")
+    if adaptive:
+        out.append("the oblivious attack mode (one attack instead of one per defense)")
+    return out
+
+
+def estimate(loaded, attack, defenses: Iterable, adaptive: bool) -> tuple[Passes, float, float]:
+    """(passes, estimated seconds, the limit) of one comparison, without running it."""
+    defenses = list(defenses)
+    passes = comparison_passes(attack, defenses, adaptive)
+    return passes, pass_times(loaded).seconds(passes), limit_seconds()
