@@ -59,11 +59,14 @@ def heavy(image, model_key):
 def wait_until_running(job, timeout=60.0):
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        if job.status().code == Status.PROCESSING:
+        status = job.status()
+        if status.code in (Status.PROCESSING, Status.PROGRESS):
             time.sleep(1.0)  # well inside the computation
             return
+        if job.done():
+            raise AssertionError(f"the heavy request ended before it was cancelled: {job.exception()!r}")
         time.sleep(0.1)
-    raise AssertionError("the heavy request never started")
+    raise AssertionError(f"the heavy request never started (status {status.code})")
 
 
 def cpu_seconds_over(seconds: float) -> float:
