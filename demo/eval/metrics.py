@@ -62,6 +62,22 @@ def mean_l2(delta: torch.Tensor) -> float:
     return float(l2_norms(delta).mean()) if delta.shape[0] else float("nan")
 
 
+def worst_case_accuracy(logits_per_attack: list[torch.Tensor], labels: torch.Tensor) -> float:
+    """Fraction of images classified correctly under every attack (the per-image worst case, as
+    AutoAttack and RobustBench count robustness)."""
+    if labels.numel() == 0:
+        return float("nan")
+    ok = torch.ones_like(labels.cpu(), dtype=torch.bool)
+    for logits in logits_per_attack:
+        ok &= _preds(logits).cpu() == labels.cpu()
+    return float(ok.float().mean())
+
+
+def significantly_above(a: float, b: float, n: int) -> bool:
+    """Whether accuracy a is above b beyond the noise of n images (their 95% Wilson intervals are apart)."""
+    return wilson_interval(a, n)[0] > wilson_interval(b, n)[1]
+
+
 def wilson_interval(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
     """95% Wilson score interval of a proportion p observed on n trials (Wilson, 1927): unlike the
     normal approximation it stays inside [0, 1] and is sensible at p = 0 or 1 and small n."""

@@ -64,26 +64,30 @@ def markdown(result: dict) -> str:
         head = "| defense | paradigm | clean acc. | robust acc. (oblivious) |"
         rule = "|---|---|---|---|"
         if adaptive:
-            head += " robust acc. (adaptive) | adaptive attack ms/image |"
-            rule += "---|---|"
+            head += " robust acc. (adaptive) | robust acc. (worst case) | adaptive attack ms/image |"
+            rule += "---|---|---|"
         head += " defense ms/image | defense passes/image |"
         rule += "---|---|"
         lines += ["", "## Defenses", "", head, rule]
         for row in result["defenses"]:
             title = f"{row['title']} (`{row['name']}`)"
             if "error" in row:
-                width = 4 + (2 if adaptive else 0)
+                width = 4 + (3 if adaptive else 0)
                 lines.append(f"| {title} | {row['paradigm']} | not run: {row['error']} |" + " |" * (width - 1))
                 continue
             cells = [title, row["paradigm"], fmt_ci(row["clean_accuracy"], n), fmt_ci(row["robust_accuracy_oblivious"], n)]
             if adaptive:
-                cells += [fmt_ci(row["robust_accuracy_adaptive"], n), _num(row["adaptive_attack_ms_per_image"])]
+                flag = " ⚠" if row.get("adaptive_weaker_than_oblivious") else ""
+                cells += [fmt_ci(row["robust_accuracy_adaptive"], n) + flag, fmt_ci(row.get("robust_accuracy_worst"), n),
+                          _num(row["adaptive_attack_ms_per_image"])]
             cells += [_num(row["ms_per_image"]), _passes(row["passes_per_image"])]
             lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         f"Brackets: 95% Wilson interval over the {n} images; two accuracies whose intervals overlap may not "
-        "differ. Robust accuracy is measured on the uint8-quantized adversarial image (what a saved PNG holds). "
+        "differ. Worst case: the share of images that survive both the oblivious and the adaptive attack. "
+        "⚠: the adaptive attack did worse than the oblivious one beyond the noise, so it failed to use "
+        "what it knows; the worst case is then the number to trust. Robust accuracy is measured on the uint8-quantized adversarial image (what a saved PNG holds). "
         "Attack success = share of the images classified correctly when clean that the attack makes wrong. "
         "Oblivious: the attack targets the undefended model and the defense then classifies its image. "
         "Adaptive: the attack targets the defense itself (BPDA through non-differentiable steps, EOT over "

@@ -230,10 +230,17 @@ def evaluate(cfg: EvalConfig) -> dict:
                 "attack_success_rate_oblivious": M.attack_success_rate(d_clean, d_obl, labels),
             })
             row["ms_per_image"], row["passes_per_image"] = acc.per_image(f"{name}/defense", n)
+            row["per_image"] = {"clean_pred": d_clean.argmax(1).tolist(), "oblivious_pred": d_obl.argmax(1).tolist()}
             if cfg.adaptive:
                 d_ad = acc.cat(f"{name}/adaptive")
+                row["per_image"]["adaptive_pred"] = d_ad.argmax(1).tolist()
+                worst = M.worst_case_accuracy([d_obl, d_ad], labels)
                 row.update({
                     "robust_accuracy_adaptive": M.accuracy(d_ad, labels),
+                    # An image counts as robust only if it survives every attack tried on it.
+                    "robust_accuracy_worst": worst,
+                    "adaptive_weaker_than_oblivious": M.significantly_above(M.accuracy(d_ad, labels),
+                                                                            M.accuracy(d_obl, labels), n),
                     "attack_success_rate_adaptive": M.attack_success_rate(d_clean, d_ad, labels),
                     "adaptive_mean_linf": M.mean_linf(acc.cat(f"{name}/adaptive_delta")),
                     "adaptive_mean_l2": M.mean_l2(acc.cat(f"{name}/adaptive_delta")),

@@ -79,6 +79,12 @@ def test_pgd_results_are_consistent_and_written(tiny_dir, folder, tmp_path, caps
     assert none["robust_accuracy_oblivious"] == pytest.approx(u["robust_accuracy"])
     assert none["robust_accuracy_adaptive"] == pytest.approx(u["robust_accuracy"])
     assert none["passes_per_image"] == {"forward": 1.0, "grad": 0.0}
+    # The worst case counts an image as robust only if it survives both attacks, from the stored predictions.
+    for row in (r for r in rows.values() if "error" not in r):
+        obl, ada = (torch.tensor(row["per_image"][k]) for k in ("oblivious_pred", "adaptive_pred"))
+        assert row["robust_accuracy_oblivious"] == pytest.approx(float((obl == labels).float().mean()))
+        assert row["robust_accuracy_worst"] == pytest.approx(float(((obl == labels) & (ada == labels)).float().mean()))
+        assert row["robust_accuracy_worst"] <= min(row["robust_accuracy_oblivious"], row["robust_accuracy_adaptive"])
     assert "error" in rows["tecoa"] and "TeCoA" in rows["tecoa"]["error"]
     assert "not run" in md
 
@@ -148,3 +154,16 @@ def test_metrics_definitions():
     assert M.mean_linf(delta) == pytest.approx(0.3)
     assert M.mean_l2(delta) == pytest.approx((0.5 + (12 * 0.01) ** 0.5) / 2)
     assert math.isnan(M.attack_success_rate(torch.tensor([1]), torch.tensor([1]), torch.tensor([0])))
+
+
+def test_worst_case_and_the_weak_adaptive_attack_flag():
+    from demo.eval import metrics as M
+
+    labels = torch.tensor([0, 1, 2, 0])
+    a = torch.tensor([0, 1, 0, 0])  # right on 0, 1, 3
+    b = torch.tensor([0, 2, 2, 0])  # right on 0, 2, 3
+    assert M.worst_case_accuracy([a, b], labels) == pytest.approx(0.5)  # only 0 and 3 survive both
+    assert M.significantly_above(0.43, 0.076, 500) and not M.significantly_above(0.152, 0.148, 500)
+    lo, hi = M.wilson_interval(0.076, 500)
+    assert lo == pytest.approx(0.056, abs=1e-3) and hi == pytest.approx(0.103, abs=1e-3)
+    assert M.wilson_interval(0.0, 10)[0] == 0.0 and 0 < M.wilson_interval(0.0, 10)[1] < 0.35

@@ -126,6 +126,12 @@ def test_compare_in_the_browser(page, app_model):
     expect(page.locator("#timing-chart img")).to_be_visible()
     expect(page.locator("#heatmap img")).to_be_visible()
     expect(page.locator("#summary")).to_contain_text("Largest pixel change")
+    # What each defense did, in words, and the cost said before running.
+    if chosen.get("test-time") in ("tpt", "rtpt"):
+        expect(page.locator("#summary")).to_contain_text(re.compile(r"Made \d+ views .* kept the \d+ most"))
+    if chosen.get("training-free") == "ttc":
+        expect(page.locator("#summary")).to_contain_text(re.compile("tau [0-9.]+, (below|at or above) the threshold"))
+    expect(page.locator("#cost-estimate")).to_contain_text("Cost of")
     page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
 
 
