@@ -123,8 +123,9 @@ def test_compare_in_the_browser(page, app_model):
         expect(page.locator(f"#col-{i}-image img")).to_be_visible()
     table = page.locator("#timing-table").inner_text()
     assert re.search(r"attack", table) and re.search(r"\d+\.\d", table), table
-    expect(page.locator("#timing-chart img")).to_be_visible()
-    expect(page.locator("#heatmap img")).to_be_visible()
+    for figure in ("#timing-chart img", "#heatmap img"):  # lazily loaded: bring them into view first
+        page.locator(figure).scroll_into_view_if_needed()
+        expect(page.locator(figure)).to_be_visible()
     expect(page.locator("#summary")).to_contain_text("Largest pixel change")
     # What each defense did, in words, and the cost said before running.
     if chosen.get("test-time") in ("tpt", "rtpt"):
