@@ -8,6 +8,33 @@ from PIL import Image
 LABELS_TEXT = "cat\ndog\ncar\ntree"
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def launch():
+    """launch(model_key) -> the URL of the app served on localhost (closed after the module)."""
+    from demo.ui import build_demo
+
+    apps = []
+
+    def start(model_key: str) -> str:
+        demo = build_demo(model_key)
+        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+                                quiet=True)
+        apps.append(demo)
+        return url
+
+    yield start
+    for demo in apps:
+        demo.close()
+
+
 @pytest.fixture(scope="session")
 def model_key(tiny_dir):
     return f"local-dir:{tiny_dir}"

@@ -1,7 +1,6 @@
 """The app launched on localhost and driven through every api_name with gradio_client, bad inputs included."""
 import json
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -17,23 +16,10 @@ AUTO = "(clean prediction)"
 NO_TARGET = "(none: untargeted)"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def client(model_key, tmp_path_factory):
-    from demo.ui import build_demo
-
-    demo = build_demo(model_key)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-    try:
-        yield Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")),
-                     httpx_kwargs={"timeout": 300})
-    finally:
-        demo.close()
+def client(model_key, launch, tmp_path_factory):
+    return Client(launch(model_key), verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")),
+                  httpx_kwargs={"timeout": 300})
 
 
 def classify(client, image, model_key, labels=LABELS):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,6 @@ if not os.path.exists(CHROMIUM):
     pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)",
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +58,8 @@ def _working_defenses(model_key: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def app_url(app_model):
-    from demo.ui import build_demo
-
-    demo = build_demo(app_model)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
-    try:
-        yield url
-    finally:
-        demo.close()
+def app_url(app_model, launch):
+    return launch(app_model)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 The app runs in this process, so the process's CPU time is the server's (the test itself only sleeps).
 """
 import os
-import socket
 import time
 import uuid
 
@@ -14,32 +13,16 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.utils import Status  # noqa: E402
 
-LABELS = "cat\ndog\ncar\ntree"
-AUTO = "(clean prediction)"
-NO_TARGET = "(none: untargeted)"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from test_api import AUTO, LABELS, NO_TARGET  # noqa: E402  (tests/ui is on the path)
 
 # The heaviest request the page's controls allow (on the tiny model it runs for minutes).
 HEAVY_DEFENSES = '{"rtpt": {"views": 128, "steps": 8}, "ttc": {"steps": 10, "eot_draws": 16}}'
 
 
 @pytest.fixture(scope="module")
-def app_url(model_key, monkeypatch_module):
-    from demo.ui import build_demo
-
+def app_url(model_key, launch, monkeypatch_module):
     monkeypatch_module.setenv("DEMO_MAX_SECONDS", "100000")  # this test wants the heavy run to start
-    demo = build_demo(model_key)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-    try:
-        yield url
-    finally:
-        demo.close()
+    return launch(model_key)
 
 
 @pytest.fixture(scope="module")
