@@ -114,11 +114,14 @@ def run_torchattacks(
     name: str,
     expected_calls: int,
     min_classes: int = 2,
+    random: bool = True,
 ) -> tuple[torch.Tensor, list[dict]]:
     """Run one fresh torchattacks attack. `build(torchattacks, wrapped_model, seed)` returns it.
 
     Untargeted attacks get the true labels; targeted ones get the target labels in torchattacks'
-    "targeted by label" mode. Returns (adversarial images in [0,1], per-call history).
+    "targeted by label" mode. `random=False` (an attack that draws no random numbers, e.g. FGSM) skips
+    the global-RNG lock, so it never waits for another request's attack. Returns (adversarial images in
+    [0,1], per-call history).
     """
     import torchattacks  # imported here: it loads every attack and SciPy, which costs seconds at startup
 
@@ -130,6 +133,8 @@ def run_torchattacks(
     wrapped = _Counting(model, target if target is not None else labels, target is not None,
                         expected_calls, progress, min_classes, device).eval()
     seed = derive_seed(generator)
+    if not random:
+        return _run(torchattacks, build, wrapped, seed, images, labels, target, num_classes, device, progress)
     devices = [device] if device.type == "cuda" else []
     with _LOCK, torch.random.fork_rng(devices=devices):
         # Only the generators forked here are seeded. torch.manual_seed would also queue a seed for every
@@ -139,15 +144,19 @@ def run_torchattacks(
         if device.type == "cuda":
             with torch.cuda.device(device):
                 torch.cuda.manual_seed(seed)
-        atk = build(torchattacks, wrapped, seed)
-        atk.set_device(device)
-        if hasattr(atk, "n_classes") and num_classes is not None:
-            atk.n_classes = num_classes
-        if target is not None:
-            atk.set_mode_targeted_by_label(quiet=True)
-            adv = atk(images, target)
-        else:
-            adv = atk(images, labels)
+        return _run(torchattacks, build, wrapped, seed, images, labels, target, num_classes, device, progress)
+
+
+def _run(ta, build, wrapped, seed, images, labels, target, num_classes, device, progress):
+    atk = build(ta, wrapped, seed)
+    atk.set_device(device)
+    if hasattr(atk, "n_classes") and num_classes is not None:
+        atk.n_classes = num_classes
+    if target is not None:
+        atk.set_mode_targeted_by_label(quiet=True)
+        adv = atk(images, target)
+    else:
+        adv = atk(images, labels)
     if progress is not None:
         progress(1.0, "done")
     return adv.detach().clamp(0, 1), wrapped.history()
@@ -165,7 +174,11 @@ class TorchAttack(Attack):
     def model_calls(self) -> int:
         return int(self.expected_calls())
 
+    def draws_random(self) -> bool:
+        """Whether torchattacks draws random numbers in this attack (then it runs under the RNG lock)."""
+        return True
+
     def perturb(self, model, images, labels, target, generator, progress):
         return run_torchattacks(self.build, model, images, labels, target, generator, progress,
                                 name=self.title or self.name, expected_calls=self.expected_calls(),
-                                min_classes=self.min_classes)
+                                min_classes=self.min_classes, random=self.draws_random())

@@ -41,5 +41,8 @@ class CW(TorchAttack):
     def budget(self) -> float | None:
         return None
 
+    def draws_random(self) -> bool:
+        return False  # torchattacks' CW starts from the image itself
+
     def build(self, ta, model, seed):
         return ta.CW(model, c=self.c, kappa=self.kappa, steps=self.steps, lr=self.lr)

@@ -29,5 +29,8 @@ class FGSM(TorchAttack):
     def expected_calls(self) -> int:
         return 1
 
+    def draws_random(self) -> bool:
+        return False
+
     def build(self, ta, model, seed):
         return ta.FGSM(model, eps=self.eps)

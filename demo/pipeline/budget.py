@@ -9,20 +9,51 @@ with the estimate and what to lower. A GPU Space or a teacher's laptop can raise
 """
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 
-from ..timing import Passes
+from ..timing import Passes, check_cancelled
 from .inputs import InputError
 
 LIMIT_ENV = "DEMO_MAX_SECONDS"
 DEFAULT_LIMIT_S = 60.0
 _BATCH = 16
+# Served requests estimated above HEAVY_S share one compute slot: heavy work runs one at a time, while
+# cheap requests (a classification, a one-step attack, a defense on an uploaded image) go ahead beside
+# it instead of queueing behind it.
+HEAVY_S = 2.0
+_HEAVY_SLOT = threading.Lock()
+_SCOPE: contextvars.ContextVar = contextvars.ContextVar("demo_request_scope", default=None)
+
+
+@contextmanager
+def request_scope() -> Iterator[None]:
+    """One served request: a heavy request admitted inside it holds the compute slot until it ends."""
+    held: list[bool] = []
+    token = _SCOPE.set(held)
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+        if held:
+            _HEAVY_SLOT.release()
+
+
+def _admit(seconds: float) -> None:
+    """In a served request, wait for the compute slot when the request is heavy (stoppable meanwhile)."""
+    held = _SCOPE.get()
+    if held is None or held or seconds < HEAVY_S:
+        return
+    while not _HEAVY_SLOT.acquire(timeout=0.1):
+        check_cancelled()
+    held.append(True)
 
 
 def limit_seconds() -> float:
@@ -122,6 +153,7 @@ def check(loaded, passes: Passes, advice: list[str]) -> float:
         raise InputError(f"This request needs about {passes.total:,.0f} image-encoder passes, about {seconds:.0f} s "
                          f"on this server, more than its limit of {limit:.0f} s per request. To bring it down: "
                          f"{lower}.")
+    _admit(seconds)
     return seconds
 
 

@@ -16,13 +16,15 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+from ..pipeline.budget import request_scope
 from ..timing import RunCancelled, cancellable
 
 Cancelled = RunCancelled  # what a stopped run raises, in the library and here
 WATCH_S = 0.2             # how often a running event checks that its client is still there
-# Heavy events run one at a time (their concurrency limit); the spare threads let a stopped run finish
-# its last pass while the next one starts.
-_EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="compute")
+# Up to LONG_EVENTS requests run at once (the events' concurrency limit), one heavy one among them (the
+# compute slot in `demo.pipeline.budget`); the spare threads let stopped runs finish their last pass.
+LONG_EVENTS = 4
+_EXECUTOR = ThreadPoolExecutor(max_workers=LONG_EVENTS + 4, thread_name_prefix="compute")
 
 
 def new_token() -> dict:
@@ -80,7 +82,7 @@ async def run_stoppable(work: Callable[[], object], token: dict | None):
         return stop.is_set() or (isinstance(token, dict) and bool(token.get("stop")))
 
     def guarded_work():
-        with cancellable(should_stop):
+        with cancellable(should_stop), request_scope():
             return work()
 
     # The copied context carries Gradio's event id, so progress reports from the thread reach the page.

@@ -1,7 +1,8 @@
 """Events of the Explore tab: which handler runs on which click, with which inputs and outputs.
 
-Long handlers show a progress bar, can be stopped (see `jobs`) and share one compute slot, so on a
-2-core machine two attacks never fight over the cores; classification is light and runs beside them.
+Long handlers show a progress bar and can be stopped (see `jobs`). Heavy requests share one compute slot
+(see `demo.pipeline.budget`), so on a 2-core machine two heavy runs never fight over the cores, while a
+cheap request (a classification, a one-step attack) runs beside them instead of waiting.
 """
 from __future__ import annotations
 
@@ -177,7 +178,7 @@ def wire(page: Page, allowed: set[str]) -> None:
 
     gr.on([c.change for c in estimate_inputs], show_estimate, estimate_inputs, page.estimate,
           api_visibility="private", queue=False, show_progress="hidden")
-    heavy = {"concurrency_id": COMPUTE, "concurrency_limit": 1}
+    heavy = {"concurrency_id": COMPUTE, "concurrency_limit": jobs.LONG_EVENTS}
     token = gr.State(jobs.new_token())
 
     def chained(button, handler, inputs, outputs, api_name, progress_on):

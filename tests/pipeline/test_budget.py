@@ -56,3 +56,44 @@ def test_a_request_inside_the_budget_runs(tiny_model, tiny_images, monkeypatch):
     monkeypatch.setenv(budget.LIMIT_ENV, "600")
     result = run_comparison(tiny_model, tiny_images[:1], ["cat", "dog", "car", "tree"], None, "pgd", {"steps": 2})
     assert torch.isfinite(result.columns[1].probs).all()
+
+
+def test_heavy_served_requests_take_turns_and_cheap_ones_go_ahead(monkeypatch):
+    """Inside served requests, work estimated above HEAVY_S holds one compute slot until its request
+    ends; a second heavy request waits for it (and can be stopped while waiting); cheap ones never wait."""
+    import threading
+    import time
+
+    from demo.timing import RunCancelled, cancellable
+
+    order = []
+    first_in = threading.Event()
+    release_first = threading.Event()
+
+    def heavy_request(name, hold):
+        with budget.request_scope():
+            budget._admit(budget.HEAVY_S + 1)
+            order.append(name)
+            first_in.set()
+            if hold:
+                release_first.wait(5)
+
+    t = threading.Thread(target=heavy_request, args=("heavy 1", True))
+    t.start()
+    assert first_in.wait(5)
+    with budget.request_scope():  # a cheap request goes ahead at once
+        start = time.monotonic()
+        budget._admit(0.1)
+        assert time.monotonic() - start < 0.05
+    stop = threading.Event()
+    with pytest.raises(RunCancelled), cancellable(stop.is_set):  # a waiting heavy request can be stopped
+        threading.Timer(0.3, stop.set).start()
+        heavy_request("heavy stopped", False)
+    second = threading.Thread(target=heavy_request, args=("heavy 2", False))
+    second.start()
+    time.sleep(0.3)
+    assert order == ["heavy 1"]  # still waiting for the slot
+    release_first.set()
+    t.join(5), second.join(5)
+    assert order == ["heavy 1", "heavy 2"]
+    budget._admit(budget.HEAVY_S + 1)  # outside a served request (the library, demo.eval): no slot

@@ -106,3 +106,20 @@ def test_a_client_that_goes_away_stops_its_run(app_url, image_file, model_key):
         assert cpu_seconds_over(0.5) > 0.05  # it really is computing
     # leaving the block closes the connection, as a closed tab does
     assert_server_idles_and_answers(app_url, image_file, model_key)
+
+
+def test_a_cheap_request_runs_beside_a_heavy_one(app_url, image_file, model_key):
+    """A one-step attack and a classification answer while the heaviest request holds the compute slot."""
+    client = Client(app_url, verbose=False)
+    job = client.submit(**heavy(image_file, model_key), api_name="/compare")
+    wait_until_running(job)
+    try:
+        start = time.monotonic()
+        out = client.predict(image=handle_file(image_file), labels_text=LABELS, true_label=AUTO, model_key=model_key,
+                             attack_name="fgsm", eps=8, steps=1, target=NO_TARGET, seed=0, attack_params="{}",
+                             api_name="/attack")
+        assert "FGSM" in out[-1] and time.monotonic() - start < 10
+        assert job.status().code in (Status.PROCESSING, Status.PROGRESS)  # the heavy run is still going
+    finally:
+        job.cancel()
+    assert_server_idles_and_answers(app_url, image_file, model_key)
