@@ -31,6 +31,25 @@ _BATCH = 16
 HEAVY_S = 2.0
 _HEAVY_SLOT = threading.Lock()
 _SCOPE: contextvars.ContextVar = contextvars.ContextVar("demo_request_scope", default=None)
+_DRY_RUN: contextvars.ContextVar = contextvars.ContextVar("demo_budget_dry_run", default=False)
+
+
+class Estimated(Exception):
+    """Raised by `check` inside `dry_run()`: the request's estimated seconds, found without running it."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"estimated {seconds:.1f} s")
+        self.seconds = seconds
+
+
+@contextmanager
+def dry_run() -> Iterator[None]:
+    """Price a request by calling its handler: the budget check raises Estimated before any work."""
+    token = _DRY_RUN.set(True)
+    try:
+        yield
+    finally:
+        _DRY_RUN.reset(token)
 
 
 @contextmanager
@@ -147,6 +166,8 @@ def defense_passes(defenses: Iterable) -> Passes:
 def check(loaded, passes: Passes, advice: list[str]) -> float:
     """The estimated seconds of `passes` on this machine; InputError above the limit, with the estimate."""
     seconds = pass_times(loaded).seconds(passes)
+    if _DRY_RUN.get():
+        raise Estimated(seconds)
     limit = limit_seconds()
     if seconds > limit:
         lower = "; ".join(advice) if advice else "fewer attack steps"

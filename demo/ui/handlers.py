@@ -22,6 +22,7 @@ from ..pipeline import USER_ERRORS, InputError
 from ..registry import ATTACKS
 from ..viz import curve_chart
 from . import views
+from ..pipeline.budget import Estimated
 from .jobs import Cancelled
 from .models import get_model, is_teaching
 from .parse import (  # noqa: F401  (re-exported: the page and tests use them through this module)
@@ -50,7 +51,7 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (gr.Error, Cancelled):
+        except (gr.Error, Cancelled, Estimated):  # Estimated: a dry run pricing the request
             raise
         except USER_ERRORS as exc:
             log.info("%s refused: %s", fn.__name__, exc)  # one line: the input was wrong, not the server

@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from ..pipeline.budget import request_scope
+from ..pipeline.budget import Estimated, dry_run, request_scope
 from ..timing import RunCancelled, cancellable
 
 Cancelled = RunCancelled  # what a stopped run raises, in the library and here
@@ -98,3 +98,47 @@ async def run_stoppable(work: Callable[[], object], token: dict | None):
     except asyncio.CancelledError:
         stop.set()
         raise
+
+
+# ZeroGPU Spaces lend a GPU per call of a function wrapped in `spaces.GPU(duration=...)`; the duration
+# asked for is the request's own cost estimate with headroom, within what such a Space grants.
+GPU_MIN_S, GPU_MAX_S = 15, 120
+
+
+def spaces_module():
+    """The `spaces` package when it is importable (on ZeroGPU Spaces), else None."""
+    try:
+        import spaces  # noqa: F401
+    except ImportError:
+        return None
+    return spaces
+
+
+def estimated_seconds(call: Callable[[], object]) -> float | None:
+    """The budget's estimate for a handler call, found by calling it in a dry run (nothing is computed)."""
+    try:
+        with dry_run():
+            call()
+    except Estimated as est:
+        return est.seconds
+    except Exception:
+        return None  # the real call will report what is wrong with the request
+    return None
+
+
+def gpu_duration(seconds: float | None) -> int:
+    if seconds is None:
+        return GPU_MAX_S
+    return int(min(GPU_MAX_S, max(GPU_MIN_S, 1.5 * seconds + 10)))
+
+
+def on_gpu(work: Callable[[], object], call: Callable[[], object]) -> Callable[[], object]:
+    """`work` under `spaces.GPU` with a duration from `call`'s estimate on a ZeroGPU Space; else `work`."""
+    spaces = spaces_module()
+    if spaces is None:
+        return work
+
+    def run():  # priced when it runs, in the worker thread, not on the server's event loop
+        return spaces.GPU(duration=gpu_duration(estimated_seconds(call)))(work)()
+
+    return run

@@ -41,10 +41,11 @@ def long_event(handler, allowed: set[str]):
     async def run(*args, progress=gr.Progress()):
         *values, token = args
         jobs.start(token)
+        work = jobs.on_gpu(
+            lambda: handlers.flat(handler(*values, allowed=allowed, progress=jobs.guarded(progress, token))),
+            lambda: handler(*values, allowed=allowed, progress=None))
         try:
-            return await jobs.run_stoppable(
-                lambda: handlers.flat(handler(*values, allowed=allowed, progress=jobs.guarded(progress, token))),
-                token)
+            return await jobs.run_stoppable(work, token)
         except jobs.Cancelled:
             raise gr.Error("Stopped.", title="Stopped", print_exception=False) from None
 

@@ -359,3 +359,35 @@ def test_classify_says_which_model_answered_when_it_fell_back(image_file):
     image, label, verdict = handlers.classify(image_file, "red star\nblue heart", AUTO_TRUE, "vit-b-32",
                                               allowed={"vit-b-32"})
     assert label and "Answered by Teaching model" in verdict and "not vit-b-32" in verdict
+
+
+def test_on_a_zerogpu_space_heavy_work_asks_for_a_gpu_for_its_estimated_time(
+        monkeypatch, image_file, model_key, allowed, attack_name):
+    """With the `spaces` package importable, the work runs under spaces.GPU with a duration derived from
+    the request's own cost estimate; without it nothing changes. A stand-in records what is asked."""
+    import sys
+    import types
+
+    from demo.ui.wiring import long_event
+
+    asked = []
+
+    def gpu(duration=None):
+        def wrap(fn):
+            def run():
+                asked.append(duration)
+                return fn()
+            return run
+        return wrap
+
+    args = [image_file, LABELS_TEXT, AUTO_TRUE, model_key, attack_name, 8, 5, NO_TARGET, OBLIVIOUS, 0, "none",
+            "none", "none", "{}", "{}", jobs.new_token()]
+    event = long_event(handlers.compare, allowed)
+    asyncio.run(event(*args, progress=lambda *a, **k: None))
+    assert asked == []  # no spaces package: nothing changes
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
+    seconds = jobs.estimated_seconds(lambda: handlers.compare(*args[:-1], allowed=allowed, progress=None))
+    assert seconds is not None and seconds > 0
+    values = asyncio.run(event(*args, progress=lambda *a, **k: None))
+    assert len(values) == 5 * 3 + 7 and asked == [jobs.gpu_duration(seconds)]
+    assert jobs.GPU_MIN_S <= asked[0] <= jobs.GPU_MAX_S
