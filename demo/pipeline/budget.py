@@ -52,27 +52,52 @@ def dry_run() -> Iterator[None]:
         _DRY_RUN.reset(token)
 
 
+_HEAVY_BY_OWNER: dict[object, int] = {}
+_OWNERS_LOCK = threading.Lock()
+
+
+@dataclass
+class _Scope:
+    owner: object
+    holds_slot: bool = False
+    counted: bool = False
+
+
 @contextmanager
-def request_scope() -> Iterator[None]:
-    """One served request: a heavy request admitted inside it holds the compute slot until it ends."""
-    held: list[bool] = []
-    token = _SCOPE.set(held)
+def request_scope(owner: object = None) -> Iterator[None]:
+    """One served request: a heavy request admitted inside it holds the compute slot until it ends.
+    `owner` (a visitor's session) may have one heavy request running or waiting at a time, so one
+    visitor cannot fill the queue with heavy work."""
+    scope = _Scope(owner)
+    token = _SCOPE.set(scope)
     try:
         yield
     finally:
         _SCOPE.reset(token)
-        if held:
+        if scope.holds_slot:
             _HEAVY_SLOT.release()
+        if scope.counted:
+            with _OWNERS_LOCK:
+                _HEAVY_BY_OWNER[scope.owner] -= 1
+                if not _HEAVY_BY_OWNER[scope.owner]:
+                    del _HEAVY_BY_OWNER[scope.owner]
 
 
 def _admit(seconds: float) -> None:
     """In a served request, wait for the compute slot when the request is heavy (stoppable meanwhile)."""
-    held = _SCOPE.get()
-    if held is None or held or seconds < HEAVY_S:
+    scope = _SCOPE.get()
+    if scope is None or scope.holds_slot or seconds < HEAVY_S:
         return
+    if scope.owner is not None and not scope.counted:
+        with _OWNERS_LOCK:
+            if _HEAVY_BY_OWNER.get(scope.owner, 0) >= 1:
+                raise InputError("Another heavy run of yours is still going or waiting: wait for it to finish, or "
+                                 "press Stop, before starting the next one.")
+            _HEAVY_BY_OWNER[scope.owner] = _HEAVY_BY_OWNER.get(scope.owner, 0) + 1
+            scope.counted = True
     while not _HEAVY_SLOT.acquire(timeout=0.1):
         check_cancelled()
-    held.append(True)
+    scope.holds_slot = True
 
 
 def limit_seconds() -> float:

@@ -97,3 +97,27 @@ def test_heavy_served_requests_take_turns_and_cheap_ones_go_ahead(monkeypatch):
     t.join(5), second.join(5)
     assert order == ["heavy 1", "heavy 2"]
     budget._admit(budget.HEAVY_S + 1)  # outside a served request (the library, demo.eval): no slot
+
+
+def test_one_visitor_gets_one_heavy_run_at_a_time():
+    import threading
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def first():
+        with budget.request_scope(owner="visitor A"):
+            budget._admit(budget.HEAVY_S + 1)
+            inside.set()
+            leave.wait(5)
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert inside.wait(5)
+    with budget.request_scope(owner="visitor A"), pytest.raises(InputError, match="Another heavy run of yours"):
+        budget._admit(budget.HEAVY_S + 1)
+    with budget.request_scope(owner="visitor A"):
+        budget._admit(0.5)  # a cheap request of the same visitor still runs
+    leave.set()
+    t.join(5)
+    with budget.request_scope(owner="visitor A"):  # and after the first one ends, the next heavy one may start
+        budget._admit(budget.HEAVY_S + 1)
