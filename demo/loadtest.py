@@ -1,6 +1,7 @@
 """Load test: concurrent API clients running full comparisons against the app launched on this machine.
 
 `python -m demo.loadtest [--model teaching] [--clients 8] [--rounds 5] [--out docs/benchmarks.md]`
+(`--mixed`: cheap and heavy requests, cancels and disconnects; see demo/loadmix.py)
 
 Launches `app.py` on 127.0.0.1 (a free port; nothing else is contacted), runs each distinct request once
 alone for reference, then `clients` concurrent `gradio_client` clients each run `rounds` full
@@ -236,7 +237,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="bound on the whole run in seconds (default: %(default)s)")
     p.add_argument("--startup-timeout", type=float, default=600.0)
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    p.add_argument("--mixed", action="store_true",
+                   help="mixed workload instead: cheap and heavy requests, cancels and disconnects (demo/loadmix.py)")
+    p.add_argument("--minutes", type=float, default=3.0, help="with --mixed: how long the load runs")
     a = p.parse_args(argv)
+    if a.mixed:
+        from .loadmix import run
+
+        return run(a.model, a.clients, a.minutes, a.out, a.startup_timeout)
     defenses = [s.strip() for s in a.defenses.split(",")]
     if len(defenses) != 3:
         p.error("--defenses takes three names: training-time,test-time,training-free")
