@@ -13,7 +13,6 @@ memory growth (goal < 10%). The numbers go to their own section of docs/benchmar
 from __future__ import annotations
 
 import json
-import re
 import statistics
 import tempfile
 import threading
@@ -21,6 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
+from .bench.report import replace_section
 from .loadtest import (EXAMPLES, MAX_GROWTH, free_port, make_client, result_digest, rss_mb, start_server,
                        stop_server, wait_ready)
 
@@ -164,7 +164,7 @@ def run(model: str, clients: int, minutes: float, out: Path, startup_timeout: fl
                      "cheap_p95": res["cheap_p95_s"] is not None and res["cheap_p95_s"] <= CHEAP_P95_S,
                      "memory": res["growth"] < MAX_GROWTH}
     text = section(res)
-    _replace(out, text)
+    replace_section(out, text, BEGIN, END)
     out.with_name("loadtest_mixed.json").write_text(json.dumps(res, indent=1, default=str), encoding="utf-8")
     print(text)
     return 0 if all(res["checks"].values()) else 1
@@ -193,12 +193,3 @@ def section(res: dict) -> str:
         f"(growth during the load {100 * res['growth']:+.1f}%; goal < {100 * MAX_GROWTH:.0f}%) | {ok(c['memory'])} |",
         "",
     ] + ([f"Errors: {'; '.join(res['errors'][:5])}", ""] if res["errors"] else []))
-
-
-def _replace(out: Path, text: str) -> None:
-    block = f"{BEGIN}\n{text.strip()}\n{END}"
-    old = out.read_text(encoding="utf-8") if out.is_file() else "# Benchmarks\n"
-    pattern = re.escape(BEGIN) + ".*?" + re.escape(END)
-    new = re.sub(pattern, lambda _: block, old, flags=re.S) if re.search(pattern, old, re.S) else \
-        old.rstrip() + "\n\n" + block + "\n"
-    out.write_text(new, encoding="utf-8")

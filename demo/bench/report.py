@@ -213,9 +213,14 @@ def write(results: dict, out: Path) -> tuple[Path, Path]:
 
 def replace_loadtest_section(out: Path, section: str) -> None:
     """Put the load-test section (markdown) into the report, replacing an earlier one."""
-    block = f"{LOADTEST_BEGIN}\n{section.strip()}\n{LOADTEST_END}"
+    replace_section(out, section, LOADTEST_BEGIN, LOADTEST_END)
+
+
+def replace_section(out: Path, section: str, begin: str, end: str) -> None:
+    """Put a section (markdown) between the markers `begin` and `end` into the report, replacing an earlier one."""
+    block = f"{begin}\n{section.strip()}\n{end}"
     old = out.read_text(encoding="utf-8") if out.is_file() else "# Benchmarks\n"
-    pattern = re.escape(LOADTEST_BEGIN) + ".*?" + re.escape(LOADTEST_END)
+    pattern = re.escape(begin) + ".*?" + re.escape(end)
     new = re.sub(pattern, lambda _: block, old, flags=re.S) if re.search(pattern, old, re.S) else \
         old.rstrip() + "\n\n" + block + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
