@@ -18,11 +18,13 @@ from PIL import Image
 import gradio as gr
 
 from .. import pipeline
-from ..pipeline import USER_ERRORS, InputError
+from ..defenses.test_time.tpt import suggested_views
+from ..pipeline import USER_ERRORS, InputError, budget
+from ..pipeline.budget import Estimated
+from ..pipeline.compare import check_defenses
 from ..registry import ATTACKS
 from ..viz import curve_chart
 from . import views
-from ..pipeline.budget import Estimated
 from .jobs import Cancelled
 from .models import get_model, is_teaching
 from .parse import (  # noqa: F401  (re-exported: the page and tests use them through this module)
@@ -113,9 +115,6 @@ VIEW_DEFENSES = ("tpt", "rtpt")
 def estimate(model_key, attack_name, eps, steps, mode, training_time, test_time, training_free, attack_params="",
              defense_params="", *, allowed: set[str]) -> str:
     """The cost of "Run all" with these settings, said before it runs (or why it would be refused)."""
-    from ..pipeline import budget
-    from ..pipeline.compare import check_defenses
-
     try:
         loaded = _model(model_key, allowed)
         name, params = attack_settings(attack_name, eps, steps, attack_params)
@@ -132,8 +131,6 @@ def estimate(model_key, attack_name, eps, steps, mode, training_time, test_time,
 def defense_starts(model_key: str, *, allowed: set[str]) -> dict:
     """Starting values of defense controls that depend on the loaded model ({defense: {field: value}}):
     the number of test-time views (see `suggested_views`). Empty when the model cannot be loaded."""
-    from ..defenses.test_time.tpt import suggested_views
-
     try:
         model, _ = get_model(model_key, allowed)
     except USER_ERRORS:
