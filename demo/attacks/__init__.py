@@ -1,6 +1,6 @@
 """Attacks. Each lives in its own module and registers itself in ATTACKS; import it here (one line)."""
 from ..registry import ATTACKS  # noqa: F401
-from .base import Attack, AttackError, AttackResult, quantize  # noqa: F401
+from .base import Attack, AttackError, AttackResult, quantize, step_for_budget  # noqa: F401
 from . import fgsm  # noqa: F401
 from . import pgd  # noqa: F401
 from . import pgd_l2  # noqa: F401
@@ -8,3 +8,4 @@ from . import cw  # noqa: F401
 from . import apgd_ce  # noqa: F401
 from . import apgd_dlr  # noqa: F401
 from . import embedding_pgd  # noqa: F401
+from . import autoattack  # noqa: F401

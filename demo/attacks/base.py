@@ -30,6 +30,12 @@ def quantize(images: torch.Tensor) -> torch.Tensor:
     return torch.round(images.clamp(0, 1) * 255.0) / 255.0
 
 
+def step_for_budget(eps: float, steps: int) -> float:
+    """The step size that scales with the budget: 2.5 * eps / steps (Madry et al., ICLR 2018), so that
+    `steps` steps can cross the eps-ball and back. 4/255 in 10 steps gives 1/255."""
+    return 2.5 * float(eps) / max(int(steps), 1)
+
+
 def project(adv: torch.Tensor, clean: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     """Project `adv` onto the eps-ball around `clean` (L-inf or L2) and into [0,1]."""
     delta = adv - clean
@@ -44,18 +50,17 @@ def project(adv: torch.Tensor, clean: torch.Tensor, eps: float, norm: str) -> to
 def quantize_in_budget(adv: torch.Tensor, clean: torch.Tensor, eps: float | None, norm: str) -> torch.Tensor:
     """Quantize to uint8 while staying inside the budget.
 
-    Clean images from uploads already lie on the uint8 grid; then rounding the perturbation towards
-    zero keeps |delta| <= eps exactly for L-inf. For L2 the rounded delta can grow by half a level per
-    pixel, so it is scaled down until it fits.
+    Clean images from uploads already lie on the uint8 grid. For L-inf each pixel's perturbation goes to
+    the nearest 8-bit level, capped at the largest level inside the budget: rounding towards zero instead
+    would drop every pixel between two levels by a whole one and weaken every attack a little. For L2
+    the rounded delta can grow by half a level per pixel, so it is scaled down until it fits.
     """
     q_clean = quantize(clean)
     delta = adv - q_clean
     if norm == "linf":
-        # Float error puts a pixel at the boundary at 3.9999998/255 instead of 4/255; plain truncation
-        # would drop it a whole level (most of an FGSM or PGD perturbation sits at the boundary). So
-        # values within 1e-4 of a level count as on it, and the level is then capped at the budget.
-        levels = torch.trunc(delta * 255.0 + torch.sign(delta) * 1e-4)
+        levels = torch.round(delta * 255.0)
         if eps is not None:
+            # Float error puts a boundary pixel at 3.9999998/255 for a 4/255 budget: it counts as on it.
             cap = float(int(eps * 255.0 + 1e-4))
             levels = levels.clamp(-cap, cap)
         q = q_clean + levels / 255.0

@@ -123,6 +123,11 @@ class Defense(abc.ABC):
         """The defended model for adaptive attacks (images -> logits, gradients reach the input)."""
         return _PredictModule(self, clf, seed)
 
+    def adaptive_variants(self) -> dict[str, "Defense"]:
+        """Further adaptive attacks an evaluation should also run, by name: defenses configured to give
+        another attack path (e.g. one that also targets a detector). Each is scored through `self`."""
+        return {}
+
     def predict_passes(self) -> Passes:
         """Encoder passes per image of one `predict`, for cost estimates made before running."""
         return Passes(forward=1)

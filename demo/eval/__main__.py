@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--defenses", default="",
                    help="comma-separated defense names, or 'all' for every registered one (default: none)")
     p.add_argument("--adaptive", action="store_true", help="also attack each defense adaptively (BPDA/EOT)")
+    p.add_argument("--eot", type=int, help="EOT draws per attack step for every randomized defense (default: each "
+                                            "defense's own)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", help="write <out>.json and <out>.md, e.g. docs/results")
     return p
@@ -69,10 +71,12 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         extra[key.strip()] = value.strip()
     if args.n < 1 or args.batch_size < 1:
         raise EvalError("--n and --batch-size must be at least 1")
+    if args.eot is not None and args.eot < 1:
+        raise EvalError("--eot must be at least 1")
     return EvalConfig(
         model=args.model, attack=args.attack, params=attack_params(args.attack, args.eps, args.alpha, args.steps, extra),
         n=args.n, seed=args.seed, batch_size=args.batch_size, data=args.data, defenses=_defense_names(args.defenses),
-        adaptive=args.adaptive, targeted=args.targeted, device=args.device,
+        adaptive=args.adaptive, targeted=args.targeted, device=args.device, eot=args.eot,
     )
 
 

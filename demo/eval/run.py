@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from .. import world
-from ..attacks import ATTACKS, AttackError, quantize
+from ..attacks import ATTACKS, AttackError, quantize, step_for_budget
 from ..defenses import DEFENSES, DefenseError
 from ..models.loading import LoadedModel, ModelLoadError, load_model
 from . import metrics as M
@@ -56,6 +56,7 @@ class EvalConfig:
     adaptive: bool = False
     targeted: bool = False
     device: str | None = None
+    eot: int | None = None  # EOT draws per attack step for randomized defenses (None: each one's default)
 
 
 def load_world(n: int, image_size: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,7 +95,8 @@ def load_data(spec: str, model: LoadedModel, n: int) -> Dataset:
 def attack_params(name: str, eps: float | None = None, alpha: float | None = None, steps: int | None = None,
                   extra: dict | None = None) -> dict:
     """Command-line values -> attack hyperparameters. Fields marked unit "/255" are given in /255 (like
-    the UI) and converted here, once; other fields (an L2 radius, CW's c) are taken as they are."""
+    the UI) and converted here, once; other fields (an L2 radius, CW's c) are taken as they are. Without
+    an explicit step size, an attack with one steps 2.5 * eps / steps (`step_for_budget`)."""
     cls = ATTACKS.get(name)
     fields = {f.name: f for f in cls.params()}
     given = {k: v for k, v in {"eps": eps, "alpha": alpha, "steps": steps, **(extra or {})}.items() if v is not None}
@@ -110,7 +112,21 @@ def attack_params(name: str, eps: float | None = None, alpha: float | None = Non
         else:
             value = float(value) / 255.0 if f.metadata.get("unit") == "/255" else float(value)
         out[key] = value
+    if "alpha" in fields and "alpha" not in out and ("eps" in out or "steps" in out):
+        # A step that follows the budget (2.5 * eps / steps): the default 1/255 is that rule at the
+        # default 4/255 in 10 steps, and would be too large at 1/255 or too small at 16/255.
+        e = out.get("eps", fields["eps"].default)
+        hi = fields["alpha"].metadata.get("hi")
+        out["alpha"] = min(step_for_budget(e, out.get("steps", fields["steps"].default)), hi if hi is not None else 1.0)
     return out
+
+
+def make_defense(name: str, eot: int | None = None):
+    """A defense with its defaults; `eot` sets the EOT draws of every defense that has them."""
+    cls = DEFENSES.get(name)
+    if eot is not None and "eot_draws" in {f.name for f in cls.params()}:
+        return DEFENSES.create(name, eot_draws=int(eot))
+    return DEFENSES.create(name)
 
 
 def _batches(n: int, size: int):
@@ -159,7 +175,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     atk = ATTACKS.create(cfg.attack, **cfg.params)
     if cfg.targeted and not atk.supports_targeted:
         raise EvalError(f"{atk.title or cfg.attack} has no targeted mode")
-    defenses = {name: DEFENSES.create(name) for name in cfg.defenses}
+    defenses = {name: make_defense(name, cfg.eot) for name in cfg.defenses}
     n, C = data.labels.shape[0], len(data.classnames)
     target_all = None
     if cfg.targeted:  # a random wrong class per image, fixed by the seed
@@ -198,6 +214,10 @@ def evaluate(cfg: EvalConfig) -> dict:
                     acc.cost(f"{name}/adaptive", res_d.timings.ms["attack"], res_d.passes, len(y))
                     acc.add(f"{name}/adaptive", d(clf, adv_d, seed).logits)
                     acc.add(f"{name}/adaptive_delta", adv_d - x)
+                    for vname, variant in d.adaptive_variants().items():
+                        adv_v, res_v = _attack(atk, variant.as_module(clf, seed), x, y, tgt, seed)
+                        acc.cost(f"{name}/{vname}", res_v.timings.ms["attack"], res_v.passes, len(y))
+                        acc.add(f"{name}/variant/{vname}", d(clf, adv_v, seed).logits)
             except (DefenseError, ModelLoadError, AttackError) as exc:
                 errors[name] = f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # one broken defense must not cost the other rows; the table says why
@@ -219,7 +239,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     rows = []
     for name, d in defenses.items():
         row = {"name": name, "title": d.title or name, "paradigm": d.paradigm.value,
-               "differentiable": d.differentiable, "randomized": d.randomized}
+               "differentiable": d.differentiable, "randomized": d.randomized,
+               "eot_draws": getattr(d, "eot_draws", None) if d.randomized else None}
         if name in errors:
             row["error"] = errors[name]
         else:
@@ -234,7 +255,12 @@ def evaluate(cfg: EvalConfig) -> dict:
             if cfg.adaptive:
                 d_ad = acc.cat(f"{name}/adaptive")
                 row["per_image"]["adaptive_pred"] = d_ad.argmax(1).tolist()
-                worst = M.worst_case_accuracy([d_obl, d_ad], labels)
+                variants = {v: acc.cat(f"{name}/variant/{v}") for v in d.adaptive_variants()}
+                if variants:
+                    row["adaptive_variants"] = {
+                        v: {"robust_accuracy": M.accuracy(lg, labels), "pred": lg.argmax(1).tolist(),
+                            "ms_per_image": acc.per_image(f"{name}/{v}", n)[0]} for v, lg in variants.items()}
+                worst = M.worst_case_accuracy([d_obl, d_ad, *variants.values()], labels)
                 row.update({
                     "robust_accuracy_adaptive": M.accuracy(d_ad, labels),
                     # An image counts as robust only if it survives every attack tried on it.
@@ -258,6 +284,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "adaptive": cfg.adaptive,
+        "eot": cfg.eot,
         "device": str(model.device),
         "threads": torch.get_num_threads(),
         "undefended": undefended,

@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from ..attacks import step_for_budget
 from ..defenses.base import Paradigm
 from ..models.loading import LoadedModel
 from .compare import ProgressFn, _as_png, _Progress, check_image, check_request
@@ -103,13 +104,22 @@ def robustness_curve(
     result = CurveResult(labels, true_label, attack.name, bool(adaptive), eps_values,
                          {UNDEFENDED: [], **{(d.title or d.name): [] for _, d in chosen}})
 
+    def scaled(eps: float) -> dict:
+        # A fixed step would be too large for 1/255 and too small to reach the boundary of 16/255 in the
+        # same number of steps; the step follows each budget instead (2.5 * eps / steps).
+        if "alpha" not in {f.name for f in attack.params()}:
+            return {"eps": eps}
+        return {"eps": eps, "alpha": min(step_for_budget(eps, int(steps)), alpha_hi)}
+
+    alpha_hi = next((f.metadata.get("hi") for f in attack.params() if f.name == "alpha"), None) or 1.0
+
     def point(eps: float, probs: torch.Tensor) -> CurvePoint:
         pred = int(probs.argmax())
         return CurvePoint(eps, pred == true_label, float(probs[true_label]), labels[pred])
 
     for eps in eps_values:
         report = tracker.stage(f"eps = {eps * 255:g}/255")
-        sized = type(attack)(**{**{f.name: getattr(attack, f.name) for f in attack.params()}, "eps": eps})
+        sized = type(attack)(**{**{f.name: getattr(attack, f.name) for f in attack.params()}, **scaled(eps)})
         n_runs = 1 + (len(chosen) if adaptive else 0)
 
         def attack_through(model, k):

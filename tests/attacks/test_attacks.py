@@ -212,6 +212,20 @@ def test_quantization_keeps_boundary_pixels_at_the_budget():
         assert float((q - x).abs().max()) <= eps + 1e-6
 
 
+def test_quantization_rounds_to_the_nearest_level_inside_the_budget():
+    from demo.attacks.base import quantize_in_budget
+
+    x = torch.full((1, 3, 2, 2), 100 / 255)
+    shifts = torch.tensor([2.6, 2.4, -2.6, 3.9, 4.4, -4.49, 0.5001, -0.4999, 2.5, 1.0, -1.0, 0.0]) / 255
+    adv = x + shifts.view(1, 3, 2, 2)
+    levels = torch.round((quantize_in_budget(adv, x, 4 / 255, "linf") - x) * 255).flatten()
+    # nearest level (truncation would give 2, 2, -2, 3, ...), capped at the 4/255 budget
+    assert levels.tolist() == [3, 2, -3, 4, 4, -4, 1, 0, 2, 1, -1, 0]
+    # a budget between two levels caps at the level below it
+    half = quantize_in_budget(x + 2.5 / 255, x, 2.5 / 255, "linf")
+    assert torch.allclose((half - x) * 255, torch.full_like(x, 2.0), atol=1e-4)
+
+
 def test_l2_quantization_respects_the_budget_on_large_images():
     # Rounding noise alone has norm ~0.25 at 3x128x128: shrinking the rounded delta cannot converge.
     from demo.attacks.base import quantize_in_budget

@@ -274,7 +274,7 @@ def _pgd(model, x, y, eps=EPS, alpha=ALPHA, steps=STEPS, seed=0):
         adv.requires_grad_(True)
         (grad,) = torch.autograd.grad(F.cross_entropy(model(adv), y), adv)
         adv = (x + (adv.detach() + alpha * grad.sign() - x).clamp(-eps, eps)).clamp(0, 1)
-    return (x + torch.trunc((adv - x) * 255) / 255).clamp(0, 1)
+    return (x + torch.round((adv - x) * 255).clamp(-round(eps * 255), round(eps * 255)) / 255).clamp(0, 1)
 
 
 @pytest.fixture(scope="module")

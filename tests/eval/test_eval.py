@@ -126,9 +126,19 @@ def test_folder_needs_two_classes(tiny_dir, tmp_path):
 
 def test_attack_params_convert_units_once():
     assert attack_params("pgd", eps=4, alpha=1, steps=3) == {"eps": 4 / 255, "alpha": 1 / 255, "steps": 3}
-    assert attack_params("pgd_l2", eps=0.5) == {"eps": 0.5}
+    assert attack_params("pgd_l2", eps=0.5, alpha=0.1) == {"eps": 0.5, "alpha": 0.1}
     assert attack_params("pgd", extra={"random_start": "false"}) == {"random_start": False}
     assert attack_params("cw", extra={"c": "10"}) == {"c": 10.0}
+
+
+def test_step_size_follows_the_budget_unless_given():
+    # Madry et al.'s 2.5 * eps / steps: 1/255 at the default 4/255 in 10 steps
+    assert attack_params("pgd", eps=4, steps=10)["alpha"] == pytest.approx(1 / 255)
+    assert attack_params("pgd", eps=1, steps=10)["alpha"] == pytest.approx(0.25 / 255)
+    assert attack_params("pgd", eps=8)["alpha"] == pytest.approx(2 / 255)
+    assert attack_params("pgd", eps=32, steps=1)["alpha"] == pytest.approx(16 / 255)  # capped at the field's limit
+    assert attack_params("pgd", eps=1, alpha=1)["alpha"] == pytest.approx(1 / 255)
+    assert "alpha" not in attack_params("fgsm", eps=4)
 
 
 def test_world_images_do_not_depend_on_n():

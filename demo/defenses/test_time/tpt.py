@@ -115,6 +115,9 @@ class TPT(Defense):
                              help="Fraction of views with the lowest entropy that the loss uses (paper: 0.1).")
     lr: float = param(5e-3, lo=1e-4, hi=1e-1, step=1e-4, label="Learning rate", help="AdamW step size (paper: 5e-3).")
     steps: int = param(1, lo=1, hi=8, step=1, label="Steps", help="Tuning steps per image (paper: 1).")
+    eot_draws: int = param(1, lo=1, hi=16, step=1, label="EOT draws (adaptive attack)",
+                           help="Independent sets of views averaged per step when an adaptive attack goes through "
+                                "the adaptation (each step already draws fresh views).")
 
     def objective(self, logits: torch.Tensor) -> torch.Tensor:
         """(b, k, C) logits of the selected views -> (b,) loss: TPT's marginal entropy."""
@@ -218,12 +221,12 @@ class TPT(Defense):
         # The views of every call are encoded again; the readout differentiates the image (TPT) or all
         # views (R-TPT, `view_grad`).
         if self.view_grad:
-            return Passes(batched_grad=self.views)
-        return Passes(batched_forward=self.views, grad=1)
+            return self.eot_draws * Passes(batched_grad=self.views)
+        return self.eot_draws * Passes(batched_forward=self.views, grad=1)
 
-    def as_module(self, clf: nn.Module, seed: int = 0, eot_samples: int = 1) -> nn.Module:
+    def as_module(self, clf: nn.Module, seed: int = 0, eot_samples: int | None = None) -> nn.Module:
         self.check()
-        return _TunedModule(self, clf, seed, eot_samples)
+        return _TunedModule(self, clf, seed, self.eot_draws if eot_samples is None else eot_samples)
 
 
 class _TunedModule(nn.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -20,6 +20,10 @@ PAPER_TAU_THRES = 0.2  # set in the paper for OpenAI CLIP ViT-B/32; the official
 CALIBRATIONS = {"teaching": teaching.TTC_CALIBRATION}
 _CALIBRATED: dict[str, float] = {}
 _LOCK = threading.Lock()
+# How far above the threshold the detector-aware attack keeps pushing tau, as a fraction of it.
+MARGIN = 0.25
+# Weight of the tau hinge against the label loss (larger values spend the budget on tau alone).
+WEIGHT = 0.02
 
 
 def calibrated_threshold(model_key: str | None) -> tuple[float, str]:
@@ -70,7 +74,10 @@ class TTC(Defense):
     averaged) with exact differentiation through the counterattack. The step signs and the tau branch
     are piecewise constant in x, so their derivative is zero almost everywhere; the steps are replayed
     as a differentiable function of x with those signs fixed, which keeps the dependence of the
-    clipping to [0, 1] on x. No BPDA approximation is involved.
+    clipping to [0, 1] on x. No BPDA approximation is involved. With `detector_aware` the
+    attack also targets the tau test: every image is counterattacked in the replay, and the two
+    branches are mixed by a smooth version of the test (`_TTCModule._soft_branch`), so the attack can
+    push tau above the threshold and skip the counterattack.
     """
 
     title = "TTC (test-time counterattacks)"
@@ -82,7 +89,8 @@ class TTC(Defense):
                  "clean accuracy within 2 points on calibration images (the paper's 0.2 was set for OpenAI CLIP; "
                  "hub models use it). On the teaching model attacked images are not falsely stable (their tau is "
                  "no lower than clean images'), so the threshold cannot tell them apart: see the results page. "
-                 "The adaptive path averages over 2 random starts (EOT).")
+                 "The adaptive path averages over 2 random starts (EOT); evaluations also run a detector-aware "
+                 "variant that adds a hinge pushing tau above the threshold, so an image can look clean.")
 
     eps: float = param(4 / 255, lo=0.0, hi=16 / 255, step=1 / 255, unit="/255", label="Counterattack budget",
                        help="L-inf budget of the random start and of the counterattack.")
@@ -98,6 +106,10 @@ class TTC(Defense):
                         help="Weights exp(beta k) over the steps: larger beta trusts later steps more.")
     eot_draws: int = param(2, lo=1, hi=16, step=1, label="EOT draws (adaptive attack)",
                            help="Random starts averaged per step when an adaptive attack goes through TTC.")
+    detector_aware: bool = param(False, label="Adaptive attack also targets the tau detector",
+                                 help="The attack sees both branches, weighted by a smooth version of the tau test, "
+                                      "so it can learn to look clean (tau above the threshold) and skip the "
+                                      "counterattack.")
 
     def weights(self, device) -> torch.Tensor:
         return torch.softmax(self.beta * torch.arange(self.steps + 1, dtype=torch.float32, device=device), 0)
@@ -110,8 +122,9 @@ class TTC(Defense):
             return calibrated_threshold(getattr(clf, "model_key", None))
         return float(self.tau_thres), "set by hand"
 
-    def plan(self, clf, x: torch.Tensor, generator: torch.Generator) -> CounterattackPlan:
-        """Run the tau probe and the counterattack on detached images (encoder passes happen here)."""
+    def plan(self, clf, x: torch.Tensor, generator: torch.Generator, force: bool = False) -> CounterattackPlan:
+        """Run the tau probe and the counterattack on detached images (encoder passes happen here);
+        `force` counterattacks every image whatever its tau (the detector-aware attack needs both branches)."""
         x = x.detach()
         noise = ((torch.rand(x.shape, generator=generator) * 2 - 1) * self.eps).to(x.device, x.dtype)
         delta = _clip_to_image(noise, x)
@@ -123,6 +136,8 @@ class TTC(Defense):
             tau = ((feats - clean).norm(dim=-1) / clean.norm(dim=-1).clamp_min(1e-12)).detach()
             # Strict inequality as in the official code: at tau == thres the input counts as clean.
             attacked = tau < self.threshold(clf)[0] if self.steps > 0 else torch.zeros_like(tau, dtype=torch.bool)
+            if force and self.steps > 0:
+                attacked = torch.ones_like(attacked)
             signs: list[torch.Tensor] = []
             if bool(attacked.any()):
                 idx = attacked.nonzero().squeeze(1)
@@ -183,7 +198,16 @@ class TTC(Defense):
         # the clean embedding, the tau probe and the later counterattack steps, the final prediction
         return Passes(forward=2, grad=self.steps)
 
+    def adaptive_variants(self) -> dict:
+        # Evaluations run both: on the teaching model the tau term costs the attack more than it gains
+        # (docs/results.md), so neither attack alone is the worst case.
+        return {} if self.detector_aware else {"detector-aware": replace(self, detector_aware=True)}
+
     def adaptive_passes(self):
+        if self.detector_aware and self.steps > 0:
+            # the plan (clean embedding, probe, steps) and the counterattacked image, plus the
+            # differentiable tau: x and x + delta_0 encoded again with gradients
+            return self.eot_draws * Passes(forward=1, grad=self.steps + 3)
         return self.eot_draws * Passes(forward=1, grad=self.steps + 1)
 
     def as_module(self, clf, seed: int = 0) -> nn.Module:
@@ -200,8 +224,35 @@ class _TTCModule(nn.Module):
         self.generator = local_generator(seed)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        d = self.defense
+        aware = d.detector_aware and d.steps > 0
         logits = 0.0
-        for _ in range(self.defense.eot_draws):
-            plan = self.defense.plan(self.clf, images, self.generator)
-            logits = logits + self.clf(self.defense.replay(images, plan).clamp(0, 1))
-        return logits / self.defense.eot_draws
+        for _ in range(d.eot_draws):
+            plan = d.plan(self.clf, images, self.generator, force=aware)
+            if not aware:
+                logits = logits + self.clf(d.replay(images, plan).clamp(0, 1))
+                continue
+            logits = logits + self._soft_branch(images, plan)
+        return logits / d.eot_draws
+
+    def _soft_branch(self, images: torch.Tensor, plan: CounterattackPlan) -> torch.Tensor:
+        """log(w p_noise + (1 - w) p_counter) with w the hard tau test in the forward pass and, in the
+        backward pass, a hinge -relu(1.25 thres - tau) / thres: the tau test made differentiable (Tramer et al., "On Adaptive Attacks to Adversarial Example Defenses", NeurIPS 2020),
+        with tau differentiable in x. Raising the loss through w means moving tau to the branch that is
+        fooled, typically above the threshold, where TTC adds noise only."""
+        d, clf = self.defense, self.clf
+        thres = d.threshold(clf)[0]
+        noisy_in = (images + _clip_to_image(plan.noise, images)).clamp(0, 1)
+        clean = clf.encode(images, normalize=False)
+        noisy = clf.encode(noisy_in, normalize=False)
+        tau = (noisy - clean).norm(dim=-1) / clean.norm(dim=-1).clamp_min(1e-12)
+        # A hinge on tau: no pull once tau is MARGIN above the threshold, so images that already look
+        # clean spend the whole budget on the label (a sign-gradient step would otherwise be dominated
+        # by the tau term).
+        h = -WEIGHT * torch.relu(thres * (1 + MARGIN) - tau).unsqueeze(-1) / max(thres, 1e-12)
+        hard = (plan.tau >= thres).to(h.dtype).unsqueeze(-1)
+        # The value is the branch TTC really takes; only the gradient comes from the hinge.
+        w = hard + (h - h.detach())
+        p_noise = clf.logits_from_features(noisy).float().softmax(-1)
+        p_counter = clf(d.replay(images, plan).clamp(0, 1)).float().softmax(-1)
+        return (w * p_noise + (1 - w) * p_counter).clamp_min(1e-12).log()
