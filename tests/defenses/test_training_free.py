@@ -160,6 +160,24 @@ def test_ttc_counterattack_branch_pushes_the_embedding_away(tiny_clf, tiny_image
     assert torch.equal(none.images, noise.images) and not any(none.changed["counterattacked"])
 
 
+def test_ttc_detector_aware_attack_sees_the_real_branch_and_pulls_tau_up(tiny_clf, tiny_images):
+    taus = DEFENSES.create("ttc")(tiny_clf, tiny_images, seed=2).changed["tau"]
+    thres = sorted(taus)[1]
+    plain = DEFENSES.create("ttc", calibrated=False, tau_thres=thres, eot_draws=1)
+    (name, aware), = plain.adaptive_variants().items()
+    assert name == "detector-aware" and aware.detector_aware and not aware.adaptive_variants()
+    x = tiny_images.clone().requires_grad_(True)
+    # Forward: the branch TTC really takes, so the attack optimizes what the defense outputs.
+    a, b = plain.as_module(tiny_clf, 0)(x), aware.as_module(tiny_clf, 0)(x)
+    assert torch.allclose(a.log_softmax(-1), b.log_softmax(-1), atol=1e-4)
+    # Backward: images below the threshold also get the hinge on tau, images above do not.
+    ga, = torch.autograd.grad(F.cross_entropy(a, torch.zeros(len(taus), dtype=torch.long)), x)
+    gb, = torch.autograd.grad(F.cross_entropy(b, torch.zeros(len(taus), dtype=torch.long)), x)
+    far_above = [t > 1.25 * thres for t in taus]
+    for i, above in enumerate(far_above):
+        assert torch.allclose(ga[i], gb[i], atol=1e-6) == above
+
+
 def test_ttc_later_steps_weigh_more():
     w = DEFENSES.create("ttc").weights("cpu")
     expected = torch.exp(2.0 * torch.arange(3.0))

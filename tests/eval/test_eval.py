@@ -104,6 +104,24 @@ def test_world_data_targeted(tiny_dir, tmp_path):
     assert result["defenses"] == []
 
 
+def test_eot_draws_and_adaptive_variants_reach_the_worst_case(tiny_dir):
+    result = main(["--model", f"local-dir:{tiny_dir}", "--attack", "pgd", "--eps", "8", "--steps", "2", "--n", "6",
+                   "--batch-size", "3", "--defenses", "ttc,random_resize_pad,jpeg", "--adaptive", "--eot", "3"])
+    rows = {r["name"]: r for r in result["defenses"]}
+    assert result["eot"] == 3
+    assert rows["ttc"]["eot_draws"] == 3 and rows["random_resize_pad"]["eot_draws"] == 3
+    assert rows["jpeg"]["eot_draws"] is None  # deterministic: nothing to average
+    variant = rows["ttc"]["adaptive_variants"]["detector-aware"]
+    labels = result["per_image"]["labels"]
+    survived = [all(p[i] == y for p in (rows["ttc"]["per_image"]["oblivious_pred"],
+                                        rows["ttc"]["per_image"]["adaptive_pred"], variant["pred"]))
+                for i, y in enumerate(labels)]
+    assert rows["ttc"]["robust_accuracy_worst"] == pytest.approx(sum(survived) / len(labels))
+    assert "adaptive_variants" not in rows["jpeg"]
+    with pytest.raises(SystemExit):
+        main(["--model", f"local-dir:{tiny_dir}", "--n", "2", "--eot", "0"])
+
+
 @pytest.mark.parametrize("bad", [
     ["--attack", "nope"],
     ["--attack", "cw", "--eps", "4"],          # CW has no budget parameter
