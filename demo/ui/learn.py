@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..eval import published
 from . import assets
 
+# Learn-tab pages that end with the published numbers of their paradigm.
+MEASURED = {"training_time": "training-time", "test_time": "test-time", "training_free": "training-free"}
 PAGES = [("How attacks work", "attacks"), ("Training-time defenses", "training_time"),
          ("Test-time adaptation", "test_time"), ("Training-free defenses", "training_free"),
          ("Oblivious vs adaptive attacks", "adaptive"), ("Reading the numbers", "numbers"),
@@ -29,8 +32,15 @@ def build() -> None:
                                 nxt = gr.Button("Next", size="sm", variant="primary")
                                 nxt.click(lambda i=i: gr.Walkthrough(selected=i + 1), None, walk,
                                           api_visibility="private", queue=False)
+    numbers = published.defense_numbers()
     for title, name in PAGES:
-        text = assets.content(name)
-        if text:
+        text = published.fill(assets.content(name), numbers)
+        if name in MEASURED:
+            text += "\n\n" + published.paradigm_table(MEASURED[name], numbers)
+        if text.strip():
             with gr.Accordion(title, open=False):
                 gr.Markdown(text)
+    board = published.RESULTS_DIR.parent / "leaderboard.md"
+    if board.is_file():
+        with gr.Accordion("Leaderboard: all three paradigms under one attack standard", open=False):
+            gr.Markdown(board.read_text(encoding="utf-8").split("\n", 1)[1])

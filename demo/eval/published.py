@@ -1,0 +1,130 @@
+"""The published evaluation: the JSON files under docs/results/ that `python -m demo.eval.suite` writes,
+read into per-defense numbers. docs/results.md, docs/leaderboard.md and the app's Learn tab all read
+them through here, so every number they show has one source.
+
+Runs are named `<attack><eps>_<group>_<split>` (e.g. `pgd4_main_seen`, `aa1_training_time_seen`);
+`eot_<defense>_<draws>` are the EOT-draws measurement and `sanity` the sanity checks.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "results"
+_RUN = re.compile(r"^(?P<attack>pgd|aa)(?P<eps>\d+)_(?P<group>.+)_(?P<split>seen|held_out)$")
+
+
+def load(folder: Path | str = RESULTS_DIR) -> dict[str, dict]:
+    """Every result file in `folder`, by run name (file stem); {} when nothing was published."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def _undefended_row(result: dict) -> dict:
+    u, per = result["undefended"], result["per_image"]
+    return {"name": "none", "title": "None", "paradigm": "none", "differentiable": True, "randomized": False,
+            "clean_accuracy": u["clean_accuracy"], "robust_accuracy_oblivious": u["robust_accuracy"],
+            "robust_accuracy_adaptive": u["robust_accuracy"], "robust_accuracy_worst": u["robust_accuracy"],
+            "ms_per_image": 0.0, "per_image": {"clean_pred": per["clean_pred"], "oblivious_pred": per["adv_pred"],
+                                               "adaptive_pred": per["adv_pred"]}}
+
+
+def rows(results: dict[str, dict]) -> dict[tuple[str, int, str], dict[str, dict]]:
+    """{(attack, eps, split): {defense name: row}}; each row also gets "n", "labels" and "run"."""
+    out: dict[tuple[str, int, str], dict[str, dict]] = {}
+    for run, result in results.items():
+        m = _RUN.match(run)
+        if not m:
+            continue
+        table = out.setdefault((m["attack"], int(m["eps"]), m["split"]), {})
+        found = [r for r in result["defenses"] if "error" not in r]
+        if not any(r["name"] == "none" for r in found):
+            found = [_undefended_row(result)] + found
+        for row in found:
+            if row["name"] == "none":
+                row = {**row, "paradigm": "none", "title": "None (undefended)"}
+            if row["name"] not in table:
+                table[row["name"]] = {**row, "n": result["data"]["n"], "labels": result["per_image"]["labels"],
+                                      "run": run, "seconds": result["seconds"], "command": result.get("command", "")}
+    return out
+
+
+def per_image_worst(entries: list[dict], k: int | None = None) -> tuple[float, int]:
+    """Share of the first k images (all shared ones by default) correct under every attack of every
+    entry (rows of the same defense from several runs, on the same images in the same order)."""
+    n = min(len(e["labels"]) for e in entries) if k is None else k
+    labels = entries[0]["labels"][:n]
+    ok = [True] * n
+    for e in entries:
+        assert e["labels"][:n] == labels, "runs must share their first images"
+        per = e["per_image"]
+        preds = [per["oblivious_pred"]] + ([per["adaptive_pred"]] if "adaptive_pred" in per else [])
+        preds += [v["pred"] for v in e.get("adaptive_variants", {}).values()]
+        for p in preds:
+            ok = [o and a == y for o, a, y in zip(ok, p[:n], labels)]
+    return sum(ok) / max(n, 1), n
+
+
+def defense_numbers(results: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Per defense: title, paradigm and, where run, {"seen"|"held_out": {clean, oblivious, adaptive,
+    worst, n}} at PGD-10 4/255 and {"aa1"|"aa4": {...}} under AutoAttack, plus "leaderboard_worst"
+    (per-image worst case over every attack run on the seen classes) with its n."""
+    results = load() if results is None else results
+    tables = rows(results)
+    out: dict[str, dict] = {}
+    for (attack, eps, split), table in tables.items():
+        for name, row in table.items():
+            d = out.setdefault(name, {"title": row["title"], "paradigm": row["paradigm"]})
+            key = split if attack == "pgd" and eps == 4 else f"{attack}{eps}" + ("" if split == "seen" else "_held_out")
+            d[key] = {"clean": row["clean_accuracy"], "oblivious": row["robust_accuracy_oblivious"],
+                      "adaptive": row.get("robust_accuracy_adaptive"), "worst": row.get("robust_accuracy_worst"),
+                      "n": row["n"], "ms": row.get("ms_per_image"), "flag": bool(row.get("adaptive_weaker_than_oblivious")),
+                      "variants": {k: v["robust_accuracy"] for k, v in row.get("adaptive_variants", {}).items()}}
+    for name, d in out.items():
+        seen = [tables[k][name] for k in tables if k[2] == "seen" and k[1] == 4 and name in tables[k]]
+        if seen:
+            with_adaptive = [e for e in seen if "adaptive_pred" in e["per_image"]]
+            if with_adaptive:
+                d["leaderboard_worst"], d["leaderboard_n"] = per_image_worst(with_adaptive)
+                d["leaderboard_attacks"] = sorted({e["run"].split("_")[0] for e in with_adaptive})
+    return out
+
+
+_TOKEN = re.compile(r"\{\{(\w+)\.(\w+)\.(\w+)\}\}")
+
+
+def fill(text: str, numbers: dict[str, dict] | None = None) -> str:
+    """Replace {{defense.split.field}} (e.g. {{ttc.seen.worst}}) by the published accuracy in percent,
+    so teaching texts quote the results instead of copies of them; "n/a" where it was not run."""
+    numbers = defense_numbers() if numbers is None else numbers
+
+    def sub(m: re.Match) -> str:
+        value = numbers.get(m[1], {}).get(m[2], {}).get(m[3])
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+
+    return _TOKEN.sub(sub, text)
+
+
+def paradigm_table(paradigm: str, numbers: dict[str, dict] | None = None) -> str:
+    """A markdown table of the published numbers of one paradigm's defenses (with the undefended row)."""
+    numbers = defense_numbers() if numbers is None else numbers
+    names = ["none"] + [k for k, d in numbers.items() if d["paradigm"] == paradigm]
+    names = [k for k in names if k in numbers and "seen" in numbers[k]]
+    if len(names) < 2:
+        return ""
+
+    def pct(d: dict | None, field: str) -> str:
+        return "not run" if not d or d.get(field) is None else f"{100 * d[field]:.1f}%"
+
+    aa = paradigm == "training-time"
+    lines = ["| defense | clean | robust, worst case | robust, held-out classes |" + (" AutoAttack 4/255 |" if aa else ""),
+             "|---|---|---|---|" + ("---|" if aa else "")]
+    for k in names:
+        d = numbers[k]
+        row = f"| {d['title']} | {pct(d.get('seen'), 'clean')} | {pct(d.get('seen'), 'worst')} | {pct(d.get('held_out'), 'worst')} |"
+        lines.append(row + (f" {pct(d.get('aa4'), 'worst')} |" if aa else ""))
+    return ("Measured on the teaching model, PGD-10 at 4/255, the worst case over the oblivious and the adaptive "
+            "attack (all numbers, intervals and commands: docs/results.md):\n\n" + "\n".join(lines) + "\n")

@@ -1,0 +1,180 @@
+"""docs/results.md and docs/leaderboard.md, generated from the published runs (`demo.eval.published`).
+
+Every number in them is read from docs/results/*.json; the prose between the tables is written around
+those numbers, so a rerun that changes them changes the text too. `python -m demo.eval.suite report`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import published as P
+from .metrics import fmt_ci, significantly_above, wilson_interval
+from .report import attack_label
+from .summary import how_attacked
+
+DOCS = P.RESULTS_DIR.parent
+PARADIGMS = ("none", "training-time", "test-time", "training-free")
+# Adaptive attacks known to be incomplete, said in the tables (not only in the prose).
+INCOMPLETE = {
+    "tpt": "the adaptation is BPDA (prompt held constant in the backward pass): an upper bound",
+    "rtpt": "the adaptation is BPDA (prompt held constant in the backward pass): an upper bound",
+    "anti_adversary": "the label it trusts flips during the attack, so the gradient misleads: trust the worst case",
+}
+
+
+def pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _ordered(table: dict[str, dict]) -> list[dict]:
+    return sorted(table.values(), key=lambda r: (PARADIGMS.index(r["paradigm"]) if r["paradigm"] in PARADIGMS else 9))
+
+
+def _how(row: dict) -> str:
+    if row["name"] == "none":
+        return "the same attack"
+    text = how_attacked(row)
+    if row.get("eot_draws"):
+        text += f" ({row['eot_draws']} draws per step)"
+    if row.get("adaptive_variants"):
+        text += "; also " + ", ".join(f"{k} ({pct(v['robust_accuracy'])})" for k, v in row["adaptive_variants"].items())
+    if row["name"] in INCOMPLETE:
+        text += "; incomplete: " + INCOMPLETE[row["name"]]
+    return text
+
+
+def pgd_table(table: dict[str, dict]) -> str:
+    lines = ["| defense | paradigm | clean | oblivious | adaptive | worst case | how the adaptive attack went | defense ms/image |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in _ordered(table):
+        n, flag = r["n"], " ⚠" if r.get("adaptive_weaker_than_oblivious") else ""
+        lines.append(f"| {r['title']} | {r['paradigm']} | {fmt_ci(r['clean_accuracy'], n)} "
+                     f"| {fmt_ci(r['robust_accuracy_oblivious'], n)} | {fmt_ci(r.get('robust_accuracy_adaptive'), n)}{flag} "
+                     f"| {fmt_ci(r.get('robust_accuracy_worst'), n)} | {_how(r)} | {r.get('ms_per_image', 0):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def aa_table(tables: dict) -> str:
+    aa = {eps: tables.get(("aa", eps, "seen"), {}) for eps in (1, 4)}
+    pgd = tables.get(("pgd", 4, "seen"), {})
+    names = [r["name"] for r in _ordered(aa[4] or aa[1])]
+    lines = ["| model | clean | AutoAttack 1/255 | AutoAttack 4/255 | PGD-10 4/255 (n=500) | AutoAttack 4/255 transferred from the undefended model |",
+             "|---|---|---|---|---|---|"]
+    for name in names:
+        a1, a4, p = aa[1].get(name), aa[4].get(name), pgd.get(name)
+        ref = a4 or a1
+        lines.append(f"| {ref['title']} | {fmt_ci(ref['clean_accuracy'], ref['n'])} "
+                     f"| {fmt_ci(a1['robust_accuracy_worst'], a1['n']) if a1 else 'not run'} "
+                     f"| {fmt_ci(a4['robust_accuracy_worst'], a4['n']) if a4 else 'not run'} "
+                     f"| {fmt_ci(p['robust_accuracy_worst'], p['n']) if p else 'not run'} "
+                     f"| {fmt_ci(a4['robust_accuracy_oblivious'], a4['n']) if a4 and name != 'none' else '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def eot_table(results: dict) -> str:
+    rows = {}
+    for name, r in results.items():
+        if name.startswith("eot_"):
+            _, defense, draws = name.split("_", 2)
+            row = r["defenses"][0]
+            rows.setdefault(int(draws), {})[defense] = (row, r["data"]["n"])
+    if not rows:
+        return "Not run yet.\n"
+    defenses = sorted({d for v in rows.values() for d in v})
+    titles = {d: next(v[d][0]["title"] for v in rows.values() if d in v) for d in defenses}
+    lines = ["| EOT draws per step | " + " | ".join(f"{titles[d]}: adaptive | {titles[d]}: worst case" for d in defenses) + " |",
+             "|---|" + "---|---|" * len(defenses)]
+    for draws in sorted(rows):
+        cells = []
+        for d in defenses:
+            row, n = rows[draws].get(d, (None, 0))
+            cells += [fmt_ci(row["robust_accuracy_adaptive"], n), fmt_ci(row["robust_accuracy_worst"], n)] if row else ["-", "-"]
+        lines.append(f"| {draws} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def saturation(results: dict, defense: str) -> str:
+    """In words: from how many draws on more draws stop lowering the adaptive accuracy beyond noise."""
+    pts = sorted((int(k.rsplit("_", 1)[1]), r["defenses"][0]["robust_accuracy_adaptive"], r["data"]["n"])
+                 for k, r in results.items() if k.startswith(f"eot_{defense}_"))
+    if len(pts) < 2:
+        return "not measured"
+    best = min(a for _, a, _ in pts)
+    for draws, acc, n in pts:
+        if not significantly_above(acc, best, n):
+            return f"{draws} draws are within noise of the lowest accuracy ({pct(best)}) reached with up to {pts[-1][0]}"
+    return "still falling"
+
+
+def sanity_table(results: dict) -> str:
+    s = results.get("sanity")
+    if not s:
+        return "Not run yet.\n"
+    from .sanity import markdown
+
+    failed = [c for c in s["checks"] if not c["passed"]]
+    verdict = "All checks passed." if not failed else f"{len(failed)} check(s) FAILED: " + "; ".join(
+        f"{c['check']} ({c['model']})" for c in failed)
+    return markdown(s) + f"\n{verdict} `{s['command']}`, {s['seconds']:.0f} s.\n"
+
+
+def leaderboard(numbers: dict[str, dict]) -> str:
+    ranked = sorted((d for d in numbers.values() if "leaderboard_worst" in d), key=lambda d: -d["leaderboard_worst"])
+    lines = ["| rank | defense | paradigm | worst-case robust acc. (seen, 4/255) | attacks counted | clean (seen) "
+             "| clean (held-out) | worst case (held-out) | defense ms/image |", "|---|---|---|---|---|---|---|---|---|"]
+    prev = None
+    for i, d in enumerate(ranked, start=1):
+        n, w = d["leaderboard_n"], d["leaderboard_worst"]
+        tie = prev is not None and not (wilson_interval(prev[0], prev[1])[0] > wilson_interval(w, n)[1])
+        held = d.get("held_out", {})
+        attacks = " + ".join({"pgd4": "PGD-10 (oblivious, adaptive)", "aa4": "AutoAttack (oblivious, adaptive)"}.get(a, a)
+                             for a in d["leaderboard_attacks"])
+        lines.append(f"| {i}{' ≈' if tie else ''} | {d['title']} | {d['paradigm']} | {fmt_ci(w, n)}, n={n} | {attacks} "
+                     f"| {pct(d.get('seen', {}).get('clean'))} | {pct(held.get('clean'))} | {pct(held.get('worst'))} "
+                     f"| {d.get('seen', {}).get('ms') or 0:.1f} |")
+        prev = (w, n)
+    return "\n".join(lines) + "\n"
+
+
+def _commands(tables_runs: list[dict]) -> str:
+    return "\n".join(f"- `{r['command']}` ({r['seconds']:.0f} s)" for r in tables_runs) + "\n"
+
+
+def _runs_of(results: dict, prefix: str) -> list[dict]:
+    return [r for k, r in results.items() if k.startswith(prefix)]
+
+
+def _split_runs(results: dict, split: str) -> list[dict]:
+    return [r for k, r in results.items() if k.startswith("pgd4_") and k.endswith("_" + split)]
+
+
+def write_all(folder: Path | None = None, docs: Path | None = None) -> list[Path]:
+    """Write results.md and leaderboard.md into `docs` (default docs/) from the runs in `folder`."""
+    from . import prose
+
+    results = P.load() if folder is None else P.load(folder)
+    tables, numbers = P.rows(results), P.defense_numbers(results)
+    out = []
+    seen, held = tables.get(("pgd", 4, "seen"), {}), tables.get(("pgd", 4, "held_out"), {})
+    any_pgd = next(iter(_runs_of(results, "pgd4_")), None)
+    parts = [prose.INTRO.format(attack=attack_label(any_pgd) if any_pgd else "PGD-10")]
+    parts += ["## PGD-10 at 4/255, seen classes\n", pgd_table(seen) if seen else "Not run yet.\n",
+              "Commands (wall time, 1 thread, two runs sharing 2 cores):\n", _commands(_split_runs(results, "seen")),
+              "## PGD-10 at 4/255, held-out classes (zero-shot)\n", prose.HELD_OUT,
+              pgd_table(held) if held else "Not run yet.\n",
+              "Commands:\n", _commands(_split_runs(results, "held_out")),
+              "## AutoAttack: undefended model and training-time defenses\n", prose.AUTOATTACK,
+              aa_table(tables), "Commands:\n", _commands(_runs_of(results, "aa")),
+              "## EOT draws: when more draws stop helping the attack\n", prose.EOT, eot_table(results),
+              f"\nRandom resize & pad: {saturation(results, 'rrp')}. TTC: {saturation(results, 'ttc')}.\n\n",
+              "Commands:\n", _commands(_runs_of(results, "eot_")),
+              "## Sanity checks (Carlini et al., 2019)\n", sanity_table(results),
+              "## What this shows\n", prose.what_this_shows(numbers)]
+    docs = DOCS if docs is None else Path(docs)
+    path = docs / "results.md"
+    path.write_text("\n".join(parts))
+    out.append(path)
+    board = docs / "leaderboard.md"
+    board.write_text(prose.LEADERBOARD + "\n" + leaderboard(numbers) + "\n" + prose.LEADERBOARD_NOTES)
+    out.append(board)
+    return out

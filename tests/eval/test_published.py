@@ -1,0 +1,68 @@
+"""The published results: one source for docs/results.md, docs/leaderboard.md and the Learn tab."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from demo.eval import published as P
+from demo.eval import tables
+from demo.eval.__main__ import main
+from demo.ui import assets
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Three tiny runs under the published names: PGD seen and held-out, and AutoAttack."""
+    folder = tmp_path_factory.mktemp("results")
+    common = ["--model", "teaching", "--n", "6", "--batch-size", "3", "--adaptive"]
+    main(common + ["--attack", "pgd", "--eps", "2", "--steps", "2", "--defenses", "none,jpeg,fare",
+                   "--out", str(folder / "pgd4_main_seen")])
+    main(common + ["--attack", "pgd", "--eps", "2", "--steps", "2", "--defenses", "none,jpeg,fare",
+                   "--data", "world-held-out", "--out", str(folder / "pgd4_main_held_out")])
+    main(common + ["--attack", "autoattack", "--eps", "2", "--set", "steps=2", "--set", "targets=2",
+                   "--defenses", "fare", "--out", str(folder / "aa4_training_time_seen")])
+    return folder
+
+
+def test_numbers_per_defense_and_the_per_image_worst_case(runs):
+    results = P.load(runs)
+    numbers = P.defense_numbers(results)
+    assert set(numbers) == {"none", "jpeg", "fare"}
+    assert numbers["none"]["paradigm"] == "none"
+    fare = numbers["fare"]
+    assert {"seen", "held_out", "aa4"} <= set(fare)
+    pgd = results["pgd4_main_seen"]["defenses"][2]
+    aa = results["aa4_training_time_seen"]["defenses"][0]
+    labels = pgd["per_image"] and results["pgd4_main_seen"]["per_image"]["labels"]
+    alive = [all(p[i] == y for p in (pgd["per_image"]["oblivious_pred"], pgd["per_image"]["adaptive_pred"],
+                                      aa["per_image"]["oblivious_pred"], aa["per_image"]["adaptive_pred"]))
+             for i, y in enumerate(labels)]
+    assert fare["leaderboard_worst"] == pytest.approx(sum(alive) / len(alive))
+    assert fare["leaderboard_attacks"] == ["aa4", "pgd4"]
+    assert numbers["jpeg"]["leaderboard_attacks"] == ["pgd4"]
+
+
+def test_reports_are_generated_from_the_runs(runs, tmp_path):
+    tables.write_all(runs, tmp_path)
+    text = (tmp_path / "results.md").read_text()
+    board = (tmp_path / "leaderboard.md").read_text()
+    results = P.load(runs)
+    assert results["pgd4_main_seen"]["command"] in text  # each table with its exact command
+    assert "## PGD-10 at 4/255, held-out classes (zero-shot)" in text and "Sanity checks" in text
+    ranks = [line for line in board.splitlines() if re.match(r"\| \d", line)]
+    worst = [float(re.search(r"\| ([\d.]+)% \[", line)[1]) for line in ranks]
+    assert len(ranks) == 3 and worst == sorted(worst, reverse=True)
+
+
+def test_fill_quotes_the_results_and_says_when_missing():
+    numbers = {"ttc": {"seen": {"worst": 0.094}}}
+    assert P.fill("TTC {{ttc.seen.worst}}, R-TPT {{rtpt.seen.worst}}", numbers) == "TTC 9.4%, R-TPT n/a"
+
+
+def test_every_number_the_learn_tab_quotes_is_published():
+    numbers = P.defense_numbers()
+    for name in ("training_time", "test_time", "training_free", "adaptive", "walkthrough"):
+        text = assets.content(name)
+        for token in re.findall(r"\{\{[^}]*\}\}", text):
+            assert P.fill(token, numbers) != "n/a", f"{name}.md quotes {token}, which docs/results/ does not hold"
