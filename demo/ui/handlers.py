@@ -278,6 +278,24 @@ def compare(image, labels_text, true_label, model_key, attack_name, eps, steps, 
 
 
 @user_errors
+def compare_json(image, labels_text, true_label, model_key, attack_name, eps, steps, target, mode, seed,
+                 training_time, test_time, training_free, attack_params="", defense_params="", *,
+                 allowed: set[str], progress: Progress = None) -> dict:
+    """The comparison of /compare as one JSON document: model, labels, attack, per column (clean, attacked,
+    one per paradigm) the prediction, whether it is correct, top-5, time, passes and what the defense did,
+    and the stages' timings. The same inputs as /compare."""
+    loaded, x, labels, true_idx, target_idx = _request(image, labels_text, true_label, target, model_key, allowed)
+    if mode not in (OBLIVIOUS, ADAPTIVE):
+        raise InputError(f"The attack mode must be {OBLIVIOUS!r} or {ADAPTIVE!r}, got {mode!r}.")
+    name, params = attack_settings(attack_name, eps, steps, attack_params)
+    result = pipeline.run_comparison(loaded, x, labels, true_idx, name, params, target_idx,
+                                     defense_settings(training_time, test_time, training_free, defense_params),
+                                     mode == ADAPTIVE, parse_seed(seed), progress)
+    return {**result.to_dict(), "model_label": loaded.spec.label, "model_note": model_note(model_key, loaded, allowed),
+            "true_label_assumed": true_idx is None}
+
+
+@user_errors
 def curve(image, labels_text, true_label, model_key, attack_name, steps, target, mode, seed,
           training_time, test_time, training_free, attack_params="", defense_params="",
           eps_list: str = DEFAULT_CURVE_EPS, *, allowed: set[str], progress: Progress = None) -> CurveView:

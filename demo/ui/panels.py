@@ -73,6 +73,8 @@ class Page:
     timing_table: gr.Dataframe = None
     adversarial_file: gr.File = None
     results_file: gr.File = None
+    result_json: gr.JSON = None
+    result_json_btn: gr.Button = None
     curve_eps: gr.Textbox = None
     curve_btn: gr.Button = None
     curve_chart: gr.Image = None
@@ -250,6 +252,9 @@ def build_results(page: Page) -> None:
         page.adversarial_file = gr.File(label="Adversarial image (PNG, exactly what was classified)",
                                         elem_id="adversarial-file")
         page.results_file = gr.File(label="Results (JSON)", elem_id="results-file")
+        # Targets of the /compare_json endpoint (scripts get the comparison as one dict); never shown.
+        page.result_json = gr.JSON(visible=False)
+        page.result_json_btn = gr.Button(visible=False)
     with gr.Accordion("Robustness curve for this image", open=False):
         with gr.Row():
             page.curve_eps = gr.Textbox(value=handlers.DEFAULT_CURVE_EPS, label="eps values (in the attack's unit, /255 for L-inf)",

@@ -42,7 +42,7 @@ def long_event(handler, allowed: set[str]):
         *values, token = args
         jobs.start(token)
         work = jobs.on_gpu(
-            lambda: handlers.flat(handler(*values, allowed=allowed, progress=jobs.guarded(progress, token))),
+            lambda: _flat(handler(*values, allowed=allowed, progress=jobs.guarded(progress, token))),
             lambda: handler(*values, allowed=allowed, progress=None))
         try:
             return await jobs.run_stoppable(work, token)
@@ -50,6 +50,10 @@ def long_event(handler, allowed: set[str]):
             raise gr.Error("Stopped.", title="Stopped", print_exception=False) from None
 
     return _named(run, handler, ("stop_token",), {"progress": gr.Progress()})
+
+
+def _flat(value):
+    return handlers.flat(value) if isinstance(value, tuple) else value
 
 
 def quick_event(handler, allowed: set[str]):
@@ -208,6 +212,10 @@ def wire(page: Page, allowed: set[str]) -> None:
     ev_compare = chained(page.run_btn, handlers.compare, compare_inputs, compare_outputs, "compare",
                          [c[0] for c in cols])
 
+    # The same comparison as one JSON document, for scripts (no button: API only).
+    ev_json = page.result_json_btn.click(long_event(handlers.compare_json, allowed), compare_inputs + [token],
+                                         page.result_json, api_name="compare_json", show_progress="hidden", **heavy)
+
     curve_inputs = [page.image, page.labels, page.true_label, page.model, page.attack, page.steps, page.target,
                     page.mode, page.seed, *defenses, page.attack_json, page.defense_json, page.curve_eps]
     curve_outputs = [page.curve_chart, page.curve_table, page.curve_file]
@@ -215,5 +223,5 @@ def wire(page: Page, allowed: set[str]) -> None:
 
     # Two listeners: the flag must be set at once, while dropping the event waits for the run to end.
     page.stop_btn.click(jobs.request_stop, token, None, **private)
-    page.stop_btn.click(None, None, None, cancels=[ev_attack, ev_defend, ev_compare, ev_curve],
+    page.stop_btn.click(None, None, None, cancels=[ev_attack, ev_defend, ev_compare, ev_curve, ev_json],
                         api_visibility="private", queue=False)

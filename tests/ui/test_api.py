@@ -71,6 +71,19 @@ def test_attack_then_defend(client, image_file, model_key, attack_name):
     assert top(defended[1]) == top(adv_label)
 
 
+def test_compare_json_returns_the_comparison_as_one_document(client, image_file, model_key, attack_name):
+    data = client.predict(**compare_kwargs(image_file, model_key, attack_name), api_name="/compare_json")
+    assert isinstance(data, dict) and data["model"] == model_key
+    assert [c["column"] for c in data["columns"]] == ["clean", "attacked", "training-time", "test-time", "training-free"]
+    assert all(c["prediction"] in data["labels"] and isinstance(c["correct"], bool) for c in data["columns"])
+    # the same numbers as the /compare download
+    out = client.predict(**compare_kwargs(image_file, model_key, attack_name), api_name="/compare")
+    saved = json.loads(open(out[20], encoding="utf-8").read())
+    assert [c["prediction"] for c in saved["columns"]] == [c["prediction"] for c in data["columns"]]
+    with pytest.raises(AppError, match="list of choices"):
+        client.predict(**compare_kwargs(image_file, model_key, attack_name, {"mode": "sideways"}), api_name="/compare_json")
+
+
 def test_compare_and_curve(client, image_file, model_key, attack_name):
     out = client.predict(**compare_kwargs(image_file, model_key, attack_name), api_name="/compare")
     assert len(out) == 22
