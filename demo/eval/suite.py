@@ -40,7 +40,7 @@ def _runs() -> dict[str, str]:
         runs[f"aa{eps}_training_time_seen"] = f"--attack autoattack --eps {eps} --n 200 --defenses {TRAINING_TIME} --adaptive"
     for draws in (1, 2, 4, 8, 16):
         runs[f"eot_rrp_{draws}"] = f"{EOT} --defenses random_resize_pad --eot {draws}"
-    for draws in (1, 4):
+    for draws in (1, 2, 4):
         runs[f"eot_ttc_{draws}"] = f"{EOT} --defenses ttc --eot {draws}"
     return {name: f"python -m demo.eval --model teaching {args} --out docs/results/{name}" for name, args in runs.items()} | {
         "sanity": "python -m demo.eval.sanity --n 200 --out docs/results/sanity"}

@@ -31,6 +31,10 @@ CSS = """
 /* Model inputs are small (32 to 224 px): show them large, with crisp pixels, so perturbations can be inspected. */
 .result-image img {width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated;}
 .figure img {object-fit: contain;}
+/* Results left over from a stopped run: still readable, visibly not current. */
+#results-area.stale .result-image, #results-area.stale .figure, #results-area.stale [id^="col-"] {opacity: 0.45; filter: grayscale(1);}
+#run-state {display: none;}
+#results-area.stale #run-state {display: block; font-size: 1.05em;}
 """
 
 

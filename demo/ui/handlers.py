@@ -109,6 +109,16 @@ def select_model(model_key: str, *, allowed: set[str]) -> tuple[str, bool]:
         is_teaching(model)
 
 
+def answering_model(model_key: str, *, allowed: set[str]) -> str:
+    """The key of the model that answers requests for `model_key` (another one after a fallback), when
+    the selector offers it; else `model_key`."""
+    try:
+        key = get_model(model_key, allowed)[0].key
+    except USER_ERRORS:
+        return model_key
+    return key if key in allowed else model_key
+
+
 VIEW_DEFENSES = ("tpt", "rtpt")
 
 

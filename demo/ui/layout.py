@@ -46,12 +46,13 @@ def build_demo(model: str | None = None) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Explore", id="explore"):
                 page = panels.Page()
+                image, labels = panels.default_example(teaching)
                 with gr.Row(equal_height=False):
-                    panels.build_input(page)
-                    panels.build_labels(page, choices, startup, status, teaching)
-                    panels.build_attack(page)
-                    panels.build_defenses(page, handlers.defense_starts(startup, allowed=allowed))
-                panels.build_examples(page)
+                    panels.build_input(page, image)
+                    # The selector shows the model that answers (the teaching model after a fallback).
+                    panels.build_labels(page, choices, handlers.answering_model(startup, allowed=allowed), status,
+                                        teaching, labels)
+                    panels.build_run(page, handlers.defense_starts(startup, allowed=allowed))
                 panels.build_results(page)
             with gr.Tab("Learn", id="learn"):
                 learn.build()

@@ -12,6 +12,11 @@ from . import assets, handlers, views
 from .components import ImageInput, NumberBox, NumberSlider, figure_box, image_box, param_control
 
 DEFAULT_ATTACK = "pgd"
+STOPPED = ("**Stopped.** The results below (greyed) are from an earlier run and may not match the settings "
+           "above; press **Run all** for new ones.")
+DEFAULT_TEACHING_EXAMPLE, DEFAULT_PHOTO_EXAMPLE = "cyan triangle", "apple"
+# One defense per paradigm is preselected, so the default comparison shows all three at work.
+DEFAULT_DEFENSES = {Paradigm.TRAINING_TIME: "tecoa", Paradigm.TEST_TIME: "rtpt", Paradigm.TRAINING_FREE: "jpeg"}
 PARADIGM_TITLES = {Paradigm.TRAINING_TIME: "Training-time defense", Paradigm.TEST_TIME: "Test-time adaptation defense",
                    Paradigm.TRAINING_FREE: "Training-free defense"}
 COLUMN_TITLES = ["Clean", "Attacked"] + [PARADIGM_TITLES[p] for p in PARADIGMS]
@@ -65,6 +70,7 @@ class Page:
     run_btn: gr.Button = None
     estimate: gr.Markdown = None
     stop_btn: gr.Button = None
+    run_state: gr.Markdown = None
     columns: list = field(default_factory=list)         # [ColumnPanel] x 5
     summary: gr.Markdown = None
     heatmap: gr.Image = None
@@ -94,42 +100,57 @@ def defense_note(name: str) -> str:
     return "  \n".join(p for p in parts if p)
 
 
-def build_input(page: Page) -> None:
+def default_example(teaching: bool) -> tuple[str | None, str | None]:
+    """(image path, its labels) the page opens with: an example the model answers with confidence, and
+    on which, attacked with the default PGD, each preselected defense gets the label back (measured in
+    tests/ui/test_lesson.py), so the first "Run all" shows the whole lesson."""
+    kind, name = ("teaching", DEFAULT_TEACHING_EXAMPLE) if teaching else ("photo", DEFAULT_PHOTO_EXAMPLE)
+    for path, caption, labels in assets.examples(kind):
+        if caption == name:
+            return path, labels
+    rows = assets.examples(kind)
+    return (rows[0][0], rows[0][2]) if rows else (None, None)
+
+
+def build_input(page: Page, image: str | None = None) -> None:
     with gr.Column(scale=1, min_width=300):
         gr.Markdown("### 1. Image")
-        page.image = image_box(label="Image to classify", sources=["upload", "clipboard", "webcam"],
-                                height=300, elem_id="input-image")
+        page.image = image_box(value=image, label="Image to classify", sources=["upload", "clipboard", "webcam"],
+                               height=240, elem_id="input-image")
+        build_examples(page)
 
 
 def build_examples(page: Page) -> None:
     """Example galleries; clicking a picture loads it together with the labels that fit it."""
     page.example_sets = []
-    with gr.Column():
-        for kind, title in (("teaching", "Teaching-world examples (the teaching model knows these)"),
-                            ("photo", "Photo-like examples (for real CLIP models)")):
-            rows = assets.examples(kind)
-            if rows:
-                gallery = gr.Gallery([(p, c) for p, c, _ in rows], label=title, columns=8, rows=1, height=170,
-                                     allow_preview=False, object_fit="contain", format="png",
-                                     elem_id=f"examples-{kind}", interactive=False)
-                page.example_sets.append((gallery, rows))
+    for kind, title in (("teaching", "Teaching-world examples (the teaching model knows these)"),
+                        ("photo", "Photo-like examples (for real CLIP models)")):
+        rows = assets.examples(kind)
+        if rows:
+            gallery = gr.Gallery([(p, c) for p, c, _ in rows], label=title, columns=4, height="auto",
+                                 allow_preview=False, object_fit="contain", format="png",
+                                 elem_id=f"examples-{kind}", interactive=False)
+            page.example_sets.append((gallery, rows))
 
 
-def build_labels(page: Page, model_choices, startup: str, status: str, teaching: bool) -> None:
+def build_labels(page: Page, model_choices, startup: str, status: str, teaching: bool,
+                 labels: str | None = None) -> None:
     with gr.Column(scale=1, min_width=300):
         gr.Markdown("### 2. Model and labels")
         page.model = gr.Dropdown(choices=model_choices, value=startup, label="Model", elem_id="model")
         page.model_status = gr.Markdown(status, elem_id="model-status")
         with gr.Group(visible=teaching, elem_classes=["teaching-note"]) as page.teaching_note:
-            gr.Markdown(assets.content("teaching_model"))
+            with gr.Accordion("You are using the offline teaching model: what it knows", open=False):
+                gr.Markdown(assets.content("teaching_model"))
             page.teaching_labels_btn = gr.Button("Use the teaching world's labels", size="sm")
         presets = assets.presets()
         fallback = "common_objects" if "common_objects" in presets else next(iter(presets), None)
         default_preset = assets.TEACHING_PRESET if teaching and assets.TEACHING_PRESET in presets else fallback
         page.preset = gr.Dropdown(choices=[(title, pid) for pid, (title, _) in presets.items()], value=default_preset,
                                   label="Label preset")
-        labels = assets.preset_text(default_preset) if default_preset else ""
-        page.labels = gr.Textbox(value=labels, lines=6, max_lines=14, label="Candidate labels",
+        if labels is None:
+            labels = assets.preset_text(default_preset) if default_preset else ""
+        page.labels = gr.Textbox(value=labels, lines=5, max_lines=14, label="Candidate labels",
                                  info="One per line (or comma-separated on one line); 2 to 100 labels.",
                                  elem_id="labels")
         page.true_label = gr.Dropdown(choices=[handlers.AUTO_TRUE] + handlers.parse_labels(labels),
@@ -173,9 +194,15 @@ def steps_slider_spec(name: str) -> dict:
             "maximum": min(f.metadata.get("hi") or 100, 200), "step": 1, "label": f.metadata.get("label") or "steps"}
 
 
-def build_attack(page: Page) -> None:
+def build_run(page: Page, starts: dict | None = None) -> None:
+    """The primary button first, then what it will run: the attack, the mode and one defense per paradigm.
+    Everything else (target, seed, method parameters) is folded below them."""
     with gr.Column(scale=1, min_width=300):
-        gr.Markdown("### 3. Attack")
+        gr.Markdown("### 3. Attack and defend")
+        with gr.Row():
+            page.run_btn = gr.Button("Run all", variant="primary", elem_id="run-btn", scale=3)
+            page.stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", scale=1)
+        page.estimate = gr.Markdown("", elem_id="cost-estimate")
         names = ATTACKS.names()
         selected = DEFAULT_ATTACK if DEFAULT_ATTACK in names else (names[0] if names else None)
         page.attack = gr.Dropdown(choices=[(ATTACKS.get(n).title or n, n) for n in names], value=selected,
@@ -188,42 +215,43 @@ def build_attack(page: Page) -> None:
         if names:
             eps["maximum"] = max(eps_slider_spec(n)["maximum"] for n in names)
             steps["maximum"] = max(steps_slider_spec(n)["maximum"] for n in names)
-        page.eps = NumberSlider(**{k: v for k, v in eps.items()}, elem_id="eps")
-        page.steps = NumberSlider(**{k: v for k, v in steps.items()}, elem_id="steps")
-        page.target = gr.Dropdown(choices=[handlers.NO_TARGET] + handlers.parse_labels(page.labels.value),
-                                  value=handlers.NO_TARGET, allow_custom_value=True, label="Target label (optional)",
-                                  info="Targeted: make the model say this label.")
         with gr.Row():
-            page.mode = gr.Radio([handlers.OBLIVIOUS, handlers.ADAPTIVE], value=handlers.OBLIVIOUS, label="Attack mode",
-                                 info="Adaptive: each defense is attacked through itself (BPDA/EOT).")
-            page.seed = NumberBox(value=0, precision=0, minimum=0, label="Seed")
-        with gr.Accordion("More attack settings", open=False):
-            _param_groups(page, "attack", names, selected)
-        page.attack_json = gr.Textbox(value="{}", visible=False, label="attack parameters (JSON)")
-
-
-def build_defenses(page: Page, starts: dict | None = None) -> None:
-    with gr.Column(scale=1, min_width=300):
-        gr.Markdown("### 4. Defenses")
+            page.eps = NumberSlider(**{k: v for k, v in eps.items()}, elem_id="eps")
+            page.steps = NumberSlider(**{k: v for k, v in steps.items()}, elem_id="steps")
+        page.mode = gr.Radio([handlers.OBLIVIOUS, handlers.ADAPTIVE], value=handlers.OBLIVIOUS, label="Attack mode",
+                             info="Adaptive: each defense is attacked through itself (BPDA/EOT).", elem_id="mode")
         for paradigm in PARADIGMS:
             choices = defense_choices(paradigm)
-            page.defenses[paradigm] = gr.Dropdown(choices=choices, value="none", label=PARADIGM_TITLES[paradigm],
+            chosen = DEFAULT_DEFENSES.get(paradigm, "none")
+            chosen = chosen if chosen in {n for _, n in choices} else "none"
+            page.defenses[paradigm] = gr.Dropdown(choices=choices, value=chosen, label=PARADIGM_TITLES[paradigm],
                                                   elem_id=f"defense-{paradigm.value}")
-            page.defense_info[paradigm] = gr.Markdown("", elem_classes=["method"])
+            page.defense_info[paradigm] = gr.Markdown(defense_note(chosen) if chosen != "none" else "",
+                                                      elem_classes=["method"])
             with gr.Accordion("Settings of the selected defense", open=False):
-                _param_groups(page, "defense", [n for _, n in choices if n != "none"], "none", starts)
+                _param_groups(page, "defense", [n for _, n in choices if n != "none"], chosen, starts)
+        with gr.Accordion("More attack settings", open=False):
+            page.target = gr.Dropdown(choices=[handlers.NO_TARGET] + handlers.parse_labels(page.labels.value),
+                                      value=handlers.NO_TARGET, allow_custom_value=True, label="Target label (optional)",
+                                      info="Targeted: make the model say this label.")
+            page.seed = NumberBox(value=0, precision=0, minimum=0, label="Seed")
+            _param_groups(page, "attack", names, selected)
+            gr.Markdown("Run one stage at a time:")
+            with gr.Row():
+                page.attack_btn = gr.Button("Attack", elem_id="attack-btn", size="sm")
+                page.defend_btn = gr.Button("Defend", elem_id="defend-btn", size="sm")
+        page.attack_json = gr.Textbox(value="{}", visible=False, label="attack parameters (JSON)")
         page.defense_json = gr.Textbox(value="{}", visible=False, label="defense parameters (JSON)")
-        with gr.Row():
-            page.attack_btn = gr.Button("Attack", elem_id="attack-btn")
-            page.defend_btn = gr.Button("Defend", elem_id="defend-btn")
-        with gr.Row():
-            page.run_btn = gr.Button("Run all", variant="primary", elem_id="run-btn")
-            page.stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
-        page.estimate = gr.Markdown("", elem_id="cost-estimate")
 
 
 def build_results(page: Page) -> None:
-    gr.Markdown("### Results")
+    with gr.Column(elem_id="results-area"):
+        _results(page)
+
+
+def _results(page: Page) -> None:
+    gr.Markdown("### Results", elem_id="results")
+    page.run_state = gr.Markdown(STOPPED, elem_id="run-state")  # shown only while the results are stale
     with gr.Row(equal_height=False):
         for i, title in enumerate(COLUMN_TITLES):
             with gr.Column(min_width=170, elem_id=f"col-{i}"):

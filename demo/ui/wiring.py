@@ -20,6 +20,13 @@ from .panels import Page, defense_note, eps_slider_spec, steps_slider_spec
 COMPUTE = "compute"     # concurrency group of the heavy events
 LIGHT = "light"
 LIGHT_LIMIT = 4
+# A run brings the results into view and clears the stale mark; Stop sets it, which also shows the
+# "stopped" note (CSS in components.py).
+START_JS = """() => {
+  const r = document.getElementById('results-area');
+  if (r) { r.classList.remove('stale'); r.scrollIntoView({behavior: 'smooth', block: 'start'}); }
+}"""
+STOP_JS = "() => { document.getElementById('results-area')?.classList.add('stale'); }"
 
 
 def _named(fn, handler, extra: tuple = (), extra_kw: dict | None = None):
@@ -142,10 +149,13 @@ def wire(page: Page, allowed: set[str]) -> None:
 
     def model_changed(key):
         status, teaching = handlers.select_model(key, allowed=allowed)
-        return status, gr.Group(visible=teaching)
+        # The selector shows the model that really answers (after a fallback, not the one asked for);
+        # the status line says why. Set by value, so it does not fire this listener (an input event) again.
+        actual = handlers.answering_model(key, allowed=allowed)
+        return status, gr.Group(visible=teaching), gr.Dropdown(value=actual) if actual != key else gr.skip()
 
-    page.model.change(model_changed, page.model, [page.model_status, page.teaching_note], api_name="load_model",
-                      concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
+    page.model.input(model_changed, page.model, [page.model_status, page.teaching_note, page.model],
+                     api_name="load_model", concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
     view_controls = [(g.owner, g.controls["views"]) for g in page.param_groups
                      if g.kind == "defense" and g.owner in handlers.VIEW_DEFENSES and "views" in g.controls]
 
@@ -221,6 +231,10 @@ def wire(page: Page, allowed: set[str]) -> None:
     curve_outputs = [page.curve_chart, page.curve_table, page.curve_file]
     ev_curve = chained(page.curve_btn, handlers.curve, curve_inputs, curve_outputs, "curve", [page.curve_chart])
 
+    # In the browser only: no round trip, so a Stop right after a click cannot be overtaken by it.
+    for button in (page.run_btn, page.attack_btn, page.defend_btn):
+        button.click(None, None, None, js=START_JS, **private)
+    page.stop_btn.click(None, None, None, js=STOP_JS, **private)
     # Two listeners: the flag must be set at once, while dropping the event waits for the run to end.
     page.stop_btn.click(jobs.request_stop, token, None, **private)
     page.stop_btn.click(None, None, None, cancels=[ev_attack, ev_defend, ev_compare, ev_curve, ev_json],

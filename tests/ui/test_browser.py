@@ -63,15 +63,81 @@ def app_url(app_model, launch):
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
+def browser():
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(app_url)
-        page.wait_for_selector("#input-image", timeout=TIMEOUT_MS)
-        yield page
+        yield browser
         browser.close()
+
+
+def _open(browser, url: str, width: int = 1600, height: int = 1000, scheme: str = "light"):
+    page = browser.new_page(viewport={"width": width, "height": height}, color_scheme=scheme)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.wait_for_selector("#input-image", timeout=TIMEOUT_MS)
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, app_url):
+    page = _open(browser, app_url)
+    yield page
+    page.close()
+
+
+def test_one_click_on_a_fresh_page_shows_the_lesson(browser, app_url, app_model):
+    """A teacher opens the page and presses the primary button, nothing else."""
+    if app_model != "teaching":
+        pytest.skip("the default lesson is made for the teaching model")
+    expect = sync_api.expect
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = _open(browser, app_url, 1440, 900)
+    page.screenshot(path=str(ARTIFACTS / "open_desktop.png"))
+    page.locator("#run-btn").click()
+    expect(page.locator("#timing-table")).to_contain_text("total", timeout=TIMEOUT_MS)
+    page.wait_for_timeout(800)  # the smooth scroll to the results
+    for i, method in enumerate([None, None, "TeCoA", "R-TPT", "JPEG"]):
+        label = page.locator(f"#col-{i}-label [data-testid='label-output-value']")
+        expect(label).to_be_in_viewport()
+        expect(page.locator(f"#col-{i}-verdict")).to_contain_text(re.compile("correct|wrong"))
+        if method:
+            expect(page.locator(f"#col-{i}-verdict")).to_contain_text(method)
+    # the lesson itself: the attack fools the model, each paradigm's defense gets the label back
+    expect(page.locator("#col-1-verdict")).to_contain_text("wrong")
+    for i in (0, 2, 3, 4):
+        expect(page.locator(f"#col-{i}-verdict")).to_contain_text("correct: cyan triangle")
+    page.screenshot(path=str(ARTIFACTS / "lesson_desktop.png"))
+    page.close()
+
+
+def test_stop_says_stopped_and_greys_the_old_results(browser, app_url):
+    expect = sync_api.expect
+    page = _open(browser, app_url, 1440, 900)
+    page.locator("#run-btn").click()
+    page.locator("#stop-btn").click()
+    expect(page.locator("#run-state")).to_be_visible()
+    expect(page.locator("#run-state")).to_contain_text("Stopped")
+    expect(page.locator("#results-area")).to_have_class(re.compile("stale"))
+    page.locator("#run-btn").click()  # a new run clears both
+    expect(page.locator("#run-state")).to_be_hidden()
+    expect(page.locator("#results-area")).not_to_have_class(re.compile("stale"))
+    page.close()
+
+
+def test_phone_layout_has_no_sideways_overflow(browser, app_url):
+    page = _open(browser, app_url, 390, 844)
+    page.wait_for_timeout(500)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    page.screenshot(path=str(ARTIFACTS / "open_phone.png"), full_page=True)
+    page.close()
+    assert width <= 390, f"the page is {width} px wide on a 390 px screen"
+
+
+def test_dark_mode_page(browser, app_url):
+    page = _open(browser, app_url + "?__theme=dark", 1440, 900, "dark")
+    assert page.evaluate("document.body.classList.contains('dark')")
+    page.screenshot(path=str(ARTIFACTS / "open_dark.png"))
+    page.close()
 
 
 def _choose(page, elem_id: str, option_text: str) -> None:

@@ -1,0 +1,22 @@
+"""The page opens on a lesson that shows: the default example, attacked with the default attack, fools the
+undefended model, and each preselected defense gets the label back (measured, not assumed)."""
+from __future__ import annotations
+
+from PIL import Image
+
+from demo import pipeline
+from demo.ui import panels
+
+
+def test_the_default_comparison_shows_all_three_paradigms_at_work(teaching_model):
+    path, labels_text = panels.default_example(teaching=True)
+    labels = labels_text.splitlines()
+    x = pipeline.to_model_input(teaching_model, Image.open(path))
+    defaults = {p: (name, {}) for p, name in panels.DEFAULT_DEFENSES.items()}
+    result = pipeline.run_comparison(teaching_model, x, labels, None, panels.DEFAULT_ATTACK, {}, None, defaults)
+    clean, attacked, *defended = result.columns
+    assert clean.pred_label == "cyan triangle" and clean.true_prob > 0.9, "the model must know the example well"
+    assert not attacked.correct, "the default attack must fool the undefended model"
+    for column in defended:
+        assert column.correct, f"{column.title} ({column.defense}) does not get the default example back"
+    assert {c.defense for c in defended} == {"tecoa", "rtpt", "jpeg"}
