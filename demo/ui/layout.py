@@ -60,6 +60,7 @@ def build_demo(model: str | None = None) -> gr.Blocks:
             page.model.value, page.attack.value, page.eps.value, page.steps.value, page.mode.value,
             *(page.defenses[p].value for p in PARADIGMS), "{}", "{}", allowed=allowed)
         wiring.wire(page, allowed)
+        wiring.wire_links(demo, page)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
     return demo

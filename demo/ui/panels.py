@@ -71,6 +71,8 @@ class Page:
     estimate: gr.Markdown = None
     stop_btn: gr.Button = None
     run_state: gr.Markdown = None
+    share_btn: gr.Button = None
+    share_link: gr.Textbox = None
     columns: list = field(default_factory=list)         # [ColumnPanel] x 5
     summary: gr.Markdown = None
     heatmap: gr.Image = None
@@ -240,6 +242,10 @@ def build_run(page: Page, starts: dict | None = None) -> None:
             with gr.Row():
                 page.attack_btn = gr.Button("Attack", elem_id="attack-btn", size="sm")
                 page.defend_btn = gr.Button("Defend", elem_id="defend-btn", size="sm")
+        with gr.Accordion("Share this setup", open=False):
+            page.share_btn = gr.Button("Make a link to this setup", size="sm", elem_id="share-btn")
+            page.share_link = gr.Textbox(label="Link (example, labels, attack and defenses; uploads stay here)",
+                                         buttons=["copy"], interactive=False, elem_id="share-link")
         page.attack_json = gr.Textbox(value="{}", visible=False, label="attack parameters (JSON)")
         page.defense_json = gr.Textbox(value="{}", visible=False, label="defense parameters (JSON)")
 

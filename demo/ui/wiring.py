@@ -142,7 +142,9 @@ def wire(page: Page, allowed: set[str]) -> None:
 
         gallery.select(pick, None, [page.image, page.labels], **private)
     fn, outs = _attack_changed(page)
-    page.attack.change(fn, page.attack, outs, **private)
+    # An input event: a shared link sets the attack and its budget together (`wire_links`), and a change
+    # event would then reset the budget to the attack's default.
+    page.attack.input(fn, page.attack, outs, **private)
     for paradigm in PARADIGMS:
         fn, outs = _defense_changed(page, paradigm)
         page.defenses[paradigm].change(fn, page.defenses[paradigm], outs, **private)
@@ -239,3 +241,44 @@ def wire(page: Page, allowed: set[str]) -> None:
     page.stop_btn.click(jobs.request_stop, token, None, **private)
     page.stop_btn.click(None, None, None, cancels=[ev_attack, ev_defend, ev_compare, ev_curve, ev_json],
                         api_visibility="private", queue=False)
+
+
+def setup_controls(page: Page) -> list:
+    """The controls a shared link (or a lesson scene) sets, in `setup_updates` order."""
+    attack_groups = [g.group for g in page.param_groups if g.kind == "attack"]
+    return ([page.image, page.labels, page.attack, page.eps, page.steps, page.target, page.mode, page.seed]
+            + [page.defenses[p] for p in PARADIGMS] + attack_groups)
+
+
+def setup_updates(page: Page, values: dict) -> list:
+    """Updates for `setup_controls` from `share.apply_query`-style values; gr.skip() where none is given."""
+    attack = values.get("attack")
+    eps_u = steps_u = target_u = gr.skip()
+    groups = [gr.skip() for g in page.param_groups if g.kind == "attack"]
+    if attack:
+        eps_u, steps_u, target_u, *groups = _attack_changed(page)[0](attack)
+    if "eps" in values:
+        eps_u = gr.Slider(**{**eps_slider_spec(attack), "value": values["eps"]}) if attack else gr.Slider(value=values["eps"])
+    if "steps" in values:
+        steps_u = gr.Slider(**{**steps_slider_spec(attack), "value": values["steps"]}) if attack else \
+            gr.Slider(value=values["steps"])
+    get = lambda k: values[k] if k in values else gr.skip()  # noqa: E731
+    return ([get("image"), get("labels"), gr.skip() if not attack else attack, eps_u, steps_u, target_u, get("mode"),
+             get("seed")] + [get(p.value) for p in PARADIGMS] + groups)
+
+
+def wire_links(demo: gr.Blocks, page: Page) -> None:
+    """Share this setup as a link, and apply a link's setup when the page opens."""
+    from . import share
+
+    private = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}
+    inputs = [page.image, page.labels, page.attack, page.eps, page.steps, page.mode, page.seed] + \
+        [page.defenses[p] for p in PARADIGMS]
+    page.share_btn.click(share.share_query, inputs, page.share_link, **private).then(
+        None, page.share_link, page.share_link, js="(q) => window.location.href.split('?')[0] + q", **private)
+
+    def opened(request: gr.Request):
+        query = dict(request.query_params) if request is not None else {}
+        return setup_updates(page, share.apply_query(query))
+
+    demo.load(opened, None, setup_controls(page), **private)

@@ -203,3 +203,41 @@ def test_learn_tab(page):
     expect(page.locator("#walkthrough")).to_be_visible()
     expect(page.get_by_text("Training-time defenses")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "learn.png"), full_page=True)
+
+
+def _setup(page) -> dict:
+    return {"attack": page.locator("#attack input").input_value(),
+            "eps": page.locator("#eps input[type=number]").input_value(),
+            "mode": page.locator("#mode input:checked").input_value(),
+            "training-free": page.locator("#defense-training-free input").input_value(),
+            "test-time": page.locator("#defense-test-time input").input_value()}
+
+
+def test_a_shared_link_reopens_the_same_setup(browser, app_url, app_model):
+    from demo.registry import ATTACKS, DEFENSES
+
+    if app_model != "teaching":
+        pytest.skip("links name teaching-world examples")
+    expect = sync_api.expect
+    page = _open(browser, app_url + "?example=teaching_red_star&attack=fgsm&eps=8&mode=adaptive"
+                                    "&training-free=median&test-time=none&seed=3")
+    expect(page.locator("#attack input")).to_have_value(ATTACKS.get("fgsm").title)
+    expect(page.locator("#eps input[type=number]")).to_have_value("8")
+    expect(page.locator("#defense-training-free input")).to_have_value(DEFENSES.get("median").title)
+    expect(page.locator("#col-0-verdict")).to_contain_text("red star")  # the example was loaded and classified
+    before = _setup(page)
+    assert before["mode"] == "adaptive" and before["test-time"] == DEFENSES.get("none").title
+    page.get_by_role("button", name=re.compile("Share this setup")).click()  # unfold it
+    page.locator("#share-btn").click()
+    link = page.locator("#share-link textarea")
+    expect(link).to_have_value(re.compile(r"^http.*\?.*example=teaching_red_star"))
+    again = _open(browser, link.input_value())
+    expect(again.locator("#attack input")).to_have_value(ATTACKS.get("fgsm").title)
+    expect(again.locator("#col-0-verdict")).to_contain_text("red star")
+    assert _setup(again) == before
+    # a hand-edited link cannot set what the page does not offer
+    odd = _open(browser, app_url + "?attack=rm-rf&eps=9999&training-free=tecoa&example=../../etc/passwd")
+    expect(odd.locator("#attack input")).to_have_value(ATTACKS.get("pgd").title)
+    expect(odd.locator("#defense-training-free input")).to_have_value(DEFENSES.get("jpeg").title)
+    for p in (page, again, odd):
+        p.close()

@@ -1,0 +1,84 @@
+"""Share a setup as a link: the example, labels, attack and defenses as URL query parameters.
+
+A teacher presses "Share this setup" and hands out the link; opening it sets the same controls. Only
+examples can travel in a link (an uploaded image stays on the teacher's machine), and every value is
+checked against what the page offers, so a hand-edited link cannot set anything else.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlencode
+
+from ..pipeline import PARADIGMS
+from ..registry import ATTACKS, DEFENSES
+from . import assets
+
+KEYS = ("example", "labels", "attack", "eps", "steps", "mode", "seed") + tuple(p.value for p in PARADIGMS)
+MODES = ("oblivious", "adaptive")
+MAX_LABELS_CHARS = 4000
+
+
+def _examples() -> dict[str, tuple[str, str]]:
+    """URL name ("teaching_cyan_triangle") -> (path, labels) of every example image."""
+    return {Path(path).stem: (path, labels) for kind in ("teaching", "photo")
+            for path, _, labels in assets.examples(kind)}
+
+
+def example_name(image) -> str | None:
+    """The URL name of `image` when it is one of the examples (compared by file content, since the
+    page hands handlers a cached copy), else None."""
+    if not isinstance(image, str) or not Path(image).is_file():
+        return None
+    data = Path(image).read_bytes()
+    for name, (path, _) in _examples().items():
+        if Path(path).stat().st_size == len(data) and Path(path).read_bytes() == data:
+            return name
+    return None
+
+
+def share_query(image, labels_text: str, attack: str, eps, steps, mode: str, seed, *defenses: str) -> str:
+    """The query string ("?example=...&attack=...") that reopens this setup; labels are left out when
+    they are the example's own."""
+    params: dict[str, str] = {}
+    name = example_name(image)
+    if name:
+        params["example"] = name
+    if not name or labels_text.strip() != _examples()[name][1].strip():
+        params["labels"] = labels_text.strip()[:MAX_LABELS_CHARS]
+    params.update({"attack": attack, "eps": f"{float(eps):g}", "steps": str(int(steps)), "mode": mode,
+                   "seed": str(int(seed or 0))})
+    params.update({p.value: d for p, d in zip(PARADIGMS, defenses)})
+    return "?" + urlencode(params)
+
+
+def _number(text: str, lo: float, hi: float) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if lo <= value <= hi else None
+
+
+def apply_query(query: dict[str, str]) -> dict[str, object]:
+    """The control values a link asks for, by KEYS name; invalid or unknown values are dropped (the
+    page keeps its own value for them)."""
+    out: dict[str, object] = {}
+    examples = _examples()
+    if query.get("example") in examples:
+        out["image"], out["labels"] = examples[query["example"]]
+    if "labels" in query and query["labels"].strip():
+        out["labels"] = query["labels"][:MAX_LABELS_CHARS]
+    attack = query.get("attack")
+    if attack in ATTACKS:
+        out["attack"] = attack
+    for key, lo, hi in (("eps", 0, 255), ("steps", 1, 1000), ("seed", 0, 2**31 - 1)):
+        value = _number(query.get(key), lo, hi)
+        if value is not None:
+            out[key] = value if key == "eps" else int(value)
+    if query.get("mode") in MODES:
+        out["mode"] = query["mode"]
+    for p in PARADIGMS:
+        name = query.get(p.value)
+        if name == "none" or (name in DEFENSES and DEFENSES.get(name).paradigm == p):
+            out[p.value] = name
+    return out
