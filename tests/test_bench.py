@@ -100,9 +100,12 @@ def test_report_keeps_the_load_test_section(tmp_path):
     results = {"command": "c", "date": "d", "runs": [], "machine": {
         "cpu": "x", "usable_cores": 2, "cpu_count": 2, "torch_threads": 2, "torch": "t", "python": "p",
         "platform": "l"}}
+    from demo.bench.report import replace_section
+
+    replace_section(out, "## Sweeps on Ray\n\nthird", "<!-- sweeps: begin -->", "<!-- sweeps: end -->")
     write(results, out)
     text = out.read_text()
-    assert text.startswith("# Benchmarks") and "second" in text
+    assert text.startswith("# Benchmarks") and "second" in text and "third" in text  # every marked section kept
 
 
 def test_load_test_compares_results_without_times(tmp_path):

@@ -196,15 +196,18 @@ def markdown(results: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+_SECTION = re.compile(r"<!-- ([\w -]+?): ?begin -->.*?<!-- \1: ?end -->", re.S)
+
+
 def write(results: dict, out: Path) -> tuple[Path, Path]:
-    """Write the markdown report (keeping an existing load-test section) and the JSON next to it."""
+    """Write the markdown report (keeping the marked sections of other commands) and the JSON next to it."""
     out.parent.mkdir(parents=True, exist_ok=True)
     text = markdown(results)
     if out.is_file():
-        old = out.read_text(encoding="utf-8")
-        kept = re.search(re.escape(LOADTEST_BEGIN) + ".*?" + re.escape(LOADTEST_END), old, re.S)
+        # Sections other commands wrote (load tests, sweeps) between their markers survive a new run.
+        kept = [m.group(0) for m in _SECTION.finditer(out.read_text(encoding="utf-8"))]
         if kept:
-            text += "\n" + kept.group(0) + "\n"
+            text += "\n" + "\n\n".join(kept) + "\n"
     out.write_text(text, encoding="utf-8")
     js = out.with_suffix(".json")
     js.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")

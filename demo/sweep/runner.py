@@ -29,7 +29,7 @@ def _ray():
     try:
         import ray
     except ImportError:
-        raise SweepError("python -m demo.sweep needs Ray: pip install 'ray==2.60.0' (listed in requirements.txt)") from None
+        raise SweepError("python -m demo.sweep needs Ray: pip install 'ray==2.60.0' (listed in requirements-dev.txt)") from None
     return ray
 
 
