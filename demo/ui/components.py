@@ -33,6 +33,10 @@ CSS = """
 .figure img {object-fit: contain;}
 /* Results left over from a stopped run: still readable, visibly not current. */
 #results-area.stale .result-image, #results-area.stale .figure, #results-area.stale [id^="col-"] {opacity: 0.45; filter: grayscale(1);}
+#scenes {align-items: center; flex-wrap: wrap; gap: 6px;}
+#scenes .scenes-title {flex: 0 0 auto; min-width: 0;}
+#scenes button {flex: 0 1 auto; min-width: 0; font-size: 0.95em;}
+#scene-note p {font-size: 1.1em;}
 #run-state {display: none;}
 #results-area.stale #run-state {display: block; font-size: 1.05em;}
 """

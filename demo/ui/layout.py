@@ -47,6 +47,8 @@ def build_demo(model: str | None = None) -> gr.Blocks:
             with gr.Tab("Explore", id="explore"):
                 page = panels.Page()
                 image, labels = panels.default_example(teaching)
+                if teaching:  # the scenes are measured on the teaching model's world
+                    panels.build_scenes(page)
                 with gr.Row(equal_height=False):
                     panels.build_input(page, image)
                     # The selector shows the model that answers (the teaching model after a fallback).

@@ -72,6 +72,8 @@ class Page:
     stop_btn: gr.Button = None
     run_state: gr.Markdown = None
     share_btn: gr.Button = None
+    scene_btns: list = field(default_factory=list)      # [(Button, Scene)]
+    scene_note: gr.Markdown = None
     share_link: gr.Textbox = None
     columns: list = field(default_factory=list)         # [ColumnPanel] x 5
     summary: gr.Markdown = None
@@ -112,6 +114,17 @@ def default_example(teaching: bool) -> tuple[str | None, str | None]:
             return path, labels
     rows = assets.examples(kind)
     return (rows[0][0], rows[0][2]) if rows else (None, None)
+
+
+def build_scenes(page: Page) -> None:
+    """One-click lessons: each sets the example, attack, mode and defenses, runs them and says what to notice."""
+    from .scenes import SCENES
+
+    with gr.Row(elem_id="scenes"):
+        gr.Markdown("**Lessons, one click each:**", elem_classes=["scenes-title"])
+        for i, scene in enumerate(SCENES):
+            page.scene_btns.append((gr.Button(scene.title, size="sm", elem_id=f"scene-{i}"), scene))
+    page.scene_note = gr.Markdown("", elem_id="scene-note")
 
 
 def build_input(page: Page, image: str | None = None) -> None:

@@ -282,3 +282,14 @@ def wire_links(demo: gr.Blocks, page: Page) -> None:
         return setup_updates(page, share.apply_query(query))
 
     demo.load(opened, None, setup_controls(page), **private)
+
+    for button, scene in page.scene_btns:
+        def play(scene=scene):
+            note = f"**{scene.title}.** {scene.notice}"
+            return setup_updates(page, share.apply_query(scene.query())) + [note]
+
+        # The run starts once the new settings are on the page (a click on the primary button, so it is
+        # the same run, with its progress, scroll and Stop).
+        button.click(play, None, setup_controls(page) + [page.scene_note], **private).then(
+            None, None, None, js="() => setTimeout(() => document.getElementById('run-btn')?.click(), 300)",
+            **private)

@@ -241,3 +241,24 @@ def test_a_shared_link_reopens_the_same_setup(browser, app_url, app_model):
     expect(odd.locator("#defense-training-free input")).to_have_value(DEFENSES.get("jpeg").title)
     for p in (page, again, odd):
         p.close()
+
+
+def test_each_lesson_scene_runs_and_shows_its_claim(browser, app_url, app_model):
+    from demo.ui.scenes import SCENES
+
+    if app_model != "teaching":
+        pytest.skip("the scenes are made for the teaching model")
+    expect = sync_api.expect
+    columns = {"clean": 0, "attacked": 1, "training-time": 2, "test-time": 3, "training-free": 4}
+    for i, scene in enumerate(SCENES):
+        page = _open(browser, app_url, 1440, 900)  # empty results: a verdict appears only once the run is done
+        page.locator(f"#scene-{i}").click()
+        expect(page.locator("#scene-note")).to_contain_text(scene.notice)
+        for changes, column, correct in scene.claims:
+            if not changes:
+                expect(page.locator(f"#col-{columns[column]}-verdict")).to_contain_text(
+                    "correct" if correct else "wrong", timeout=TIMEOUT_MS)
+        expect(page.locator("#col-0-label [data-testid='label-output-value']")).to_be_in_viewport()
+        if i == 0:
+            page.screenshot(path=str(ARTIFACTS / "scene_tiny_change.png"))
+        page.close()

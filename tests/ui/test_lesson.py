@@ -2,10 +2,11 @@
 undefended model, and each preselected defense gets the label back (measured, not assumed)."""
 from __future__ import annotations
 
+import pytest
 from PIL import Image
 
 from demo import pipeline
-from demo.ui import panels
+from demo.ui import panels, scenes, share
 
 
 def test_the_default_comparison_shows_all_three_paradigms_at_work(teaching_model):
@@ -20,3 +21,18 @@ def test_the_default_comparison_shows_all_three_paradigms_at_work(teaching_model
     for column in defended:
         assert column.correct, f"{column.title} ({column.defense}) does not get the default example back"
     assert {c.defense for c in defended} == {"tecoa", "rtpt", "jpeg"}
+
+
+@pytest.mark.parametrize("scene", scenes.SCENES, ids=lambda s: s.title)
+def test_each_lesson_scene_shows_what_it_says(scene, teaching_model):
+    for changes, column, correct in scene.claims:
+        values = share.apply_query(scene.query(**changes))
+        assert {"image", "labels", "attack", "eps", "steps", "mode"} <= set(values), "the scene must set everything"
+        x = pipeline.to_model_input(teaching_model, Image.open(values["image"]))
+        defenses = {p: (values[p.value], {}) for p in pipeline.PARADIGMS if values[p.value] != "none"}
+        result = pipeline.run_comparison(teaching_model, x, values["labels"].splitlines(), None, values["attack"],
+                                         {"eps": values["eps"] / 255, "steps": values["steps"]}, None, defenses,
+                                         values["mode"] == "adaptive", values["seed"])
+        col = result.column(column)
+        assert col.correct == correct, (f"{scene.title!r} promises {column} {'right' if correct else 'wrong'} "
+                                        f"with {changes or 'its setup'}; it says {col.pred_label}")

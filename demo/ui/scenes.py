@@ -1,0 +1,53 @@
+"""Lesson scenes: one click sets the example, attack, mode and defenses of a lesson and runs it.
+
+Each scene says in one sentence what to notice, and states which columns come out right or wrong.
+Those claims were measured on the teaching model and are checked by tests/ui/test_lesson.py, so a
+scene cannot go on promising what the model no longer shows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+NONE = {"training-time": "none", "test-time": "none", "training-free": "none"}
+BASE = {"attack": "pgd", "eps": "4", "steps": "10", "mode": "oblivious", "seed": "0"}
+
+
+@dataclass(frozen=True)
+class Scene:
+    title: str
+    notice: str                      # one sentence: what to look at
+    setup: dict                      # link parameters (see `share.apply_query`)
+    # (changes to `setup`, column key, whether that column is correct) that the scene promises
+    claims: list = field(default_factory=list)
+
+    def query(self, **changes) -> dict:
+        return {**BASE, **NONE, **self.setup, **changes}
+
+
+SCENES = [
+    Scene("A tiny change fools CLIP",
+          "Compare Clean and Attacked: the pictures look the same, yet the attacked one is read as another shape; "
+          "no pixel moved by more than 4/255.",
+          {"example": "teaching_cyan_triangle"},
+          [({}, "clean", True), ({}, "attacked", False)]),
+    Scene("Robust weights hold",
+          "The attack is aimed at TeCoA itself (adaptive), and its adversarially trained image tower still says "
+          "red star; the undefended model is fooled.",
+          {"example": "teaching_red_star", "mode": "adaptive", "training-time": "tecoa"},
+          [({}, "attacked", False), ({}, "training-time", True)]),
+    Scene("A weak defense breaks when the attacker adapts",
+          "JPEG undoes an attack made for the plain model (switch to oblivious and run again), but once the attack "
+          "goes through the compression it is fooled too.",
+          {"example": "teaching_cyan_triangle", "mode": "adaptive", "training-free": "jpeg"},
+          [({}, "training-free", False), ({"mode": "oblivious"}, "training-free", True)]),
+    Scene("Test-time adaptation helps here",
+          "R-TPT classifies 64 crops of the attacked image and trusts the ones that agree: the perturbation, made "
+          "for the whole image, does not survive the crops.",
+          {"example": "teaching_cyan_triangle", "test-time": "rtpt"},
+          [({}, "attacked", False), ({}, "test-time", True)]),
+    Scene("Bigger budget, bigger damage",
+          "TeCoA held the red star at 4/255 (the scene before last); at 16/255 the same attack beats it: "
+          "robustness always holds for a budget, not for every change.",
+          {"example": "teaching_red_star", "mode": "adaptive", "training-time": "tecoa", "eps": "16"},
+          [({}, "training-time", False), ({"eps": "4"}, "training-time", True)]),
+]
