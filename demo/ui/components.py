@@ -27,6 +27,8 @@ CSS = """
 .verdict small {opacity: 0.75;}
 .method {font-size: 0.85em; opacity: 0.8; margin-bottom: 2px;}
 .column-title {font-weight: 600; font-size: 1.05em;}
+/* The method a defense column ran, under the paradigm's title: readable from the back of a room. */
+.method-name {font-weight: 600; font-size: 1em; margin: 2px 0 4px;}
 .teaching-note {border-left: 4px solid #f29900; padding-left: 10px;}
 /* Model inputs are small (32 to 224 px): show them large, with crisp pixels, so perturbations can be inspected. */
 .result-image img {width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated;}

@@ -40,7 +40,7 @@ def verdict_html(column: Column, assumed: bool = False) -> str:
     method = ""
     if column.defense is not None:
         name = "no defense" if column.defense == "none" else column.title.split(": ", 1)[-1]
-        method = f'<div class="method">{html.escape(name)}</div>'
+        method = f'<div class="method-name">{html.escape(name)}</div>'
     if column.correct:
         return f'{method}<div class="verdict ok">&#10004; correct: <b>{pred}</b> ({column.probs.max():.0%}){note}</div>'
     return (f'{method}<div class="verdict bad">&#10008; wrong: says <b>{pred}</b> ({column.probs.max():.0%}), '
@@ -65,9 +65,25 @@ def timing_figure(stages: list[Stage]) -> np.ndarray:
 
 
 def perturbation_figure(result: ComparisonResult, linf_budget: float | None) -> np.ndarray:
-    """The attack's change; the color scale ends at the L-inf budget (pixel units) when there is one."""
-    return perturbation_heatmap(result.clean, result.adversarial, linf_budget,
-                                title=f"What the attack added (largest change {float(result.delta.abs().max()) * 255:.1f}/255)")
+    """The attack's change; the color scale ends at the L-inf budget (pixel units) when there is one.
+    In adaptive mode each defense was attacked on its own, and each of those perturbations gets a row."""
+    rows = [perturbation_heatmap(result.clean, result.adversarial, linf_budget,
+                                 title=f"What the attack added (largest change {float(result.delta.abs().max()) * 255:.1f}/255)")]
+    if result.adaptive:
+        for c in result.columns[2:]:
+            if c.defense in (None, "none") or c.attack_stage is None:
+                continue
+            own = c.received if c.received is not None else c.image
+            name = c.title.split(": ", 1)[-1]
+            rows.append(perturbation_heatmap(result.clean, own, linf_budget,
+                                             title=f"The attack through {name} (largest change "
+                                                   f"{float((own - result.clean).abs().max()) * 255:.1f}/255)"))
+    return _stack(rows)
+
+
+def _stack(rows: list[np.ndarray]) -> np.ndarray:
+    width = max(r.shape[1] for r in rows)
+    return np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows], axis=0)
 
 
 def changes_figure(columns: list[Column]) -> np.ndarray | None:
@@ -75,11 +91,7 @@ def changes_figure(columns: list[Column]) -> np.ndarray | None:
     (None when no chosen defense touched the image)."""
     rows = [defense_change_heatmap(c.received, c.image, f"What {c.title.split(': ', 1)[-1]} changed")
             for c in columns if c.input_changed]
-    if not rows:
-        return None
-    width = max(r.shape[1] for r in rows)
-    padded = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    return np.concatenate(padded, axis=0)
+    return _stack(rows) if rows else None
 
 
 def _fmt(value) -> str:

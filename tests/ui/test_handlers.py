@@ -224,6 +224,9 @@ def test_adaptive_mode(image_file, model_key, allowed, attack_name):
         pytest.skip("no input-transform defense registered")
     view = compare(image_file, model_key, allowed, attack_name, mode=ADAPTIVE, training_free=free)
     assert any(row[0].startswith("attack through") for row in view.timing_table)
+    # each defense's own attack gets its own row in the perturbation figure (one row is ~the oblivious height)
+    oblivious = compare(image_file, model_key, allowed, attack_name, training_free=free)
+    assert view.heatmap.shape[0] > 1.8 * oblivious.heatmap.shape[0]
 
 
 def test_same_request_same_answer(image_file, model_key, allowed, attack_name):
