@@ -68,7 +68,7 @@ def _default_summary(out, seen: torch.Tensor) -> str:
     return f"Changed the image's pixels by at most {change:.0f}/255 (on average {mean:.1f}/255) before classifying it."
 
 
-def _defended(clf, defense_objs, inputs, labels, true_label, seed, tracker, stages) -> list[Column]:
+def _defended(clf, defense_objs, inputs, labels, true_label, seed, tracker, stages, on_column=None) -> list[Column]:
     """Classify each paradigm's input through its defense: one column per paradigm."""
     columns = []
     for paradigm in defense_objs:
@@ -86,6 +86,8 @@ def _defended(clf, defense_objs, inputs, labels, true_label, seed, tracker, stag
             received=seen[0] if out.images is not None else None, changed=dict(out.changed),
             summary=out.summary[0] if out.summary else _default_summary(out, seen),
             stages=[stage], attack_stage=attack_stage))
+        if on_column is not None:
+            on_column(columns[-1])
     return columns
 
 
@@ -192,8 +194,11 @@ def run_comparison(
     adaptive: bool = False,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    on_column: Callable[[Column], None] | None = None,
 ) -> ComparisonResult:
-    """Clean and attacked predictions plus one defense per paradigm, with costs.
+    """Clean and attacked predictions plus one defense per paradigm, with costs. `on_column` is called
+    with each column as soon as it is ready (clean, attacked, then each defense), for pages that show
+    results while the rest is computed.
 
     `defenses=None` skips the defense columns (attack only).
     Oblivious (adaptive=False): one attack on the undefended model; every defense sees that image.
@@ -220,6 +225,8 @@ def run_comparison(
                              "for the clean image; pick another target.")
     stages = [clean_stage]
     columns = [Column("clean", "Clean", image[0], probs[0], labels, true_label, stages=[clean_stage])]
+    notify = on_column or (lambda column: None)
+    notify(columns[0])
 
     label_t = torch.tensor([true_label], device=image.device)
     target_t = None if target is None else torch.tensor([target], device=image.device)
@@ -231,6 +238,7 @@ def run_comparison(
     stages += [attack_stage, adv_stage]
     columns.append(Column("attacked", f"Attacked ({title})", adv[0], adv_probs[0], labels, true_label,
                           stages=[adv_stage]))
+    notify(columns[-1])
 
     adaptive_inputs = {}
     for paradigm in extra_attacks:
@@ -244,7 +252,7 @@ def run_comparison(
         adaptive_inputs[paradigm] = (_as_png(res.adv_images), stage)
 
     columns += _defended(clf, defense_objs, {p: adaptive_inputs.get(p, (adv, None)) for p in defense_objs},
-                         labels, true_label, seed, tracker, stages)
+                         labels, true_label, seed, tracker, stages, on_column)
     tracker.finish()
     return ComparisonResult(
         labels, true_label, loaded.key, attack.name, dict(attack_params or {}), target, bool(adaptive), seed,

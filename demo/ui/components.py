@@ -25,6 +25,7 @@ CSS = """
 .dark .verdict.ok {color: #81c995;}
 .dark .verdict.bad {color: #f28b82;}
 .verdict small {opacity: 0.75;}
+.verdict.pending {opacity: 0.7; font-style: italic;}
 .method {font-size: 0.85em; opacity: 0.8; margin-bottom: 2px;}
 .column-title {font-weight: 600; font-size: 1.05em;}
 /* The method a defense column ran, under the paradigm's title: readable from the back of a room. */

@@ -262,15 +262,25 @@ def defend(image, adversarial, labels_text, true_label, model_key, training_time
 @user_errors
 def compare(image, labels_text, true_label, model_key, attack_name, eps, steps, target, mode, seed,
             training_time, test_time, training_free, attack_params="", defense_params="", *,
-            allowed: set[str], progress: Progress = None) -> CompareView:
+            allowed: set[str], progress: Progress = None, emit: Callable | None = None) -> CompareView:
+    """The full comparison; `emit(view)`, when given, receives a partial view each time a column is ready
+    (the columns not computed yet are blank and say so), so a page can show them at once."""
     loaded, x, labels, true_idx, target_idx = _request(image, labels_text, true_label, target, model_key, allowed)
     if mode not in (OBLIVIOUS, ADAPTIVE):
         raise InputError(f"The attack mode must be {OBLIVIOUS!r} or {ADAPTIVE!r}, got {mode!r}.")
     name, params = attack_settings(attack_name, eps, steps, attack_params)
     defenses = defense_settings(training_time, test_time, training_free, defense_params)
-    result = pipeline.run_comparison(loaded, x, labels, true_idx, name, params, target_idx, defenses,
-                                     mode == ADAPTIVE, parse_seed(seed), progress)
     assumed = true_idx is None
+    done: list = []
+
+    def ready(column) -> None:
+        done.append(views.column_view(column, assumed))
+        pending = [views.pending_view()] * (len(pipeline.COLUMN_KEYS) - len(done))
+        emit(CompareView(*done, *pending, None, None, None, None, None, None,
+                         f"Computing: {len(done)} of {len(pipeline.COLUMN_KEYS)} columns ready."))
+
+    result = pipeline.run_comparison(loaded, x, labels, true_idx, name, params, target_idx, defenses,
+                                     mode == ADAPTIVE, parse_seed(seed), progress, ready if emit else None)
     cols = [views.column_view(result.column(k), assumed) for k in pipeline.COLUMN_KEYS]
     defended = result.columns[2:]
     folder = views.new_download_dir()

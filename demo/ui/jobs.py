@@ -123,6 +123,37 @@ async def run_stoppable(work: Callable[[], object], token: dict | None):
         raise
 
 
+async def run_streaming(work: Callable[[Callable[[object], None]], object], token: dict | None):
+    """Like `run_stoppable` for `work(emit)`, which calls `emit(value)` with partial results from its
+    thread: yields (False, value) for each as it comes, then (True, result). Stopping works the same;
+    closing the generator (the event was cancelled) stops the run."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+
+    def emit(value) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, value)
+        except RuntimeError:  # the event loop is gone: nobody is watching any more
+            pass
+
+    task = asyncio.ensure_future(run_stoppable(lambda: work(emit), token))
+    try:
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                yield False, getter.result()
+                continue
+            getter.cancel()
+            while not queue.empty():
+                yield False, queue.get_nowait()
+            yield True, task.result()
+            return
+    finally:
+        if not task.done():
+            task.cancel()
+
+
 # ZeroGPU Spaces lend a GPU per call of a function wrapped in `spaces.GPU(duration=...)`; the duration
 # asked for is the request's own cost estimate with headroom, within what such a Space grants.
 GPU_MIN_S, GPU_MAX_S = 15, 120

@@ -53,6 +53,11 @@ def column_view(column: Column, assumed: bool = False, model_note: str = "") -> 
     return ColumnView(to_uint8(column.image), {lab: p for lab, p in column.top}, verdict_html(column, assumed) + note)
 
 
+def pending_view() -> ColumnView:
+    """A column not computed yet (while a streamed comparison fills the others in)."""
+    return ColumnView(None, None, '<div class="verdict pending">&#8987; computing&hellip;</div>')
+
+
 def timing_rows(stages: list[Stage]) -> list[list]:
     rows = [[s.name, round(s.ms, 1), round(s.forward, 2), round(s.grad, 2)] for s in stages]
     rows.append(["total", round(sum(s.ms for s in stages), 1), round(sum(s.forward for s in stages), 2),

@@ -59,6 +59,31 @@ def long_event(handler, allowed: set[str]):
     return _named(run, handler, ("stop_token",), {"progress": gr.Progress()})
 
 
+def stream_event(handler, allowed: set[str]):
+    """`long_event` for a handler that takes `emit`: each partial result it emits reaches the page at
+    once (the clean column first, then the attacked one, then each defense), the full result last."""
+
+    async def run(*args, progress=gr.Progress()):
+        *values, token = args
+        jobs.start(token)
+
+        def work(emit):
+            def relay(view):
+                emit(_flat(view))
+
+            return jobs.on_gpu(
+                lambda: _flat(handler(*values, allowed=allowed, progress=jobs.guarded(progress, token), emit=relay)),
+                lambda: handler(*values, allowed=allowed, progress=None))()
+
+        try:
+            async for _, value in jobs.run_streaming(work, token):
+                yield value
+        except jobs.Cancelled:
+            raise gr.Error("Stopped.", title="Stopped", print_exception=False) from None
+
+    return _named(run, handler, ("stop_token",), {"progress": gr.Progress()})
+
+
 def _flat(value):
     return handlers.flat(value) if isinstance(value, tuple) else value
 
@@ -198,11 +223,11 @@ def wire(page: Page, allowed: set[str]) -> None:
     heavy = {"concurrency_id": COMPUTE, "concurrency_limit": jobs.LONG_EVENTS}
     token = gr.State(jobs.new_token())
 
-    def chained(button, handler, inputs, outputs, api_name, progress_on):
+    def chained(button, handler, inputs, outputs, api_name, progress_on, stream=False):
         step = button.click(collect, collect_inputs, collect_outputs, **private)
         # One progress bar per result panel is enough; on every output it would repeat a dozen times.
-        return step.then(long_event(handler, allowed), inputs + [token], outputs, api_name=api_name,
-                         show_progress_on=progress_on, **heavy)
+        event = (stream_event if stream else long_event)(handler, allowed)
+        return step.then(event, inputs + [token], outputs, api_name=api_name, show_progress_on=progress_on, **heavy)
 
     attack_inputs = [page.image, page.labels, page.true_label, page.model, page.attack, page.eps, page.steps,
                      page.target, page.seed, page.attack_json]
@@ -222,7 +247,7 @@ def wire(page: Page, allowed: set[str]) -> None:
                                                       page.timing_table, page.adversarial_file, page.results_file,
                                                       page.summary]
     ev_compare = chained(page.run_btn, handlers.compare, compare_inputs, compare_outputs, "compare",
-                         [c[0] for c in cols])
+                         [c[0] for c in cols], stream=True)
 
     # The same comparison as one JSON document, for scripts (no button: API only).
     ev_json = page.result_json_btn.click(long_event(handlers.compare_json, allowed), compare_inputs + [token],

@@ -262,3 +262,24 @@ def test_each_lesson_scene_runs_and_shows_its_claim(browser, app_url, app_model)
         if i == 0:
             page.screenshot(path=str(ARTIFACTS / "scene_tiny_change.png"))
         page.close()
+
+
+def test_columns_stream_in_as_each_stage_is_done(browser, app_url):
+    """The clean column is on screen before the comparison ends (streamed), not all at once at the end."""
+    expect = sync_api.expect
+    page = _open(browser, app_url, 1440, 900)
+    page.evaluate("""() => {
+      window.__seen = {};
+      const mark = (key, ok) => { if (ok && !(key in window.__seen)) window.__seen[key] = performance.now(); };
+      new MutationObserver(() => {
+        mark('clean', /correct|wrong/.test(document.querySelector('#col-0-verdict')?.innerText || ''));
+        mark('pending', /computing/.test(document.querySelector('#col-4-verdict')?.innerText || ''));
+        mark('total', /total/.test(document.querySelector('#timing-table')?.innerText || ''));
+      }).observe(document.body, {subtree: true, childList: true, characterData: true});
+    }""")
+    page.locator("#run-btn").click()
+    expect(page.locator("#timing-table")).to_contain_text("total", timeout=TIMEOUT_MS)
+    seen = page.evaluate("window.__seen")
+    page.close()
+    assert {"clean", "pending", "total"} <= set(seen), seen
+    assert seen["clean"] < seen["total"], f"the clean column only appeared with the final result: {seen}"
