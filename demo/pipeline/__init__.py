@@ -10,6 +10,7 @@ from .inputs import (  # noqa: F401
     USER_ERRORS,
     InputError,
     check_labels,
+    describe_preprocessing,
     load_image,
     make_attack,
     make_defense,

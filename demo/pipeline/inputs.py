@@ -241,6 +241,21 @@ def to_model_input(loaded: LoadedModel, image: Image.Image | str | Path | bytes)
     return loaded.preprocess(image)
 
 
+def describe_preprocessing(loaded: LoadedModel, size: tuple[int, int]) -> str:
+    """In words, what `to_model_input` does to an image of `size` (width, height) for this model."""
+    w, h = size
+    s = loaded.image_size
+    if loaded.resize_mode == "squash" or w == h:
+        how = "squashed" if loaded.resize_mode == "squash" and w != h else "resized"
+        return f"The model sees your {w} x {h} image {how} to {s} x {s} px (the Clean column shows it)."
+    side = min(w, h)
+    cut = (max(w, h) - side)
+    where = "left and right" if w > h else "top and bottom"
+    return (f"The model sees a {s} x {s} px version (the Clean column shows it): the central {side} x {side} square "
+            f"of your {w} x {h} image, resized. {cut} px were cut off, split between {where}; anything there "
+            f"does not count.")
+
+
 def to_uint8(image: torch.Tensor) -> np.ndarray:
     """(3, H, W) or (1, 3, H, W) in [0,1] -> (H, W, 3) uint8, the exact pixels a PNG stores."""
     if image.ndim == 4:

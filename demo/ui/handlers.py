@@ -119,6 +119,18 @@ def answering_model(model_key: str, *, allowed: set[str]) -> str:
     return key if key in allowed else model_key
 
 
+def input_note(image, model_key: str, *, allowed: set[str]) -> str:
+    """What the model will see of this image (its crop and size), in words; '' without an image."""
+    if image is None or (isinstance(image, str) and not image.strip()):
+        return ""
+    try:
+        loaded = _model(model_key, allowed)
+        size = pipeline.load_image(image if not isinstance(image, str) else Path(image)).size
+    except USER_ERRORS:
+        return ""  # the classification next to it says what is wrong with the image
+    return pipeline.describe_preprocessing(loaded, size)
+
+
 VIEW_DEFENSES = ("tpt", "rtpt")
 
 

@@ -58,6 +58,7 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                 panels.build_results(page)
             with gr.Tab("Learn", id="learn"):
                 learn.build()
+        page.input_note.value = handlers.input_note(image, page.model.value, allowed=allowed)
         page.estimate.value = handlers.estimate(
             page.model.value, page.attack.value, page.eps.value, page.steps.value, page.mode.value,
             *(page.defenses[p].value for p in PARADIGMS), "{}", "{}", allowed=allowed)

@@ -46,6 +46,7 @@ class ColumnPanel:
 @dataclass
 class Page:
     image: ImageInput = None
+    input_note: gr.Markdown = None
     model: gr.Dropdown = None
     model_status: gr.Markdown = None
     teaching_note: gr.Group = None
@@ -132,6 +133,7 @@ def build_input(page: Page, image: str | None = None) -> None:
         gr.Markdown("### 1. Image")
         page.image = image_box(value=image, label="Image to classify", sources=["upload", "clipboard", "webcam"],
                                height=240, elem_id="input-image")
+        page.input_note = gr.Markdown("", elem_id="input-note", elem_classes=["method"])
         build_examples(page)
 
 

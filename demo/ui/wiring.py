@@ -209,6 +209,9 @@ def wire(page: Page, allowed: set[str]) -> None:
 
     page.image.change(auto_classify, classify_inputs, [o for c in cols for o in c], api_visibility="private",
                       concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
+    note = lambda image, key: handlers.input_note(image, key, allowed=allowed)  # noqa: E731
+    page.image.change(note, [page.image, page.model], page.input_note, api_visibility="private",
+                      concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
 
     collect, collect_inputs, collect_outputs = _collector(page)
     estimate_inputs = [page.model, page.eps, page.steps, page.mode] + collect_inputs

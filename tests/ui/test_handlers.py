@@ -394,3 +394,14 @@ def test_on_a_zerogpu_space_heavy_work_asks_for_a_gpu_for_its_estimated_time(
     values = asyncio.run(event(*args, progress=lambda *a, **k: None))
     assert len(values) == 5 * 3 + 7 and asked == [jobs.gpu_duration(seconds)]
     assert jobs.GPU_MIN_S <= asked[0] <= jobs.GPU_MAX_S
+
+
+def test_input_note_says_what_the_model_sees(tmp_path, model_key, allowed):
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (640, 480), (200, 30, 30)).save(wide)
+    note = handlers.input_note(str(wide), model_key, allowed=allowed)
+    assert "640 x 480" in note and "160 px were cut off" in note and "left and right" in note
+    square = tmp_path / "square.png"
+    Image.new("RGB", (300, 300)).save(square)
+    assert "resized to" in handlers.input_note(str(square), model_key, allowed=allowed)
+    assert handlers.input_note(None, model_key, allowed=allowed) == ""
