@@ -41,6 +41,13 @@ CSS = """
 #scenes button {flex: 0 1 auto; min-width: 0; font-size: 0.95em;}
 #scene-note p {font-size: 1.1em;}
 #run-state {display: none;}
+/* Presenter mode (?presenter=1 or the button): large type for a projector, only what the lesson needs. */
+body.presenter .gradio-container {font-size: 125%;}
+body.presenter #labels-panel, body.presenter .settings-fold, body.presenter #cost-estimate,
+body.presenter #examples-photo {display: none !important;}
+body.presenter .verdict, body.presenter .method-name, body.presenter #scene-note p,
+body.presenter #summary p, body.presenter #summary li {font-size: 1.3em;}
+body.presenter .column-title p {font-size: 1.35em;}
 #results-area.stale #run-state {display: block; font-size: 1.05em;}
 """
 

@@ -75,6 +75,7 @@ class Page:
     share_btn: gr.Button = None
     scene_btns: list = field(default_factory=list)      # [(Button, Scene)]
     scene_note: gr.Markdown = None
+    presenter_btn: gr.Button = None
     share_link: gr.Textbox = None
     columns: list = field(default_factory=list)         # [ColumnPanel] x 5
     summary: gr.Markdown = None
@@ -125,6 +126,7 @@ def build_scenes(page: Page) -> None:
         gr.Markdown("**Lessons, one click each:**", elem_classes=["scenes-title"])
         for i, scene in enumerate(SCENES):
             page.scene_btns.append((gr.Button(scene.title, size="sm", elem_id=f"scene-{i}"), scene))
+        page.presenter_btn = gr.Button("Presenter mode", size="sm", elem_id="presenter-btn", variant="secondary")
     page.scene_note = gr.Markdown("", elem_id="scene-note")
 
 
@@ -152,7 +154,7 @@ def build_examples(page: Page) -> None:
 
 def build_labels(page: Page, model_choices, startup: str, status: str, teaching: bool,
                  labels: str | None = None) -> None:
-    with gr.Column(scale=1, min_width=300):
+    with gr.Column(scale=1, min_width=300, elem_id="labels-panel"):
         gr.Markdown("### 2. Model and labels")
         page.model = gr.Dropdown(choices=model_choices, value=startup, label="Model", elem_id="model")
         page.model_status = gr.Markdown(status, elem_id="model-status")
@@ -245,9 +247,9 @@ def build_run(page: Page, starts: dict | None = None) -> None:
                                                   elem_id=f"defense-{paradigm.value}")
             page.defense_info[paradigm] = gr.Markdown(defense_note(chosen) if chosen != "none" else "",
                                                       elem_classes=["method"])
-            with gr.Accordion("Settings of the selected defense", open=False):
+            with gr.Accordion("Settings of the selected defense", open=False, elem_classes=["settings-fold"]):
                 _param_groups(page, "defense", [n for _, n in choices if n != "none"], chosen, starts)
-        with gr.Accordion("More attack settings", open=False):
+        with gr.Accordion("More attack settings", open=False, elem_classes=["settings-fold"]):
             page.target = gr.Dropdown(choices=[handlers.NO_TARGET] + handlers.parse_labels(page.labels.value),
                                       value=handlers.NO_TARGET, allow_custom_value=True, label="Target label (optional)",
                                       info="Targeted: make the model say this label.")
@@ -257,7 +259,7 @@ def build_run(page: Page, starts: dict | None = None) -> None:
             with gr.Row():
                 page.attack_btn = gr.Button("Attack", elem_id="attack-btn", size="sm")
                 page.defend_btn = gr.Button("Defend", elem_id="defend-btn", size="sm")
-        with gr.Accordion("Share this setup", open=False):
+        with gr.Accordion("Share this setup", open=False, elem_classes=["settings-fold"]):
             page.share_btn = gr.Button("Make a link to this setup", size="sm", elem_id="share-btn")
             page.share_link = gr.Textbox(label="Link (example, labels, attack and defenses; uploads stay here)",
                                          buttons=["copy"], interactive=False, elem_id="share-link")

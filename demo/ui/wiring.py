@@ -26,6 +26,8 @@ START_JS = """() => {
   const r = document.getElementById('results-area');
   if (r) { r.classList.remove('stale'); r.scrollIntoView({behavior: 'smooth', block: 'start'}); }
 }"""
+PRESENTER_FROM_URL = ("() => { const v = new URLSearchParams(window.location.search).get('presenter'); "
+                      "if (v && v !== '0') document.body.classList.add('presenter'); }")
 STOP_JS = "() => { document.getElementById('results-area')?.classList.add('stale'); }"
 
 
@@ -310,6 +312,10 @@ def wire_links(demo: gr.Blocks, page: Page) -> None:
         return setup_updates(page, share.apply_query(query))
 
     demo.load(opened, None, setup_controls(page), **private)
+    demo.load(None, None, None, js=PRESENTER_FROM_URL, **private)
+    if page.presenter_btn is not None:
+        page.presenter_btn.click(None, None, None, js="() => { document.body.classList.toggle('presenter'); }",
+                                 **private)
 
     for button, scene in page.scene_btns:
         def play(scene=scene):

@@ -283,3 +283,18 @@ def test_columns_stream_in_as_each_stage_is_done(browser, app_url):
     page.close()
     assert {"clean", "pending", "total"} <= set(seen), seen
     assert seen["clean"] < seen["total"], f"the clean column only appeared with the final result: {seen}"
+
+
+def test_presenter_mode_from_the_url_and_the_toggle(browser, app_url, app_model):
+    expect = sync_api.expect
+    page = _open(browser, app_url + "?presenter=1", 1440, 900)
+    expect(page.locator("body")).to_have_class(re.compile("presenter"))
+    expect(page.locator("#labels-panel")).to_be_hidden()   # fewer controls
+    expect(page.locator("#run-btn")).to_be_visible()
+    size = page.evaluate("parseFloat(getComputedStyle(document.querySelector('.gradio-container')).fontSize)")
+    assert size >= 18, f"presenter type is {size} px"
+    page.screenshot(path=str(ARTIFACTS / "presenter.png"))
+    if app_model == "teaching":
+        page.locator("#presenter-btn").click()  # and back
+        expect(page.locator("#labels-panel")).to_be_visible()
+    page.close()
