@@ -10,6 +10,8 @@ seed gives the same result, and concurrent requests neither perturb each other n
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
 from typing import Callable
 
@@ -21,6 +23,20 @@ from .base import Attack, AttackError, ProgressFn
 
 # Re-entrant: an adaptive attack may run through a defense that itself runs a torchattacks attack.
 _LOCK = threading.RLock()
+# When set to a list (see `record_frames`), every gradient call of the attack appends its input: the
+# image at the start of each step, for the step-by-step view. Per context, so requests never mix.
+FRAMES: contextvars.ContextVar[list | None] = contextvars.ContextVar("attack_frames", default=None)
+
+
+@contextlib.contextmanager
+def record_frames():
+    """Collect the attack's input images, one per gradient step (detached, on the CPU)."""
+    frames: list = []
+    token = FRAMES.set(frames)
+    try:
+        yield frames
+    finally:
+        FRAMES.reset(token)
 
 
 class _Counting(nn.Module):
@@ -56,6 +72,9 @@ class _Counting(nn.Module):
         # Only the logits are kept here; the loss and success of each step are computed once, after the
         # attack, so the per-step cost of the history stays out of the attack loop.
         self._calls.append((bool(images.requires_grad), logits.detach()))
+        frames = FRAMES.get()
+        if frames is not None and images.requires_grad:
+            frames.append(images.detach().cpu())
         self.calls += 1
         if self.progress is not None:
             self.progress(min(self.calls / self.expected, 1.0), f"step {min(self.calls, self.expected)}/{self.expected}")

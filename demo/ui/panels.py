@@ -88,6 +88,13 @@ class Page:
     result_json: gr.JSON = None
     result_json_btn: gr.Button = None
     curve_eps: gr.Textbox = None
+    steps_btn: gr.Button = None
+    steps_state: gr.State = None
+    steps_slider: gr.Slider = None
+    steps_frame: gr.Image = None
+    steps_heatmap: gr.Image = None
+    steps_chart: gr.Image = None
+    steps_caption: gr.Markdown = None
     curve_btn: gr.Button = None
     curve_chart: gr.Image = None
     curve_table: gr.Dataframe = None
@@ -306,6 +313,21 @@ def _results(page: Page) -> None:
         # Targets of the /compare_json endpoint (scripts get the comparison as one dict); never shown.
         page.result_json = gr.JSON(visible=False)
         page.result_json_btn = gr.Button(visible=False)
+    with gr.Accordion("Watch the attack work, step by step", open=False, elem_id="steps-panel"):
+        gr.Markdown("Runs the chosen attack once on the undefended model and keeps its image at every step. "
+                    "Drag the slider to see the image, what the attack has added so far, and how the true label's "
+                    "probability and the loss move.")
+        page.steps_btn = gr.Button("Record the attack's steps", elem_id="steps-btn")
+        page.steps_state = gr.State(None)
+        page.steps_slider = gr.Slider(0, 1, value=0, step=1, label="Step", interactive=False, elem_id="steps-slider")
+        page.steps_caption = gr.Markdown("", elem_id="steps-caption")
+        with gr.Row(equal_height=False):
+            page.steps_frame = image_box(label="The image at this step", interactive=False, height=220,
+                                         elem_id="steps-frame", elem_classes=["result-image"])
+            page.steps_heatmap = figure_box(label="What the attack added so far", elem_id="steps-heatmap",
+                                            elem_classes=["figure"])
+        page.steps_chart = figure_box(label="True-label probability and loss per step", elem_id="steps-chart",
+                                      elem_classes=["figure"])
     with gr.Accordion("Robustness curve for this image", open=False):
         with gr.Row():
             page.curve_eps = gr.Textbox(value=handlers.DEFAULT_CURVE_EPS, label="eps values (in the attack's unit, /255 for L-inf)",

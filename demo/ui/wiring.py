@@ -267,9 +267,21 @@ def wire(page: Page, allowed: set[str]) -> None:
     for button in (page.run_btn, page.attack_btn, page.defend_btn):
         button.click(None, None, None, js=START_JS, **private)
     page.stop_btn.click(None, None, None, js=STOP_JS, **private)
+    steps_inputs = [page.image, page.labels, page.true_label, page.model, page.attack, page.eps, page.steps,
+                    page.target, page.seed, page.attack_json]
+    steps_outputs = [page.steps_state, page.steps_slider, page.steps_frame, page.steps_heatmap, page.steps_chart,
+                     page.steps_caption]
+    ev_steps = chained(page.steps_btn, handlers.record_steps, steps_inputs, steps_outputs, "attack_steps",
+                       [page.steps_frame])
+    scrub = lambda state, k: handlers.show_step(state, k)  # noqa: E731
+    page.steps_slider.input(scrub, [page.steps_state, page.steps_slider],
+                            [page.steps_frame, page.steps_heatmap, page.steps_chart, page.steps_caption],
+                            trigger_mode="always_last", api_visibility="private", concurrency_id=LIGHT,
+                            concurrency_limit=LIGHT_LIMIT)
+
     # Two listeners: the flag must be set at once, while dropping the event waits for the run to end.
     page.stop_btn.click(jobs.request_stop, token, None, **private)
-    page.stop_btn.click(None, None, None, cancels=[ev_attack, ev_defend, ev_compare, ev_curve, ev_json],
+    page.stop_btn.click(None, None, None, cancels=[ev_attack, ev_defend, ev_compare, ev_curve, ev_json, ev_steps],
                         api_visibility="private", queue=False)
 
 

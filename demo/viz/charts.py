@@ -82,3 +82,24 @@ def curve_chart(eps_255: Sequence[float], series: dict[str, Sequence[tuple[float
     ax.legend(fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     return to_array(fig)
+
+
+def steps_chart(true_prob: Sequence[float], loss: Sequence[float], step: int,
+                title: str = "The attack, step by step") -> np.ndarray:
+    """True-label probability (left axis) and loss (right axis) over the attack's steps, the chosen step marked."""
+    fig = new_figure(6.4, 3.2)
+    ax = fig.add_subplot()
+    fig.subplots_adjust(left=0.11, right=0.88, top=0.88, bottom=0.16)
+    steps = list(range(len(true_prob)))
+    ax.plot(steps, true_prob, color="#1f77b4", marker="o", markersize=4, label="true-label probability")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("attack step (last: the final, saved image)", fontsize=10)
+    ax.set_ylabel("probability of the true label", fontsize=10, color="#1f77b4")
+    twin = ax.twinx()
+    twin.plot(steps, loss, color="#d62728", linestyle="--", marker="s", markersize=3, label="loss (cross-entropy)")
+    twin.set_ylabel("loss (dashed)", fontsize=10, color="#d62728")
+    ax.axvline(step, color="#444444", linewidth=1.5)
+    ax.set_title(f"{title}: step {step} of {len(steps) - 1}", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.spines[["top"]].set_visible(False)
+    return to_array(fig)

@@ -298,3 +298,19 @@ def test_presenter_mode_from_the_url_and_the_toggle(browser, app_url, app_model)
         page.locator("#presenter-btn").click()  # and back
         expect(page.locator("#labels-panel")).to_be_visible()
     page.close()
+
+
+def test_step_scrubber(browser, app_url):
+    expect = sync_api.expect
+    page = _open(browser, app_url, 1440, 900)
+    page.get_by_role("button", name=re.compile("Watch the attack work")).click()
+    page.locator("#steps-btn").click()
+    expect(page.locator("#steps-caption")).to_contain_text("Step 10 of 10", timeout=TIMEOUT_MS)
+    number = page.locator("#steps-slider input[type=number]")
+    number.fill("3")
+    number.press("Enter")
+    expect(page.locator("#steps-caption")).to_contain_text("Step 3 of 10")
+    expect(page.locator("#steps-frame img")).to_be_visible()
+    page.locator("#steps-chart img").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "steps.png"))
+    page.close()

@@ -405,3 +405,21 @@ def test_input_note_says_what_the_model_sees(tmp_path, model_key, allowed):
     Image.new("RGB", (300, 300)).save(square)
     assert "resized to" in handlers.input_note(str(square), model_key, allowed=allowed)
     assert handlers.input_note(None, model_key, allowed=allowed) == ""
+
+
+def test_attack_steps_for_the_scrubber(image_file, model_key, allowed):
+    view = handlers.record_steps(image_file, LABELS_TEXT, AUTO_TRUE, model_key, "pgd", 8, 4, NO_TARGET, 0, "",
+                                 allowed=allowed)
+    frames = view.state["frames"]
+    assert len(frames) == 5  # the start of each of the 4 steps, then the final image
+    clean = np.asarray(view.state["clean"], dtype=np.int16)
+    for f in frames:  # every frame is a real 8-bit image inside the budget
+        assert np.abs(np.asarray(f, dtype=np.int16) - clean).max() <= 8
+    assert np.array_equal(frames[-1], view.frame) and "Step 4 of 4" in view.caption
+    frame, heat, chart, caption = handlers.show_step(view.state, 2)
+    assert np.array_equal(frame, frames[2]) and "Step 2 of 4" in caption and chart.ndim == 3
+    with pytest.raises(gr.Error, match="Record"):
+        handlers.show_step(None, 0)
+    with pytest.raises(gr.Error, match="does not expose its steps"):
+        handlers.record_steps(image_file, LABELS_TEXT, AUTO_TRUE, model_key, "embedding_pgd", 4, 2, NO_TARGET, 0,
+                              "", allowed=allowed)
