@@ -34,6 +34,8 @@ CSS = """
 /* Model inputs are small (32 to 224 px): show them large, with crisp pixels, so perturbations can be inspected. */
 .result-image img {width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated;}
 .figure img {object-fit: contain;}
+/* Charts are drawn on white; in dark mode they follow the theme. Heatmaps keep their colour scales as drawn. */
+.dark .chart img {filter: invert(0.9) hue-rotate(180deg);}
 /* Results left over from a stopped run: still readable, visibly not current. */
 #results-area.stale .result-image, #results-area.stale .figure, #results-area.stale [id^="col-"] {opacity: 0.45; filter: grayscale(1);}
 #scenes {align-items: center; flex-wrap: wrap; gap: 6px;}

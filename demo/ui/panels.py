@@ -300,8 +300,9 @@ def _results(page: Page) -> None:
             gr.Markdown("**What each input-changing defense changed** (defenses that adapt prompts or embeddings "
                         "leave the image as it is)")
             page.changes = figure_box(label="Defense changes", elem_id="changes", elem_classes=["figure"])
-    with gr.Row(equal_height=False):
-        page.timing_chart = figure_box(label="Time per stage", elem_id="timing-chart", elem_classes=["figure"])
+    # The chart gets the full width (its labels stay readable on a projector), the table goes below it.
+    page.timing_chart = figure_box(label="Time per stage", elem_id="timing-chart", elem_classes=["figure", "chart"])
+    with gr.Row():
         page.timing_table = gr.Dataframe(headers=views.TIMING_HEADERS, interactive=False, wrap=True,
                                          column_widths=["52%", "16%", "14%", "18%"],
                                          label="Time (ms) and model passes per image, per stage",
@@ -327,15 +328,15 @@ def _results(page: Page) -> None:
             page.steps_heatmap = figure_box(label="What the attack added so far", elem_id="steps-heatmap",
                                             elem_classes=["figure"])
         page.steps_chart = figure_box(label="True-label probability and loss per step", elem_id="steps-chart",
-                                      elem_classes=["figure"])
+                                      elem_classes=["figure", "chart"])
     with gr.Accordion("Robustness curve for this image", open=False):
         with gr.Row():
             page.curve_eps = gr.Textbox(value=handlers.DEFAULT_CURVE_EPS, label="eps values (in the attack's unit, /255 for L-inf)",
                                         elem_id="curve-eps")
             page.curve_btn = gr.Button("Compute curve", elem_id="curve-btn")
-        with gr.Row(equal_height=False):
-            page.curve_chart = figure_box(label="True-label probability vs eps", elem_id="curve-chart",
-                                           elem_classes=["figure"])
+        page.curve_chart = figure_box(label="True-label probability vs eps", elem_id="curve-chart",
+                                      elem_classes=["figure", "chart"])
+        with gr.Row():
             page.curve_table = gr.Dataframe(headers=["model", "eps", "prediction", "correct", "true-label prob."],
                                             interactive=False, label="Curve points")
         page.curve_file = gr.File(label="Curve (JSON)")

@@ -19,7 +19,7 @@ from PIL import Image
 from ..pipeline import Column, ComparisonResult, Stage, to_uint8
 from ..viz import defense_change_heatmap, perturbation_heatmap, timing_chart
 
-TIMING_HEADERS = ["stage", "ms", "forward", "forward+backward"]
+TIMING_HEADERS = ["stage", "ms", "forward passes", "with gradient"]
 # Downloads older than this are removed when new ones are written (the page links expire with them).
 DOWNLOAD_TTL_S = 3600.0
 

@@ -24,17 +24,25 @@ def timing_chart(stages: Sequence[tuple[str, float, float, float]], title: str =
 
     stages: (name, ms, forward passes, grad passes) in run order (drawn top to bottom).
     """
-    row, bar_h, pad, plot_w = 30, 18, 14, 420
-    label_w = int(max((text_width(s[0], 12) for s in stages), default=60)) + 12
-    width = pad + label_w + plot_w + 190
-    height = 34 + row * max(len(stages), 1) + 40
+    row, bar_h, pad, plot_w = 34, 20, 14, 420
+
+    def annotation(ms, fwd, grad) -> str:
+        parts = [f"{fwd:g} forward"] if fwd else []
+        parts += [f"{grad:g} forward+backward"] if grad else []
+        return f"{max(float(ms), 0.0):,.0f} ms · " + (" + ".join(parts) or "no model pass")
+
+    label_w = int(max((text_width(s[0], 14) for s in stages), default=60)) + 12
+    # Room for the longest annotation right of the longest bar, so no label is cut off.
+    note_w = int(max((text_width(annotation(*s[1:]), 13) for s in stages), default=120)) + 16
+    width = pad + label_w + plot_w + note_w
+    height = 38 + row * max(len(stages), 1) + 44
     canvas = Image.new("RGB", (width, height), WHITE)
     draw = ImageDraw.Draw(canvas)
-    draw_text(draw, (width // 2, 8), title, size=14, anchor="mt")
+    draw_text(draw, (width // 2, 8), title, size=16, anchor="mt")
     top = max((float(s[1]) for s in stages), default=0.0)
     step = _nice_step(top if top > 0 else 1.0)
     axis_max = step * np.ceil((top if top > 0 else 1.0) / step)
-    x0, y0 = pad + label_w, 34
+    x0, y0 = pad + label_w, 38
     y_axis = y0 + row * max(len(stages), 1)
 
     def x_of(ms: float) -> float:
@@ -44,18 +52,15 @@ def timing_chart(stages: Sequence[tuple[str, float, float, float]], title: str =
         x = x_of(k * step)
         draw.line([(x, y0), (x, y_axis)], fill=(232, 232, 232))
         draw.line([(x, y_axis), (x, y_axis + 4)], fill=INK)
-        draw_text(draw, (x, y_axis + 6), f"{k * step:,.0f}", size=11, fill=MUTED, anchor="mt")
-    draw_text(draw, (x0 + plot_w // 2, y_axis + 22), "milliseconds", size=12, fill=MUTED, anchor="mt")
+        draw_text(draw, (x, y_axis + 6), f"{k * step:,.0f}", size=13, fill=MUTED, anchor="mt")
+    draw_text(draw, (x0 + plot_w // 2, y_axis + 24), "milliseconds", size=14, fill=MUTED, anchor="mt")
     draw.line([(x0, y0), (x0, y_axis)], fill=INK)
     for i, (name, ms, fwd, grad) in enumerate(stages):
         ms = max(float(ms), 0.0)
         y = y0 + row * i + (row - bar_h) // 2
         draw.rectangle([x0, y, max(x_of(ms), x0 + 1), y + bar_h], fill=BAR)
-        draw_text(draw, (x0 - 8, y + bar_h // 2), name, size=12, anchor="rm")
-        parts = [f"{fwd:g} forward"] if fwd else []
-        parts += [f"{grad:g} forward+backward"] if grad else []
-        label = f"{ms:,.0f} ms · " + (" + ".join(parts) or "no model pass")
-        draw_text(draw, (x_of(ms) + 6, y + bar_h // 2), label, size=11, anchor="lm")
+        draw_text(draw, (x0 - 8, y + bar_h // 2), name, size=14, anchor="rm")
+        draw_text(draw, (x_of(ms) + 6, y + bar_h // 2), annotation(ms, fwd, grad), size=13, anchor="lm")
     return image_to_array(canvas)
 
 
