@@ -423,3 +423,11 @@ def test_attack_steps_for_the_scrubber(image_file, model_key, allowed):
     with pytest.raises(gr.Error, match="does not expose its steps"):
         handlers.record_steps(image_file, LABELS_TEXT, AUTO_TRUE, model_key, "embedding_pgd", 4, 2, NO_TARGET, 0,
                               "", allowed=allowed)
+
+
+def test_the_selector_shows_the_model_that_answers():
+    # Offline, a hub model falls back to the teaching model: the selector must say so, not the one asked for.
+    allowed = {"vit-b-32", "teaching"}
+    assert handlers.answering_model("vit-b-32", allowed=allowed) == "teaching"
+    assert handlers.answering_model("teaching", allowed=allowed) == "teaching"
+    assert handlers.answering_model("nope", allowed=allowed) == "nope"  # refused elsewhere, with a message
