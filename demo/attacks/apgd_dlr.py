@@ -10,7 +10,6 @@ from typing import ClassVar
 
 from ..registry import ATTACKS
 from .apgd_ce import APGDCE
-from .base import AttackError
 
 
 @ATTACKS.register("apgd_dlr")
@@ -24,11 +23,5 @@ class APGDDLR(APGDCE):
 
     title = "APGD-DLR"
     min_classes = 3
+    min_classes_why = "the DLR loss divides by the gap between the largest and third-largest logit"
     loss: ClassVar[str] = "dlr"
-
-    def check(self, model, images, labels, target) -> None:
-        n = getattr(model, "num_classes", None)
-        if n is not None and n < 3:
-            raise AttackError(f"APGD-DLR needs >= 3 labels: the DLR loss divides by the gap between the largest "
-                              f"and third-largest logit, and there are only {n} labels. Add labels or use APGD-CE.")
-        super().check(model, images, labels, target)

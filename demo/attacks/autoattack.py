@@ -13,7 +13,7 @@ import torch
 
 from ..registry import ATTACKS
 from ._torchattacks import TorchAttack, run_torchattacks
-from .base import AttackError, param, quantize_in_budget
+from .base import param, quantize_in_budget
 
 
 @ATTACKS.register("autoattack")
@@ -30,7 +30,8 @@ class AutoAttack(TorchAttack):
     title = "AutoAttack (APGD-CE + APGD-T)"
     norm = "linf"
     supports_targeted = False
-    min_classes = 4  # the targeted DLR loss divides by z_(1) - (z_(3) + z_(4)) / 2
+    min_classes = 4
+    min_classes_why = "APGD-T's targeted DLR loss compares the largest logit with the third and fourth"
     reference = ("Croce & Hein, Reliable evaluation of adversarial robustness with an ensemble of diverse "
                  "parameter-free attacks, ICML 2020, arXiv 2003.01690; settings of RobustVLM (ICML 2024)")
 
@@ -48,13 +49,6 @@ class AutoAttack(TorchAttack):
         # an accuracy check and the start, then one call per iteration, for each attack; APGD-T runs only
         # on the survivors, so this is the upper bound a cost estimate needs
         return (self.steps + 2) * (1 + self.targets)
-
-    def check(self, model, images, labels, target) -> None:
-        n = getattr(model, "num_classes", None)
-        if n is not None and n < 4:
-            raise AttackError(f"AutoAttack needs >= 4 labels: APGD-T's targeted DLR loss compares the largest logit "
-                              f"with the third and fourth, and there are only {n} labels. Add labels or use APGD-CE.")
-        super().check(model, images, labels, target)
 
     def perturb(self, model, images, labels, target, generator, progress):
         n_t = self.n_targets(getattr(model, "num_classes", None))

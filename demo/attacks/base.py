@@ -129,6 +129,7 @@ class Attack(abc.ABC):
     supports_targeted: ClassVar[bool] = True
     needs_labels: ClassVar[bool] = True
     min_classes: ClassVar[int] = 2
+    min_classes_why: ClassVar[str] = ""  # said when there are too few labels (why the loss needs them)
     reference: ClassVar[str] = ""
 
     def model_calls(self) -> int:
@@ -186,6 +187,9 @@ class Attack(abc.ABC):
             raise AttackError("images must be in [0, 1]")
         num_classes = getattr(model, "num_classes", None)
         if num_classes is not None and num_classes < self.min_classes:
+            if self.min_classes_why:
+                raise AttackError(f"{self.title or self.name} needs >= {self.min_classes} labels: {self.min_classes_why}, "
+                                  f"and there are only {num_classes} labels. Add labels or use APGD-CE.")
             raise AttackError(f"{self.title or self.name} needs at least {self.min_classes} labels, got {num_classes}")
         if self.needs_labels and labels is None:
             raise AttackError(f"{self.title or self.name} needs labels")
