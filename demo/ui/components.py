@@ -51,6 +51,13 @@ body.presenter .verdict, body.presenter .method-name, body.presenter #scene-note
 body.presenter #summary p, body.presenter #summary li {font-size: 1.3em;}
 body.presenter .column-title p {font-size: 1.35em;}
 #results-area.stale #run-state {display: block; font-size: 1.05em;}
+/* On a phone, figures keep their natural size (text >= 14 px) and scroll sideways inside their box
+   instead of shrinking to unreadable text; the page itself never scrolls sideways. */
+@media (max-width: 700px) {
+  .figure {overflow-x: auto;}
+  .figure button, .figure .image-frame {justify-content: flex-start;}  /* centred, the left edge could not be reached */
+  .figure img {max-width: none !important; width: auto !important; min-width: 100%; height: auto !important;}
+}
 """
 
 
@@ -111,6 +118,7 @@ def image_box(**kwargs) -> ImageInput:
     kwargs.setdefault("type", "filepath")
     kwargs.setdefault("image_mode", None)
     kwargs.setdefault("format", "png")
+    kwargs.setdefault("alt_text", kwargs.get("label"))  # screen readers read it (Gradio's default is none)
     # Gradio records constructor arguments by signature, so they are passed straight to gr.Image.
     return ImageInput(**kwargs)
 
@@ -170,11 +178,22 @@ class FigureImage(gr.Image):
         return cache_png(self.GRADIO_CACHE, value, compress_level=1)
 
 
+# What screen readers say for each figure (the numbers behind the charts are in the tables under them).
+FIGURE_ALT = {
+    "heatmap": "The perturbation: the signed change amplified, and its size per pixel in /255 on a colour scale",
+    "changes": "What each input-changing defense changed: signed change and its size per pixel in /255",
+    "timing-chart": "Bar chart of milliseconds per stage; the table below has the same numbers",
+    "steps-chart": "True-label probability (solid line) and loss (dashed line) over the attack's steps, the chosen step marked",
+    "curve-chart": "True-label probability against the budget eps; the table below has the same numbers",
+}
+
+
 def figure_box(**kwargs) -> FigureImage:
     """A read-only figure display (heatmaps, charts) fed with RGB uint8 arrays."""
     kwargs.setdefault("format", "png")
     kwargs.setdefault("interactive", False)
     kwargs.setdefault("show_label", False)
+    kwargs.setdefault("alt_text", FIGURE_ALT.get(kwargs.get("elem_id"), kwargs.get("label")))
     return FigureImage(**kwargs)
 
 

@@ -286,7 +286,8 @@ def _results(page: Page) -> None:
         for i, title in enumerate(COLUMN_TITLES):
             with gr.Column(min_width=170, elem_id=f"col-{i}"):
                 gr.Markdown(title, elem_classes=["column-title"])
-                image = image_box(label=title, interactive=False, height=170, buttons=["download", "fullscreen"],
+                image = image_box(label=title, alt_text=f"{title}: the exact image this column's model classified",
+                                  interactive=False, height=170, buttons=["download", "fullscreen"],
                                   show_label=False, elem_id=f"col-{i}-image", elem_classes=["result-image"])
                 verdict = gr.HTML("", elem_id=f"col-{i}-verdict")
                 label = gr.Label(num_top_classes=5, show_label=False, elem_id=f"col-{i}-label")

@@ -34,7 +34,8 @@ def magnitude(delta: torch.Tensor) -> np.ndarray:
     return np.abs(_as_hwc(delta)).max(axis=-1) * 255.0
 
 
-PANEL = 256  # on-screen side of each panel, in pixels
+# On-screen side of each panel, in pixels: two figures side by side fit a 1440 px screen at natural size.
+PANEL = 216
 
 
 def change_figure(before: torch.Tensor, after: torch.Tensor, title: str, bound: float | None = None,
@@ -50,15 +51,14 @@ def change_figure(before: torch.Tensor, after: torch.Tensor, title: str, bound: 
     signed = enlarge((amplified(delta, scale) * 255).round().astype(np.uint8), PANEL)
     heat = enlarge(colorize(mag, top), PANEL)
     bar = colorbar(heat.height, top, "per-pixel change (/255)")
-    pad, head, sub = 14, 28, 20
+    pad, head, sub = 14, 30, 22
     width = pad + signed.width + pad + heat.width + 8 + bar.width + pad
     canvas = Image.new("RGB", (width, head + sub + max(signed.height, bar.height) + pad), WHITE)
     draw = ImageDraw.Draw(canvas)
-    draw_text(draw, (width // 2, 8), title, size=14, anchor="mt")
+    draw_text(draw, (width // 2, 8), title, size=16, anchor="mt")
     x2 = pad + signed.width + pad
-    draw_text(draw, (pad + signed.width // 2, head), f"signed change (x{0.5 / scale:.0f}, gray = none)", size=12,
-              anchor="mt")
-    draw_text(draw, (x2 + heat.width // 2, head), f"|change|, max {mag.max():.1f}/255", size=12, anchor="mt")
+    draw_text(draw, (pad + signed.width // 2, head), f"signed, ×{0.5 / scale:.0f} (gray = 0)", anchor="mt")
+    draw_text(draw, (x2 + heat.width // 2, head), f"size, max {mag.max():.1f}/255", anchor="mt")
     canvas.paste(signed, (pad, head + sub))
     canvas.paste(heat, (x2, head + sub))
     canvas.paste(bar, (x2 + heat.width + 8, head + sub - 6))

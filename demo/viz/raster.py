@@ -14,10 +14,13 @@ from PIL import Image, ImageDraw, ImageFont
 WHITE = (255, 255, 255)
 INK = (40, 40, 40)
 MUTED = (110, 110, 110)
+# Smallest text in any figure, in image pixels. Figures are shown at their natural size on a 1440 px wide
+# screen (and scroll sideways on a phone rather than shrink), so this is the size a projector shows.
+MIN_TEXT = 14
 
 
 @functools.lru_cache(maxsize=8)
-def font(size: int = 13) -> ImageFont.ImageFont:
+def font(size: int = MIN_TEXT) -> ImageFont.ImageFont:
     # DejaVu Sans ships inside matplotlib, so it is there on every machine that runs the app.
     try:
         from matplotlib import font_manager
@@ -49,15 +52,15 @@ def enlarge(pixels: np.ndarray, side: int) -> Image.Image:
     return image.resize(size, Image.NEAREST if scale >= 1 else Image.BOX)
 
 
-def text_width(text: str, size: int = 13) -> float:
+def text_width(text: str, size: int = MIN_TEXT) -> float:
     return font(size).getlength(text)
 
 
-def draw_text(draw: ImageDraw.ImageDraw, xy, text: str, size: int = 13, fill=INK, anchor: str = "la") -> None:
+def draw_text(draw: ImageDraw.ImageDraw, xy, text: str, size: int = MIN_TEXT, fill=INK, anchor: str = "la") -> None:
     draw.text(xy, text, font=font(size), fill=fill, anchor=anchor)
 
 
-def vertical_text(text: str, size: int = 12, fill=MUTED) -> Image.Image:
+def vertical_text(text: str, size: int = MIN_TEXT, fill=MUTED) -> Image.Image:
     width = int(text_width(text, size)) + 4
     strip = Image.new("RGB", (width, size + 6), WHITE)
     ImageDraw.Draw(strip).text((2, 1), text, font=font(size), fill=fill)
@@ -66,7 +69,7 @@ def vertical_text(text: str, size: int = 12, fill=MUTED) -> Image.Image:
 
 def colorbar(height: int, vmax: float, label: str, name: str = "magma") -> Image.Image:
     """A vertical color scale from 0 (bottom) to vmax (top) with five ticks and a rotated label."""
-    bar_w, ticks_w = 14, 44
+    bar_w, ticks_w = 14, 48
     side = vertical_text(label)
     image = Image.new("RGB", (bar_w + ticks_w + side.width, height + 12), WHITE)
     gradient = lut(name)[np.linspace(255, 0, height).astype(np.uint8)]
@@ -77,7 +80,7 @@ def colorbar(height: int, vmax: float, label: str, name: str = "magma") -> Image
         value = vmax * k / 4
         y = 6 + round((height - 1) * (1 - k / 4))
         draw.line([(bar_w, y), (bar_w + 4, y)], fill=INK)
-        draw_text(draw, (bar_w + 7, y), f"{value:.1f}" if vmax < 100 else f"{value:.0f}", size=11, anchor="lm")
+        draw_text(draw, (bar_w + 7, y), f"{value:.1f}" if vmax < 100 else f"{value:.0f}", anchor="lm")
     image.paste(side, (bar_w + ticks_w, 6 + max(0, (height - side.height) // 2)))
     return image
 

@@ -107,6 +107,47 @@ def test_one_click_on_a_fresh_page_shows_the_lesson(browser, app_url, app_model)
     for i in (0, 2, 3, 4):
         expect(page.locator(f"#col-{i}-verdict")).to_contain_text("correct: cyan triangle")
     page.screenshot(path=str(ARTIFACTS / "lesson_desktop.png"))
+    _assert_accessible_images(page)
+    _assert_figures_at_natural_size(page)
+    page.close()
+
+
+def _assert_accessible_images(page) -> None:
+    """Every picture on screen has a text alternative (screen readers; image buttons take their name from it)."""
+    missing = page.evaluate("""() => [...document.querySelectorAll('img')]
+        .filter(i => i.getClientRects().length && !(i.getAttribute('alt') || '').trim())
+        .map(i => i.closest('[id]')?.id || i.src.slice(-40))""")
+    assert not missing, f"images without alt text: {missing}"
+
+
+def _assert_figures_at_natural_size(page) -> None:
+    """Figures are drawn with >= 14 px text (tests/viz/test_readable.py); shrunk, that text would get smaller."""
+    page.locator("#timing-chart img").scroll_into_view_if_needed()
+    page.wait_for_function("[...document.querySelectorAll('.figure img')].every(i => i.complete && i.naturalWidth)")
+    sizes = page.evaluate("""() => [...document.querySelectorAll('.figure img')].filter(i => i.getClientRects().length)
+        .map(i => [i.closest('[id]').id, i.naturalWidth, i.getBoundingClientRect().width])""")
+    assert len(sizes) >= 3, sizes
+    shrunk = [(fid, nat, round(shown)) for fid, nat, shown in sizes if shown < nat - 1]
+    assert not shrunk, f"figures shown smaller than drawn (id, natural px, shown px): {shrunk}"
+
+
+def test_the_whole_flow_works_with_the_keyboard(browser, app_url, app_model):
+    """Tab from the top of the page reaches the scenes, the examples and the primary button; Enter runs it."""
+    expect = sync_api.expect
+    page = _open(browser, app_url, 1440, 900)
+    seen = []
+    for _ in range(200):
+        page.keyboard.press("Tab")
+        seen.append(page.evaluate("document.activeElement.closest('[id]')?.id || ''"))
+        if seen[-1] == "run-btn":
+            break
+    assert seen[-1] == "run-btn", f"Tab never reached the Run button; it went through {seen}"
+    if app_model == "teaching":
+        assert "scene-0" in seen and "examples-teaching" in seen and "labels" in seen, seen
+    page.keyboard.press("Enter")
+    expect(page.locator("#timing-table")).to_contain_text("total", timeout=TIMEOUT_MS)
+    for i in range(5):
+        expect(page.locator(f"#col-{i}-verdict")).to_contain_text(re.compile("correct|wrong"))
     page.close()
 
 
@@ -125,12 +166,20 @@ def test_stop_says_stopped_and_greys_the_old_results(browser, app_url):
 
 
 def test_phone_layout_has_no_sideways_overflow(browser, app_url):
+    """The columns stack, the page never scrolls sideways, and figures keep their drawn size (they scroll
+    sideways inside their own box instead of shrinking their text)."""
     page = _open(browser, app_url, 390, 844)
     page.wait_for_timeout(500)
     width = page.evaluate("document.documentElement.scrollWidth")
     page.screenshot(path=str(ARTIFACTS / "open_phone.png"), full_page=True)
-    page.close()
     assert width <= 390, f"the page is {width} px wide on a 390 px screen"
+    page.locator("#run-btn").click()
+    sync_api.expect(page.locator("#timing-table")).to_contain_text("total", timeout=TIMEOUT_MS)
+    _assert_figures_at_natural_size(page)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    page.screenshot(path=str(ARTIFACTS / "results_phone.png"), full_page=True)
+    page.close()
+    assert width <= 390, f"with results, the page is {width} px wide on a 390 px screen"
 
 
 def test_dark_mode_page(browser, app_url):
