@@ -117,6 +117,23 @@ def _collector(page: Page):
     return collect, inputs, [page.attack_json, page.defense_json]
 
 
+def collect_js(page: Page) -> str:
+    """`_collector`'s collect as a browser function: the buttons' first step then needs no round trip to
+    the server, which brings the first result about one request sooner. Same inputs, same JSON."""
+    layout = json.dumps([[g.kind, g.owner, list(g.controls)] for g in page.param_groups])
+    return f"""(attack, trainingTime, testTime, trainingFree, ...values) => {{
+  const chosen = {{attack: [attack], defense: [trainingTime, testTime, trainingFree]}};
+  const out = {{attack: {{}}, defense: {{}}}};
+  let i = 0;
+  for (const [kind, owner, names] of {layout}) {{
+    const vals = {{}};
+    for (const name of names) vals[name] = values[i++];
+    if (names.length && chosen[kind].includes(owner)) out[kind][owner] = vals;
+  }}
+  return [JSON.stringify(out.attack[attack] || {{}}), JSON.stringify(out.defense)];
+}}"""
+
+
 def _label_choices(text, true_label, target):
     labels = handlers.parse_labels(text)
     keep_true = true_label if true_label in labels else handlers.AUTO_TRUE
@@ -216,6 +233,7 @@ def wire(page: Page, allowed: set[str]) -> None:
                       concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
 
     collect, collect_inputs, collect_outputs = _collector(page)
+    collect_in_browser = collect_js(page)
     estimate_inputs = [page.model, page.eps, page.steps, page.mode] + collect_inputs
 
     def show_estimate(model, eps, steps, mode, attack, training_time, test_time, training_free, *values):
@@ -229,7 +247,7 @@ def wire(page: Page, allowed: set[str]) -> None:
     token = gr.State(jobs.new_token())
 
     def chained(button, handler, inputs, outputs, api_name, progress_on, stream=False):
-        step = button.click(collect, collect_inputs, collect_outputs, **private)
+        step = button.click(None, collect_inputs, collect_outputs, js=collect_in_browser, **private)
         # One progress bar per result panel is enough; on every output it would repeat a dozen times.
         event = (stream_event if stream else long_event)(handler, allowed)
         return step.then(event, inputs + [token], outputs, api_name=api_name, show_progress_on=progress_on, **heavy)

@@ -363,3 +363,29 @@ def test_step_scrubber(browser, app_url):
     page.locator("#steps-chart img").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "steps.png"))
     page.close()
+
+
+def test_the_browser_collects_parameters_as_the_server_does(browser):
+    """The Run buttons read the parameter controls in the browser (no round trip); the server's estimate
+    reads them in Python. Both must send the same JSON for the same controls."""
+    import json
+    from types import SimpleNamespace
+
+    from demo.pipeline import PARADIGMS
+    from demo.ui import wiring
+
+    groups = [SimpleNamespace(kind=k, owner=o, controls=dict.fromkeys(names)) for k, o, names in [
+        ("attack", "pgd", ["alpha", "random_start"]), ("attack", "cw", ["c"]), ("defense", "jpeg", ["quality"]),
+        ("defense", "tpt", ["views", "lr", "kept"]), ("defense", "median", [])]]
+    page = SimpleNamespace(param_groups=groups, attack=None, defenses=dict.fromkeys(PARADIGMS), attack_json=None,
+                           defense_json=None)
+    collect, _, _ = wiring._collector(page)
+    tab = browser.new_page()
+    values = [0.5, True, 3, 75, 64, 0.005, "0.1"]
+    for chosen in (["pgd", "none", "tpt", "jpeg"], ["cw", "tecoa", "none", "median"], ["fgsm", "none", "none", "none"]):
+        in_python = [json.loads(s) for s in collect(*chosen, *values)]
+        in_browser = [json.loads(s) for s in tab.evaluate(f"(args) => ({wiring.collect_js(page)})(...args)",
+                                                          chosen + values)]
+        assert in_browser == in_python, chosen
+    assert in_python != [{}, {}] or chosen[0] == "fgsm"
+    tab.close()
