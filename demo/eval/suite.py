@@ -24,6 +24,7 @@ from .published import RESULTS_DIR
 MAIN = "none,tecoa,fare,pmg_aft,apt,clipure,jpeg,bit_depth,median"
 COUNTER = "none,ttc,random_resize_pad,anti_adversary"
 TRAINING_TIME = "tecoa,fare,pmg_aft,apt"
+TRAINING_FREE_AA = "jpeg,median,bit_depth,clipure"
 PGD4 = "--attack pgd --eps 4 --steps 10 --n 500 --adaptive"
 EOT = "--attack pgd --eps 4 --steps 10 --n 200 --adaptive"
 
@@ -34,15 +35,23 @@ def _runs() -> dict[str, str]:
         runs[f"pgd4_main_{split}"] = f"{PGD4}{data} --defenses {MAIN}"
         runs[f"pgd4_counter_{split}"] = f"{PGD4}{data} --defenses {COUNTER}"
         runs[f"pgd4_tpt_{split}"] = f"{PGD4}{data} --defenses none,tpt"
-        # batch 10: 64 views of 50 images with gradients need ~19 GB; 200 images: its adaptive attack
-        # through 64 views with gradients costs ~5.5 s per image on one core, the largest run of the suite
-        runs[f"pgd4_rtpt_{split}"] = f"{PGD4.replace('--n 500', '--n 200')}{data} --batch-size 10 --defenses none,rtpt"
+        # batch 10: 64 views of 50 images with gradients need ~19 GB; its adaptive attack through 64 views
+        # with gradients costs ~5.5 s per image on one core, the largest run of the suite
+        runs[f"pgd4_rtpt_{split}"] = f"{PGD4}{data} --batch-size 10 --defenses none,rtpt"
     for eps in (1, 4):
         runs[f"aa{eps}_training_time_seen"] = f"--attack autoattack --eps {eps} --n 200 --defenses {TRAINING_TIME} --adaptive"
+    # Adaptive AutoAttack through the deterministic training-free defenses (BPDA where a step has no
+    # gradient): ~1 s per image on one core. The randomized and test-time defenses, and Anti-adversary's
+    # inner gradient steps, cost 4-60x more per attack step; their rows stay PGD-only.
+    runs["aa4_training_free_seen"] = f"--attack autoattack --eps 4 --n 200 --defenses {TRAINING_FREE_AA} --adaptive"
     for draws in (1, 2, 4, 8, 16):
         runs[f"eot_rrp_{draws}"] = f"{EOT} --defenses random_resize_pad --eot {draws}"
     for draws in (1, 2, 4):
         runs[f"eot_ttc_{draws}"] = f"{EOT} --defenses ttc --eot {draws}"
+    # R-TPT: 100 images, as one draw already costs ~5.5 s per image (TPT's adaptive accuracy is at the
+    # undefended model's, so more draws have nothing left to lower there).
+    for draws in (1, 2):
+        runs[f"eot_rtpt_{draws}"] = f"{EOT.replace('--n 200', '--n 100')} --batch-size 10 --defenses rtpt --eot {draws}"
     return {name: f"python -m demo.eval --model teaching {args} --out docs/results/{name}" for name, args in runs.items()} | {
         "sanity": "python -m demo.eval.sanity --n 200 --out docs/results/sanity"}
 

@@ -115,6 +115,19 @@ def saturation(results: dict, defense: str, default: int) -> str:
     return f"adaptive accuracy by draws {trend}; lowest {pct(lowest[1])} at {lowest[0]} draws; {verdict}"
 
 
+def tpt_eot(numbers: dict) -> str:
+    """Why TPT has no EOT-draws measurement, when its numbers say so: its adaptive accuracy is already
+    within noise of the undefended model's, so more draws have nothing left to lower."""
+    t, u = numbers.get("tpt", {}).get("seen"), numbers.get("none", {}).get("seen")
+    if not t or not u or t.get("adaptive") is None:
+        return "not measured"
+    if significantly_above(t["adaptive"], u["worst"], t["n"]):
+        return (f"not measured; its adaptive accuracy ({pct(t['adaptive'])}) is above the undefended model's "
+                f"({pct(u['worst'])}) beyond noise, so more draws might lower it")
+    return (f"not measured: one draw already brings it to {pct(t['adaptive'])}, within noise of the undefended "
+            f"model's {pct(u['worst'])}, so more draws have nothing left to lower")
+
+
 def sanity_table(results: dict) -> str:
     s = results.get("sanity")
     if not s:
@@ -177,10 +190,11 @@ def write_all(folder: Path | None = None, docs: Path | None = None) -> list[Path
               "## PGD-10 at 4/255, held-out classes (zero-shot)\n", prose.HELD_OUT,
               pgd_table(held) if held else "Not run yet.\n",
               "Commands:\n", _commands(_split_runs(results, "held_out")),
-              "## AutoAttack: undefended model and training-time defenses\n", prose.AUTOATTACK,
+              "## AutoAttack at 1/255 and 4/255\n", prose.AUTOATTACK.format(rows=prose.aa_rows_text(numbers)),
               aa_table(tables), "Commands:\n", _commands(_runs_of(results, "aa")),
               "## EOT draws: when more draws stop helping the attack\n", prose.EOT, eot_table(results),
-              f"\nRandom resize & pad: {saturation(results, 'rrp', 4)}.\n\nTTC: {saturation(results, 'ttc', 2)}.\n\n",
+              f"\nRandom resize & pad: {saturation(results, 'rrp', 4)}.\n\nTTC: {saturation(results, 'ttc', 2)}.\n\n"
+              f"R-TPT: {saturation(results, 'rtpt', 1)}.\n\nTPT: {tpt_eot(numbers)}.\n\n",
               "Commands:\n", _commands(_runs_of(results, "eot_")),
               "## Sanity checks (Carlini et al., 2019)\n", sanity_table(results),
               "## What this shows\n", prose.what_this_shows(numbers)]
@@ -195,6 +209,8 @@ def write_all(folder: Path | None = None, docs: Path | None = None) -> list[Path
     path.write_text("\n".join(parts))
     out.append(path)
     board = docs / "leaderboard.md"
-    board.write_text(prose.LEADERBOARD + "\n" + leaderboard(numbers) + "\n" + prose.LEADERBOARD_NOTES)
+    board.write_text(prose.LEADERBOARD.format(aa_rows=prose.aa_rows_text(numbers), aa_gap=prose.aa_gap(numbers),
+                                             dagger_rows=prose.dagger_rows_text(numbers))
+                     + "\n" + leaderboard(numbers) + "\n" + prose.LEADERBOARD_NOTES)
     out.append(board)
     return out

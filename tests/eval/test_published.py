@@ -53,6 +53,11 @@ def test_reports_are_generated_from_the_runs(runs, tmp_path):
     ranks = [line for line in board.splitlines() if re.match(r"\| \d", line)]
     worst = [float(re.search(r"\| ([\d.]+)% \[", line)[1]) for line in ranks]
     assert len(ranks) == 3 and worst == sorted(worst, reverse=True)
+    # JPEG has only PGD-10: an upper bound, marked and named; FARE was also attacked with AutoAttack
+    assert "n=6 †" in next(line for line in ranks if "JPEG" in line)
+    assert "†" not in next(line for line in ranks if "FARE" in line)
+    assert "The † rows (JPEG compression)" in " ".join(board.split())
+    assert "Rows: the undefended model, FARE (training-time)." in text
 
 
 def test_fill_quotes_the_results_and_says_when_missing():
