@@ -153,7 +153,9 @@ def build_examples(page: Page) -> None:
                         ("photo", "Photo-like examples (for real CLIP models)")):
         rows = assets.examples(kind)
         if rows:
-            gallery = gr.Gallery([(p, c) for p, c, _ in rows], label=title, columns=4, height="auto",
+            # A heading instead of the gallery's own label, which lies over the first row of pictures.
+            gr.Markdown(f"**{title}**", elem_classes=["gallery-title"])
+            gallery = gr.Gallery([(p, c) for p, c, _ in rows], label=title, show_label=False, columns=4, height="auto",
                                  allow_preview=False, object_fit="contain", format="png",
                                  elem_id=f"examples-{kind}", interactive=False)
             page.example_sets.append((gallery, rows))

@@ -71,3 +71,15 @@ def test_every_number_the_learn_tab_quotes_is_published():
         text = assets.content(name)
         for token in re.findall(r"\{\{[^}]*\}\}", text):
             assert P.fill(token, numbers) != "n/a", f"{name}.md quotes {token}, which docs/results/ does not hold"
+
+
+def test_the_readme_quotes_the_published_evaluation():
+    from pathlib import Path
+
+    numbers = P.defense_numbers()["none"]
+    text = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    quoted = re.search(r"the teaching model scores ([\d.]+)% on seen pairs and ([\d.]+)% on held-out pairs, "
+                       r"and keeps ([\d.]+)% under the attack", text)
+    assert quoted, "the README no longer quotes the published evaluation"
+    published = (numbers["seen"]["clean"], numbers["held_out"]["clean"], numbers["seen"]["worst"])
+    assert [float(q) for q in quoted.groups()] == [round(100 * v, 1) for v in published]
