@@ -247,11 +247,11 @@ def describe_preprocessing(loaded: LoadedModel, size: tuple[int, int]) -> str:
     s = loaded.image_size
     if loaded.resize_mode == "squash" or w == h:
         how = "squashed" if loaded.resize_mode == "squash" and w != h else "resized"
-        return f"The model sees your {w} x {h} image {how} to {s} x {s} px (the Clean column shows it)."
+        return f"The model sees your {w} x {h} image {how} to {s} x {s} px (also in the Clean column)."
     side = min(w, h)
     cut = (max(w, h) - side)
     where = "left and right" if w > h else "top and bottom"
-    return (f"The model sees a {s} x {s} px version (the Clean column shows it): the central {side} x {side} square "
+    return (f"The model sees a {s} x {s} px version (also in the Clean column): the central {side} x {side} square "
             f"of your {w} x {h} image, resized. {cut} px were cut off, split between {where}; anything there "
             f"does not count.")
 

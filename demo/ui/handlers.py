@@ -129,7 +129,18 @@ def input_note(image, model_key: str, *, allowed: set[str]) -> str:
         size = pipeline.load_image(image if not isinstance(image, str) else Path(image)).size
     except USER_ERRORS:
         return ""  # the classification next to it says what is wrong with the image
-    return pipeline.describe_preprocessing(loaded, size)
+    return "**Left: exactly what the model classifies.** " + pipeline.describe_preprocessing(loaded, size)
+
+
+def model_view(image, model_key: str, *, allowed: set[str]) -> np.ndarray | None:
+    """The exact pixels the model classifies for this upload (after its crop and resize); None without one."""
+    if image is None or (isinstance(image, str) and not image.strip()):
+        return None
+    try:
+        return pipeline.to_uint8(pipeline.to_model_input(_model(model_key, allowed),
+                                                         image if not isinstance(image, str) else Path(image)))
+    except USER_ERRORS:
+        return None
 
 
 VIEW_DEFENSES = ("tpt", "rtpt")

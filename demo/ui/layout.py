@@ -50,7 +50,8 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                 if teaching:  # the scenes are measured on the teaching model's world
                     panels.build_scenes(page)
                 with gr.Row(equal_height=False):
-                    panels.build_input(page, image)
+                    panels.build_input(page, image, handlers.model_view(
+                        image, handlers.answering_model(startup, allowed=allowed), allowed=allowed))
                     # The selector shows the model that answers (the teaching model after a fallback).
                     panels.build_labels(page, choices, handlers.answering_model(startup, allowed=allowed), status,
                                         teaching, labels)

@@ -47,6 +47,7 @@ class ColumnPanel:
 class Page:
     image: ImageInput = None
     input_note: gr.Markdown = None
+    model_view: gr.Image = None
     model: gr.Dropdown = None
     model_status: gr.Markdown = None
     teaching_note: gr.Group = None
@@ -137,12 +138,20 @@ def build_scenes(page: Page) -> None:
     page.scene_note = gr.Markdown("", elem_id="scene-note")
 
 
-def build_input(page: Page, image: str | None = None) -> None:
+def build_input(page: Page, image: str | None = None, seen=None) -> None:
+    """The upload and the examples; `seen`: what the model classifies of `image` (RGB uint8)."""
     with gr.Column(scale=1, min_width=300):
         gr.Markdown("### 1. Image")
         page.image = image_box(value=image, label="Image to classify", sources=["upload", "clipboard", "webcam"],
                                height=240, elem_id="input-image")
-        page.input_note = gr.Markdown("", elem_id="input-note", elem_classes=["method"])
+        # What the model classifies, next to the upload: a photo is cropped and shrunk before CLIP sees it.
+        with gr.Row(equal_height=False, elem_id="model-input"):
+            page.model_view = image_box(value=seen, label="What the model sees", show_label=False, interactive=False,
+                                        height=110, scale=0,
+                                        min_width=120, buttons=["fullscreen"], elem_id="model-view",
+                                        elem_classes=["result-image"],
+                                        alt_text="The image after the model's crop and resize: exactly what it classifies")
+            page.input_note = gr.Markdown("", elem_id="input-note", elem_classes=["method"])
         build_examples(page)
 
 

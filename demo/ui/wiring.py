@@ -228,9 +228,12 @@ def wire(page: Page, allowed: set[str]) -> None:
 
     page.image.change(auto_classify, classify_inputs, [o for c in cols for o in c], api_visibility="private",
                       concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
-    note = lambda image, key: handlers.input_note(image, key, allowed=allowed)  # noqa: E731
-    page.image.change(note, [page.image, page.model], page.input_note, api_visibility="private",
-                      concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
+    def seen(image, key):
+        return handlers.input_note(image, key, allowed=allowed), handlers.model_view(image, key, allowed=allowed)
+
+    for change in (page.image.change, page.model.change):  # a model of another input size sees another picture
+        change(seen, [page.image, page.model], [page.input_note, page.model_view], api_visibility="private",
+               concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
 
     collect, collect_inputs, collect_outputs = _collector(page)
     collect_in_browser = collect_js(page)

@@ -92,6 +92,7 @@ def test_one_click_on_a_fresh_page_shows_the_lesson(browser, app_url, app_model)
     expect = sync_api.expect
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = _open(browser, app_url, 1440, 900)
+    expect(page.locator("#model-view img")).to_be_visible()  # what the model sees, next to the upload
     page.screenshot(path=str(ARTIFACTS / "open_desktop.png"))
     page.locator("#run-btn").click()
     expect(page.locator("#timing-table")).to_contain_text("total", timeout=TIMEOUT_MS)

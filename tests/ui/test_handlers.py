@@ -407,6 +407,20 @@ def test_input_note_says_what_the_model_sees(tmp_path, model_key, allowed):
     assert handlers.input_note(None, model_key, allowed=allowed) == ""
 
 
+def test_the_model_view_is_the_cropped_and_resized_input(tmp_path, model_key, allowed):
+    from demo.ui.models import get_model
+
+    wide = tmp_path / "wide.png"
+    pixels = np.zeros((480, 640, 3), np.uint8)
+    pixels[:, :80] = 255  # white strip on the left: outside the central square, the model never sees it
+    Image.fromarray(pixels).save(wide)
+    view = handlers.model_view(str(wide), model_key, allowed=allowed)
+    side = get_model(model_key, allowed)[0].image_size
+    assert view.shape == (side, side, 3) and view.dtype == np.uint8 and view.max() == 0
+    assert handlers.model_view(None, model_key, allowed=allowed) is None
+    assert handlers.model_view(str(tmp_path / "missing.png"), model_key, allowed=allowed) is None
+
+
 def test_attack_steps_for_the_scrubber(image_file, model_key, allowed):
     view = handlers.record_steps(image_file, LABELS_TEXT, AUTO_TRUE, model_key, "pgd", 8, 4, NO_TARGET, 0, "",
                                  allowed=allowed)
