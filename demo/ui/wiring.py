@@ -228,6 +228,17 @@ def wire(page: Page, allowed: set[str]) -> None:
 
     page.image.change(auto_classify, classify_inputs, [o for c in cols for o in c], api_visibility="private",
                       concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
+
+    def clean_first(*args):
+        # The clean column on its own light event, beside the comparison: it need not wait for the
+        # compute slot. The comparison sends the same column again and reports any input problem once.
+        try:
+            return classify(*args)
+        except gr.Error:
+            return gr.skip(), gr.skip(), gr.skip()
+
+    page.run_btn.click(clean_first, classify_inputs, cols[0], api_visibility="private", show_progress="hidden",
+                       concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
     def seen(image, key):
         return handlers.input_note(image, key, allowed=allowed), handlers.model_view(image, key, allowed=allowed)
 
