@@ -57,9 +57,9 @@ intervals overlap).
 **† Not yet attacked with AutoAttack** (only PGD-10, oblivious and adaptive): AutoAttack found up to
 {aa_gap:.0f} points fewer robust images than PGD-10 did on the rows where both ran, so a † row is an upper
 bound and is not comparable with the AutoAttack rows; do not read the order between † rows and the others as
-a ranking of the methods. The † rows ({dagger_rows}) have adaptive attacks that cost 4 to 60 times more per
-step than a deterministic defense's (EOT draws, 64 views, inner gradient steps): AutoAttack's 1,000 steps
-through them did not fit these 2 CPU cores.
+a ranking of the methods. The † rows: {dagger_rows}. For the randomized and test-time defenses and those
+with inner gradient steps, each adaptive attack step costs 4 to 60 times a deterministic defense's (EOT
+draws, 64 views, inner gradients), and AutoAttack's 1,000 steps through them did not fit these 2 CPU cores.
 """
 
 LEADERBOARD_NOTES = """Clean (held-out) and worst case (held-out): the same evaluation on the 8 combinations no
@@ -159,6 +159,7 @@ def what_this_shows(numbers: dict) -> str:
             f"{numbers[k]['title'].split(' (')[0]}: clean {_p(_v(numbers, k, 'seen', 'clean'))}, oblivious "
             f"{_p(_v(numbers, k, 'seen', 'oblivious'))}, adaptive {_p(_v(numbers, k, 'seen', 'adaptive'))}, worst case "
             f"{_p(_v(numbers, k, 'seen', 'worst'))}." for k in test)
+            + _held_out_line(numbers, test)
             + " Their adaptive attack holds the tuned prompt constant (BPDA through the adaptation), so these are "
               "upper bounds on their robustness.")
     else:
@@ -189,3 +190,13 @@ def _free_autoattack(numbers: dict, free: list[str]) -> str:
         text += (", ".join(_short(numbers, k) for k in rest) + " were attacked with PGD-10 only (not AutoAttack), "
                  "so their numbers are upper bounds.")
     return text
+
+
+def _held_out_line(numbers: dict, names: list[str]) -> str:
+    held = [k for k in names if _v(numbers, k, "held_out", "worst") is not None]
+    if not held:
+        return ""
+    return (" On the held-out classes (zero-shot): " + ", ".join(
+        f"{_short(numbers, k)} clean {_p(_v(numbers, k, 'held_out', 'clean'))}, worst case "
+        f"{_p(_v(numbers, k, 'held_out', 'worst'))}" for k in held)
+        + f"; undefended {_p(_v(numbers, 'none', 'held_out', 'clean'))} and {_p(_v(numbers, 'none', 'held_out', 'worst'))}.")

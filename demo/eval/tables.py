@@ -35,7 +35,7 @@ def _how(row: dict) -> str:
         return "the same attack"
     text = how_attacked(row)
     if row.get("eot_draws"):
-        text += f" ({row['eot_draws']} draws per step)"
+        text += f" ({row['eot_draws']} draw{'s' if row['eot_draws'] != 1 else ''} per step)"
     if row.get("adaptive_variants"):
         text += "; also " + ", ".join(f"{k} ({pct(v['robust_accuracy'])})" for k, v in row["adaptive_variants"].items())
     if row["name"] in INCOMPLETE:

@@ -56,7 +56,7 @@ def test_reports_are_generated_from_the_runs(runs, tmp_path):
     # JPEG has only PGD-10: an upper bound, marked and named; FARE was also attacked with AutoAttack
     assert "n=6 †" in next(line for line in ranks if "JPEG" in line)
     assert "†" not in next(line for line in ranks if "FARE" in line)
-    assert "The † rows (JPEG compression)" in " ".join(board.split())
+    assert "The † rows: JPEG compression." in " ".join(board.split())
     assert "Rows: the undefended model, FARE (training-time)." in text
 
 
