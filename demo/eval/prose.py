@@ -182,7 +182,7 @@ def _free_autoattack(numbers: dict, free: list[str]) -> str:
     rest = [k for k in free if k not in done]
     text = ""
     if done:
-        text = ("Adaptive AutoAttack at 4/255 (BPDA through the non-differentiable step) leaves " + ", ".join(
+        text = ("Adaptive AutoAttack at 4/255 (exact gradients, BPDA only through steps with no useful gradient) leaves " + ", ".join(
             f"{_short(numbers, k)} {_ci(numbers, k, 'aa4', 'worst')}" for k in done)
             + f" ({min(numbers[k]['aa4']['n'] for k in done)} images), against "
             + ", ".join(f"{_p(_v(numbers, k, 'seen', 'worst'))}" for k in done) + " under PGD-10. ")

@@ -119,7 +119,7 @@ def paradigm_table(paradigm: str, numbers: dict[str, dict] | None = None) -> str
     def pct(d: dict | None, field: str) -> str:
         return "not run" if not d or d.get(field) is None else f"{100 * d[field]:.1f}%"
 
-    aa = paradigm == "training-time"
+    aa = any(numbers[k].get("aa4") for k in names if k != "none")
     lines = ["| defense | clean | robust, worst case | robust, held-out classes |" + (" AutoAttack 4/255 |" if aa else ""),
              "|---|---|---|---|" + ("---|" if aa else "")]
     for k in names:
