@@ -110,8 +110,12 @@ def saturation(results: dict, defense: str, default: int) -> str:
                    f"is optimistic")
     else:
         gap = 100 * (at_default[1] - lowest[1])
-        verdict = (f"the published rows' {default} draws are within noise of the lowest ({gap:.1f} points above it)"
-                   + ("; the trend still falls slowly, so more draws may lower it a little further" if gap > 0 else ""))
+        draws = f"{default} draw{'s' if default != 1 else ''}"
+        verdict = f"the published rows' {draws} {'are' if default != 1 else 'is'} within noise of the lowest ({gap:.1f} points above it)"
+        if gap > 0 and len(pts) >= 3:
+            verdict += "; the trend still falls slowly, so more draws may lower it a little further"
+        elif gap > 0:
+            verdict += "; with two points measured, whether more draws keep lowering it is not known"
     return f"adaptive accuracy by draws {trend}; lowest {pct(lowest[1])} at {lowest[0]} draws; {verdict}"
 
 
