@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import threading
 
 import gradio as gr
 
@@ -168,6 +169,26 @@ def _defense_changed(page: Page, paradigm):
     return changed, [page.defense_info[paradigm]] + [g.group for g in groups]
 
 
+def clean_first_event(classify, limit: int):
+    """The clean column at once, outside the queue (its round trips cost ~150 ms), beside the comparison,
+    which sends the same column again and reports any input problem once. Bounded by its own `limit`
+    slots instead of the queue: when they are all taken it skips, it never waits."""
+    slots = threading.BoundedSemaphore(limit)
+    skip = (gr.skip(), gr.skip(), gr.skip())
+
+    def clean_first(*args):
+        if not slots.acquire(blocking=False):
+            return skip
+        try:
+            return classify(*args)
+        except gr.Error:
+            return skip
+        finally:
+            slots.release()
+
+    return clean_first
+
+
 def wire(page: Page, allowed: set[str]) -> None:
     cols = [c.outputs for c in page.columns]
     defenses = [page.defenses[p] for p in PARADIGMS]
@@ -229,16 +250,10 @@ def wire(page: Page, allowed: set[str]) -> None:
     page.image.change(auto_classify, classify_inputs, [o for c in cols for o in c], api_visibility="private",
                       concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
 
-    def clean_first(*args):
-        # The clean column on its own light event, beside the comparison: it need not wait for the
-        # compute slot. The comparison sends the same column again and reports any input problem once.
-        try:
-            return classify(*args)
-        except gr.Error:
-            return gr.skip(), gr.skip(), gr.skip()
+    clean_first = clean_first_event(classify, LIGHT_LIMIT)
 
     page.run_btn.click(clean_first, classify_inputs, cols[0], api_visibility="private", show_progress="hidden",
-                       concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
+                       queue=False)
     def seen(image, key):
         return handlers.input_note(image, key, allowed=allowed), handlers.model_view(image, key, allowed=allowed)
 

@@ -123,3 +123,35 @@ def test_a_cheap_request_runs_beside_a_heavy_one(app_url, image_file, model_key)
     finally:
         job.cancel()
     assert_server_idles_and_answers(app_url, image_file, model_key)
+
+
+def test_the_clean_column_shortcut_is_bounded_and_never_waits():
+    """Run all's clean column runs outside the queue: with its slots taken it skips instead of waiting,
+    and an input problem is left to the comparison to report (no second error)."""
+    import threading
+
+    import gradio as gr
+
+    from demo.ui.wiring import clean_first_event
+
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_classify(*args):
+        inside.set()
+        release.wait(10)
+        return ("image", {"cat": 1.0}, "ok")
+
+    fn = clean_first_event(slow_classify, limit=1)
+    busy = threading.Thread(target=fn, args=("x",))
+    busy.start()
+    assert inside.wait(10)
+    skipped = fn("y")
+    release.set()
+    busy.join(10)
+    assert all(v == gr.skip() for v in skipped) and len(skipped) == 3
+    assert fn("z") == ("image", {"cat": 1.0}, "ok")  # the slot is free again
+
+    def refusing(*args):
+        raise gr.Error("Please give at least two labels.")
+
+    assert all(v == gr.skip() for v in clean_first_event(refusing, 1)("x"))
