@@ -98,14 +98,14 @@ def markdown(result: dict) -> str:
     return "\n".join(line for i, line in enumerate(lines) if line or (i and lines[i - 1]))
 
 
-def _clean_json(x):
+def finite_json(x):
     """NaN (e.g. attack success when nothing was classified right) becomes null: strict JSON has no NaN."""
     if isinstance(x, float) and math.isnan(x):
         return None
     if isinstance(x, dict):
-        return {k: _clean_json(v) for k, v in x.items()}
+        return {k: finite_json(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean_json(v) for v in x]
+        return [finite_json(v) for v in x]
     return x
 
 
@@ -114,6 +114,6 @@ def write(result: dict, out: str | Path) -> tuple[Path, Path]:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
-    json_path.write_text(json.dumps(_clean_json(result), indent=2, allow_nan=False) + "\n")
+    json_path.write_text(json.dumps(finite_json(result), indent=2, allow_nan=False) + "\n")
     md_path.write_text(markdown(result))
     return json_path, md_path

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
 import threading
 from dataclasses import asdict
 from pathlib import Path
 
+from ..eval.report import finite_json
 from .grid import Cell, config
 
 KEY_FORMAT = 1  # bump when the meaning of a stored cell changes, so old files stop matching
@@ -113,24 +113,13 @@ def key(ident: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:KEY_CHARS]
 
 
-def _finite(x):
-    """NaN (e.g. an attack success rate with nothing classified right) becomes null: strict JSON has no NaN."""
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
-
-
 def write_json(path: Path, data) -> Path:
     """Write JSON atomically: a temporary file in the same folder, then a rename over the target."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(_finite(data), indent=1, allow_nan=False) + "\n")
+            f.write(json.dumps(finite_json(data), indent=1, allow_nan=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
