@@ -92,9 +92,9 @@ def _short(numbers: dict, k: str) -> str:
 
 def aa_rows(numbers: dict) -> list[str]:
     """Defenses attacked with AutoAttack at 4/255 (undefended first)."""
+    order = ("none", "training-time", "test-time", "training-free")
     return sorted((k for k, d in numbers.items() if d.get("aa4", {}).get("worst") is not None),
-                  key=lambda k: (k != "none", ["none", "training-time", "test-time", "training-free"].index(numbers[k]["paradigm"])
-                                 if numbers[k]["paradigm"] in ("none", "training-time", "test-time", "training-free") else 9))
+                  key=lambda k: order.index(numbers[k]["paradigm"]) if numbers[k]["paradigm"] in order else len(order))
 
 
 def aa_rows_text(numbers: dict) -> str:

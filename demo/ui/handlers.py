@@ -120,27 +120,19 @@ def answering_model(model_key: str, *, allowed: set[str]) -> str:
     return key if key in allowed else model_key
 
 
-def input_note(image, model_key: str, *, allowed: set[str]) -> str:
-    """What the model will see of this image (its crop and size), in words; '' without an image."""
+def seen_by_model(image, model_key: str, *, allowed: set[str]) -> tuple[str, np.ndarray | None]:
+    """What the model will see of this upload: its crop and size in words, and the exact pixels it
+    classifies; ("", None) without an image or for one it cannot read (the classification says why)."""
     if image is None or (isinstance(image, str) and not image.strip()):
-        return ""
+        return "", None
     try:
         loaded = _model(model_key, allowed)
-        size = pipeline.load_image(image if not isinstance(image, str) else Path(image)).size
+        picture = pipeline.load_image(image if not isinstance(image, str) else Path(image))
+        pixels = pipeline.to_uint8(pipeline.to_model_input(loaded, picture))
     except USER_ERRORS:
-        return ""  # the classification next to it says what is wrong with the image
-    return "**Left: exactly what the model classifies.** " + pipeline.describe_preprocessing(loaded, size)
-
-
-def model_view(image, model_key: str, *, allowed: set[str]) -> np.ndarray | None:
-    """The exact pixels the model classifies for this upload (after its crop and resize); None without one."""
-    if image is None or (isinstance(image, str) and not image.strip()):
-        return None
-    try:
-        return pipeline.to_uint8(pipeline.to_model_input(_model(model_key, allowed),
-                                                         image if not isinstance(image, str) else Path(image)))
-    except USER_ERRORS:
-        return None
+        return "", None
+    note = "**Left: exactly what the model classifies.** " + pipeline.describe_preprocessing(loaded, picture.size)
+    return note, pixels
 
 
 VIEW_DEFENSES = ("tpt", "rtpt")

@@ -50,8 +50,9 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                 if teaching:  # the scenes are measured on the teaching model's world
                     panels.build_scenes(page)
                 with gr.Row(equal_height=False):
-                    panels.build_input(page, image, handlers.model_view(
-                        image, handlers.answering_model(startup, allowed=allowed), allowed=allowed))
+                    note, seen = handlers.seen_by_model(image, handlers.answering_model(startup, allowed=allowed),
+                                                        allowed=allowed)
+                    panels.build_input(page, image, seen)
                     # The selector shows the model that answers (the teaching model after a fallback).
                     panels.build_labels(page, choices, handlers.answering_model(startup, allowed=allowed), status,
                                         teaching, labels)
@@ -59,7 +60,7 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                 panels.build_results(page)
             with gr.Tab("Learn", id="learn"):
                 learn.build()
-        page.input_note.value = handlers.input_note(image, page.model.value, allowed=allowed)
+        page.input_note.value = note
         page.estimate.value = handlers.estimate(
             page.model.value, page.attack.value, page.eps.value, page.steps.value, page.mode.value,
             *(page.defenses[p].value for p in PARADIGMS), "{}", "{}", allowed=allowed)

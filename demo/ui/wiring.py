@@ -255,7 +255,7 @@ def wire(page: Page, allowed: set[str]) -> None:
     page.run_btn.click(clean_first, classify_inputs, cols[0], api_visibility="private", show_progress="hidden",
                        queue=False)
     def seen(image, key):
-        return handlers.input_note(image, key, allowed=allowed), handlers.model_view(image, key, allowed=allowed)
+        return handlers.seen_by_model(image, key, allowed=allowed)
 
     for change in (page.image.change, page.model.change):  # a model of another input size sees another picture
         change(seen, [page.image, page.model], [page.input_note, page.model_view], api_visibility="private",

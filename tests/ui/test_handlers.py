@@ -399,12 +399,12 @@ def test_on_a_zerogpu_space_heavy_work_asks_for_a_gpu_for_its_estimated_time(
 def test_input_note_says_what_the_model_sees(tmp_path, model_key, allowed):
     wide = tmp_path / "wide.png"
     Image.new("RGB", (640, 480), (200, 30, 30)).save(wide)
-    note = handlers.input_note(str(wide), model_key, allowed=allowed)
+    note = handlers.seen_by_model(str(wide), model_key, allowed=allowed)[0]
     assert "640 x 480" in note and "160 px were cut off" in note and "left and right" in note
     square = tmp_path / "square.png"
     Image.new("RGB", (300, 300)).save(square)
-    assert "resized to" in handlers.input_note(str(square), model_key, allowed=allowed)
-    assert handlers.input_note(None, model_key, allowed=allowed) == ""
+    assert "resized to" in handlers.seen_by_model(str(square), model_key, allowed=allowed)[0]
+    assert handlers.seen_by_model(None, model_key, allowed=allowed)[0] == ""
 
 
 def test_the_model_view_is_the_cropped_and_resized_input(tmp_path, model_key, allowed):
@@ -414,11 +414,11 @@ def test_the_model_view_is_the_cropped_and_resized_input(tmp_path, model_key, al
     pixels = np.zeros((480, 640, 3), np.uint8)
     pixels[:, :80] = 255  # white strip on the left: outside the central square, the model never sees it
     Image.fromarray(pixels).save(wide)
-    view = handlers.model_view(str(wide), model_key, allowed=allowed)
+    view = handlers.seen_by_model(str(wide), model_key, allowed=allowed)[1]
     side = get_model(model_key, allowed)[0].image_size
     assert view.shape == (side, side, 3) and view.dtype == np.uint8 and view.max() == 0
-    assert handlers.model_view(None, model_key, allowed=allowed) is None
-    assert handlers.model_view(str(tmp_path / "missing.png"), model_key, allowed=allowed) is None
+    assert handlers.seen_by_model(None, model_key, allowed=allowed)[1] is None
+    assert handlers.seen_by_model(str(tmp_path / "missing.png"), model_key, allowed=allowed) == ("", None)
 
 
 def test_attack_steps_for_the_scrubber(image_file, model_key, allowed):
