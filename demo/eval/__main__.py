@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="any other attack parameter (repeatable), e.g. --set c=10 --set kappa=5")
     p.add_argument("--targeted", action="store_true", help="attack towards a random wrong class per image")
     p.add_argument("--n", type=int, default=500, help="number of images (default 500)")
+    p.add_argument("--start", type=int, default=0,
+                   help="first image (default 0): images start..start+n-1 of the data, a shard of a longer run; "
+                        "a multiple of --batch-size")
     p.add_argument("--seed", type=int, default=0, help="seed of the attack and defense randomness")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--data", default="world",
@@ -77,6 +80,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         model=args.model, attack=args.attack, params=attack_params(args.attack, args.eps, args.alpha, args.steps, extra),
         n=args.n, seed=args.seed, batch_size=args.batch_size, data=args.data, defenses=_defense_names(args.defenses),
         adaptive=args.adaptive, targeted=args.targeted, device=args.device, eot=args.eot,
+        start=args.start,
     )
 
 

@@ -114,6 +114,10 @@ def write(result: dict, out: str | Path) -> tuple[Path, Path]:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
-    json_path.write_text(json.dumps(finite_json(result), indent=2, allow_nan=False) + "\n")
     md_path.write_text(markdown(result))
+    # The JSON last and whole (renamed into place): a shard counts as done when its JSON exists, so a
+    # process stopped mid-write must not leave a truncated one behind.
+    tmp = json_path.with_name(json_path.name + ".tmp")
+    tmp.write_text(json.dumps(finite_json(result), indent=2, allow_nan=False) + "\n")
+    tmp.replace(json_path)
     return json_path, md_path

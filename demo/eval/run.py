@@ -21,6 +21,7 @@ from ..attacks import ATTACKS, AttackError, quantize, step_for_budget
 from ..defenses import DEFENSES, DefenseError
 from ..models.loading import LoadedModel, ModelLoadError, load_model
 from . import metrics as M
+from .assemble import summarize
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +58,16 @@ class EvalConfig:
     targeted: bool = False
     device: str | None = None
     eot: int | None = None  # EOT draws per attack step for randomized defenses (None: each one's default)
+    start: int = 0  # first image of this shard (a multiple of batch_size, so every batch keeps its seed)
 
 
-def load_world(n: int, image_size: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    # Whole chunks are always rendered (scenes are drawn per chunk), then cut to n.
-    parts = [world.make_batch(WORLD_CHUNK, WORLD_SEED + c, image_size, split)[:2] for c in range(-(-n // WORLD_CHUNK))]
-    return torch.cat([p[0] for p in parts])[:n], torch.cat([p[1] for p in parts])[:n]
+def load_world(n: int, image_size: int, split: str, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images start..start+n-1 of the split; the same image has the same index whatever start and n are."""
+    # Whole chunks are always rendered (scenes are drawn per chunk), then cut to the range.
+    first, last = start // WORLD_CHUNK, -(-(start + n) // WORLD_CHUNK)
+    parts = [world.make_batch(WORLD_CHUNK, WORLD_SEED + c, image_size, split)[:2] for c in range(first, last)]
+    lo = start - first * WORLD_CHUNK
+    return torch.cat([p[0] for p in parts])[lo:lo + n], torch.cat([p[1] for p in parts])[lo:lo + n]
 
 
 def load_folder(path: Path, model: LoadedModel, n: int) -> Dataset:
@@ -84,11 +89,14 @@ def load_folder(path: Path, model: LoadedModel, n: int) -> Dataset:
     return Dataset(images, labels, classes, ("a photo of a {}.",), str(path))
 
 
-def load_data(spec: str, model: LoadedModel, n: int) -> Dataset:
+def load_data(spec: str, model: LoadedModel, n: int, start: int = 0) -> Dataset:
     if spec in ("world", "world-held-out"):
         split = "seen" if spec == "world" else "held_out"
-        images, labels = load_world(n, model.image_size, split)
+        images, labels = load_world(n, model.image_size, split, start)
         return Dataset(images, labels, list(world.CLASSNAMES), (world.EVAL_TEMPLATE,), spec)
+    if start:
+        # A folder's subset is drawn for its n, so a shard of it would not be a slice of the whole run.
+        raise EvalError("--start (image shards) works on the world datasets only; evaluate a folder in one run")
     return load_folder(Path(spec), model, n)
 
 
@@ -152,9 +160,6 @@ class _Acc:
         for kind in total:
             total[kind] += n * passes.get(kind, 0.0)
 
-    def per_image(self, key: str, n: int) -> tuple[float, dict]:
-        return self.ms[key] / n, {k: v / n for k, v in self.passes[key].items()}
-
     def cat(self, key: str) -> torch.Tensor:
         return torch.cat(self.parts[key])
 
@@ -170,7 +175,10 @@ def evaluate(cfg: EvalConfig) -> dict:
     start = time.perf_counter()
     device = torch.device(cfg.device) if cfg.device else None
     model = load_model(cfg.model, device)
-    data = load_data(cfg.data, model, cfg.n)
+    if cfg.start < 0 or cfg.start % cfg.batch_size:
+        raise EvalError(f"--start must be a non-negative multiple of --batch-size ({cfg.batch_size}), so that every "
+                        f"batch keeps the attack seed it has in the whole run; got {cfg.start}")
+    data = load_data(cfg.data, model, cfg.n, cfg.start)
     clf = model.classifier(data.classnames, data.templates)
     atk = ATTACKS.create(cfg.attack, **cfg.params)
     if cfg.targeted and not atk.supports_targeted:
@@ -188,7 +196,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         log.info("batch %d/%d (%.0f s)", b + 1, n_batches, time.perf_counter() - start)
         x, y = data.images[sl].to(model.device), data.labels[sl].to(model.device)
         tgt = None if target_all is None else target_all[sl].to(model.device)
-        seed = cfg.seed + b
+        seed = cfg.seed + cfg.start // cfg.batch_size + b  # the batch's seed in the whole run
         with torch.no_grad():
             acc.add("clean", clf(x))
         adv, res = _attack(atk, clf, x, y, tgt, seed)
@@ -224,60 +232,39 @@ def evaluate(cfg: EvalConfig) -> dict:
                 log.exception("defense %s failed", name)
                 errors[name] = f"{type(exc).__name__}: {exc}"
 
-    labels = data.labels
-    clean, adv_logits, delta = acc.cat("clean"), acc.cat("adv"), acc.cat("delta")
-    undefended = {
-        "clean_accuracy": M.accuracy(clean, labels),
-        "robust_accuracy": M.accuracy(adv_logits, labels),
-        "attack_success_rate": M.attack_success_rate(clean, adv_logits, labels),
-        "mean_linf": M.mean_linf(delta),
-        "mean_l2": M.mean_l2(delta),
-    }
-    undefended["ms_per_image"], undefended["passes_per_image"] = acc.per_image("attack", n)
-    if target_all is not None:
-        undefended["targeted_success_rate"] = M.targeted_success_rate(adv_logits, target_all, labels)
-    rows = []
+    def cost(key: str) -> dict:  # totals over the images; summarize divides
+        return {"ms": acc.ms[key], **acc.passes[key]}
+
+    def preds(key: str) -> list[int]:
+        return acc.cat(key).argmax(1).tolist()
+
+    raw = {"labels": data.labels.tolist(), "clean_pred": preds("clean"), "adv_pred": preds("adv"),
+           "target": None if target_all is None else target_all.tolist(),
+           "linf": M.linf_norms(acc.cat("delta")).tolist(), "l2": M.l2_norms(acc.cat("delta")).tolist(),
+           "cost": {"attack": cost("attack")}, "rows": []}
     for name, d in defenses.items():
         row = {"name": name, "title": d.title or name, "paradigm": d.paradigm.value,
                "differentiable": d.differentiable, "randomized": d.randomized,
                "eot_draws": getattr(d, "eot_draws", None) if d.randomized else None}
         if name in errors:
-            row["error"] = errors[name]
-        else:
-            d_clean, d_obl = acc.cat(f"{name}/clean"), acc.cat(f"{name}/oblivious")
-            row.update({
-                "clean_accuracy": M.accuracy(d_clean, labels),
-                "robust_accuracy_oblivious": M.accuracy(d_obl, labels),
-                "attack_success_rate_oblivious": M.attack_success_rate(d_clean, d_obl, labels),
-            })
-            row["ms_per_image"], row["passes_per_image"] = acc.per_image(f"{name}/defense", n)
-            row["per_image"] = {"clean_pred": d_clean.argmax(1).tolist(), "oblivious_pred": d_obl.argmax(1).tolist()}
-            if cfg.adaptive:
-                d_ad = acc.cat(f"{name}/adaptive")
-                row["per_image"]["adaptive_pred"] = d_ad.argmax(1).tolist()
-                variants = {v: acc.cat(f"{name}/variant/{v}") for v in d.adaptive_variants()}
-                if variants:
-                    row["adaptive_variants"] = {
-                        v: {"robust_accuracy": M.accuracy(lg, labels), "pred": lg.argmax(1).tolist(),
-                            "ms_per_image": acc.per_image(f"{name}/{v}", n)[0]} for v, lg in variants.items()}
-                worst = M.worst_case_accuracy([d_obl, d_ad, *variants.values()], labels)
-                row.update({
-                    "robust_accuracy_adaptive": M.accuracy(d_ad, labels),
-                    # An image counts as robust only if it survives every attack tried on it.
-                    "robust_accuracy_worst": worst,
-                    "adaptive_weaker_than_oblivious": M.significantly_above(M.accuracy(d_ad, labels),
-                                                                            M.accuracy(d_obl, labels), n),
-                    "attack_success_rate_adaptive": M.attack_success_rate(d_clean, d_ad, labels),
-                    "adaptive_mean_linf": M.mean_linf(acc.cat(f"{name}/adaptive_delta")),
-                    "adaptive_mean_l2": M.mean_l2(acc.cat(f"{name}/adaptive_delta")),
-                })
-                row["adaptive_attack_ms_per_image"], row["adaptive_attack_passes_per_image"] = acc.per_image(
-                    f"{name}/adaptive", n)
-        rows.append(row)
+            raw["rows"].append({**row, "error": errors[name]})
+            continue
+        row["per_image"] = {"clean_pred": preds(f"{name}/clean"), "oblivious_pred": preds(f"{name}/oblivious")}
+        row["cost"] = {"defense": cost(f"{name}/defense")}
+        if cfg.adaptive:
+            delta_d = acc.cat(f"{name}/adaptive_delta")
+            row["per_image"].update({"adaptive_pred": preds(f"{name}/adaptive"),
+                                     "adaptive_linf": M.linf_norms(delta_d).tolist(),
+                                     "adaptive_l2": M.l2_norms(delta_d).tolist()})
+            row["cost"]["adaptive"] = cost(f"{name}/adaptive")
+            row["variants"] = {v: preds(f"{name}/variant/{v}") for v in d.adaptive_variants()}
+            row["cost"].update({f"variant/{v}": cost(f"{name}/{v}") for v in d.adaptive_variants()})
+        raw["rows"].append(row)
 
-    return {
+    meta = {
         "model": {"key": model.key, "label": model.spec.label, "image_size": model.image_size},
-        "data": {"source": data.source, "n": n, "num_classes": C, "templates": list(data.templates)},
+        "data": {"source": data.source, "n": n, "start": cfg.start, "num_classes": C,
+                 "templates": list(data.templates)},
         "attack": {"name": cfg.attack, "title": atk.title or cfg.attack, "norm": atk.norm, "budget": atk.budget,
                    "params": {f.name: getattr(atk, f.name) for f in atk.params()},
                    "units": {f.name: f.metadata.get("unit", "") for f in atk.params()}, "targeted": cfg.targeted},
@@ -287,10 +274,6 @@ def evaluate(cfg: EvalConfig) -> dict:
         "eot": cfg.eot,
         "device": str(model.device),
         "threads": torch.get_num_threads(),
-        "undefended": undefended,
-        "defenses": rows,
-        "per_image": {"labels": labels.tolist(), "clean_pred": clean.argmax(1).tolist(),
-                      "adv_pred": adv_logits.argmax(1).tolist(),
-                      "target": None if target_all is None else target_all.tolist()},
         "seconds": time.perf_counter() - start,
     }
+    return summarize(meta, raw)

@@ -202,7 +202,7 @@ def write_all(folder: Path | None = None, docs: Path | None = None) -> list[Path
               "Commands:\n", _commands(_runs_of(results, "eot_")),
               "## Sanity checks (Carlini et al., 2019)\n", sanity_table(results),
               "## What this shows\n", prose.what_this_shows(numbers)]
-    from .suite import missing
+    from .runs import missing
 
     absent = missing(P.RESULTS_DIR if folder is None else Path(folder))
     if absent:

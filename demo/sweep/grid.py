@@ -2,7 +2,7 @@
 
 A cell is one `python -m demo.eval` command line (`Cell.argv`); its `EvalConfig` is built by
 `demo.eval`'s own parser, so a cell computes exactly what that command computes alone. The published
-evaluation (`demo.eval.suite.RUNS`) can be swept as it is (`suite_cells`).
+evaluation (`demo.eval.runs.RUNS`) can be swept as it is (`suite_cells`).
 """
 from __future__ import annotations
 
@@ -236,9 +236,9 @@ def cells(g: Grid, device: str | None = None) -> list[Cell]:
 
 
 def suite_cells(device: str | None = None) -> tuple[list[Cell], list[str]]:
-    """The published evaluation (`demo.eval.suite.RUNS`) as cells named like its runs, and the names of
+    """The published evaluation (`demo.eval.runs.RUNS`) as cells named like its runs, and the names of
     the runs that are not `demo.eval` commands (the sanity checks), which a sweep leaves out."""
-    from ..eval.suite import RUNS
+    from ..eval.runs import RUNS
 
     out, skipped = [], []
     for name, command in RUNS.items():

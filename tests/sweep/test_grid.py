@@ -78,7 +78,7 @@ def test_bad_grid_input_is_an_argparse_error(capsys, tmp_path):
 
 
 def test_suite_cells_are_the_published_runs():
-    from demo.eval.suite import RUNS
+    from demo.eval.runs import RUNS
 
     cells, skipped = G.suite_cells("cpu")
     assert skipped == ["sanity"] and [c.name for c in cells] == [k for k in RUNS if k != "sanity"]

@@ -1,0 +1,150 @@
+"""The published evaluation as data: every `demo.eval` run behind docs/results, and how the long ones are
+split into image shards.
+
+A run is one command line whose result is docs/results/<name>.json. A sharded run is computed as
+consecutive image ranges (`--start S --n K`), each stored at once as docs/results/shards/<name>/<S>.json;
+when every shard is there they are merged (`demo.eval.assemble.merge`) into the run's file, which then
+equals what the single command would have written. Finished shards are never recomputed, so a stopped
+evaluation resumes where it stopped, and shards can run on several machines (each shard file records
+the command that reproduces it).
+"""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from .published import RESULTS_DIR
+
+MAIN = "none,tecoa,fare,pmg_aft,apt,clipure,jpeg,bit_depth,median"
+COUNTER = "none,ttc,random_resize_pad,anti_adversary"
+TRAINING_TIME = "tecoa,fare,pmg_aft,apt"
+TRAINING_FREE_AA = "jpeg,median,bit_depth,clipure"
+PGD4 = "--attack pgd --eps 4 --steps 10 --n 500 --adaptive"
+EOT = "--attack pgd --eps 4 --steps 10 --n 200 --adaptive"
+AA4 = "--attack autoattack --eps 4 --adaptive"
+HELD_OUT = " --data world-held-out"
+ROOT = RESULTS_DIR.parents[1]  # commands run from the repository root
+
+
+@dataclass(frozen=True)
+class Shard:
+    run: str
+    start: int
+    n: int
+    command: str
+
+    @property
+    def path(self) -> Path:
+        return shard_dir(self.run) / f"{self.start:05d}.json"
+
+
+def _runs() -> tuple[dict[str, str], dict[str, int]]:
+    runs, shard = {}, {}
+    for split, data in (("seen", ""), ("held_out", HELD_OUT)):
+        runs[f"pgd4_main_{split}"] = f"{PGD4}{data} --defenses {MAIN}"
+        runs[f"pgd4_counter_{split}"] = f"{PGD4}{data} --defenses {COUNTER}"
+        runs[f"pgd4_tpt_{split}"] = f"{PGD4}{data} --defenses none,tpt"
+        # batch 10: 64 views of 50 images with gradients need ~19 GB; its adaptive attack through 64 views
+        # with gradients costs ~5.5 s per image on one core, the largest PGD run of the suite
+        runs[f"pgd4_rtpt_{split}"] = f"{PGD4}{data} --batch-size 10 --defenses none,rtpt"
+    for eps in (1, 4):
+        runs[f"aa{eps}_training_time_seen"] = f"--attack autoattack --eps {eps} --n 200 --defenses {TRAINING_TIME} --adaptive"
+    # Adaptive AutoAttack through the deterministic training-free defenses (BPDA where a step has no
+    # gradient): ~1 s per image on one core.
+    runs["aa4_training_free_seen"] = f"--attack autoattack --eps 4 --n 200 --defenses {TRAINING_FREE_AA} --adaptive"
+    # AutoAttack through every other row, in image shards (one defense per run, so rows finish on their
+    # own): on one core ~10-20 s per image for TTC, random resize & pad (EOT 4) and Anti-adversary, ~1 min
+    # per image and more for TPT and R-TPT (64 views per EOT draw at every one of up to 1,000 steps).
+    for group, defense, extra, size, n_seen in (
+            ("ttc", "ttc", "", 50, 200), ("rrp", "random_resize_pad", "", 50, 200),
+            ("anti", "anti_adversary", "", 50, 200),
+            ("tpt", "tpt", " --batch-size 10", 10, 200), ("rtpt", "rtpt", " --batch-size 10", 10, 200)):
+        runs[f"aa4_{group}_seen"], shard[f"aa4_{group}_seen"] = f"{AA4} --n {n_seen}{extra} --defenses {defense}", size
+        runs[f"aa4_{group}_held_out"] = f"{AA4} --n 100{extra}{HELD_OUT} --defenses {defense}"
+        shard[f"aa4_{group}_held_out"] = size
+    # EOT saturation under AutoAttack: random resize & pad's PGD curve still fell at 16 draws.
+    runs["aa4_rrp16_seen"], shard["aa4_rrp16_seen"] = f"{AA4} --n 200 --defenses random_resize_pad --eot 16", 50
+    for split, data in (("held_out", HELD_OUT),):
+        runs[f"aa4_training_time_{split}"] = f"{AA4} --n 100{data} --defenses none,{TRAINING_TIME}"
+        runs[f"aa4_training_free_{split}"] = f"{AA4} --n 100{data} --defenses {TRAINING_FREE_AA}"
+        shard[f"aa4_training_time_{split}"] = shard[f"aa4_training_free_{split}"] = 50
+    for draws in (1, 2, 4, 8, 16):
+        runs[f"eot_rrp_{draws}"] = f"{EOT} --defenses random_resize_pad --eot {draws}"
+    for draws in (1, 2, 4):
+        runs[f"eot_ttc_{draws}"] = f"{EOT} --defenses ttc --eot {draws}"
+    # R-TPT: 100 images, as one draw already costs ~5.5 s per image (TPT's adaptive accuracy is at the
+    # undefended model's, so more draws have nothing left to lower there).
+    for draws in (1, 2):
+        runs[f"eot_rtpt_{draws}"] = f"{EOT.replace('--n 200', '--n 100')} --batch-size 10 --defenses rtpt --eot {draws}"
+    commands = {name: f"python -m demo.eval --model teaching {args} --out docs/results/{name}" for name, args in runs.items()}
+    return commands | {"sanity": "python -m demo.eval.sanity --n 200 --out docs/results/sanity"}, shard
+
+
+RUNS, SHARD_SIZE = _runs()
+# The order `suite run` takes missing work in: the leaderboard's seen rows first, then held-out, then the
+# EOT-saturation run; the rest as listed.
+PRIORITY = ("aa4_ttc_seen", "aa4_rrp_seen", "aa4_anti_seen", "aa4_training_time_held_out",
+            "aa4_training_free_held_out", "aa4_ttc_held_out", "aa4_rrp_held_out", "aa4_anti_held_out",
+            "aa4_rrp16_seen", "aa4_tpt_seen", "aa4_rtpt_seen", "aa4_tpt_held_out", "aa4_rtpt_held_out")
+
+
+def shard_dir(run: str, folder: Path = RESULTS_DIR) -> Path:
+    return folder / "shards" / run
+
+
+def _arg(words: list[str], flag: str, default: str | None = None) -> str | None:
+    return words[words.index(flag) + 1] if flag in words else default
+
+
+def shards(run: str, folder: Path = RESULTS_DIR) -> list[Shard]:
+    """The image shards of a sharded run, with the command that computes each ([] for other runs)."""
+    size = SHARD_SIZE.get(run)
+    if size is None:
+        return []
+    words = shlex.split(RUNS[run])
+    total, batch = int(_arg(words, "--n")), int(_arg(words, "--batch-size", "50"))
+    assert size % batch == 0, f"{run}: a shard must hold whole batches, so each keeps its seed"
+    out = []
+    for start in range(0, total, size):
+        k = min(size, total - start)
+        shard_words = list(words)
+        shard_words[words.index("--n") + 1] = str(k)
+        out_path = shard_dir(run, folder) / f"{start:05d}"
+        shard_words[words.index("--out") + 1] = str(out_path.relative_to(ROOT) if out_path.is_relative_to(ROOT)
+                                                     else out_path)
+        shard_words[words.index("--n"):words.index("--n")] = ["--start", str(start)]
+        out.append(Shard(run, start, k, shlex.join(shard_words)))
+    return out
+
+
+def done_shards(run: str, folder: Path = RESULTS_DIR) -> list[Shard]:
+    return [s for s in shards(run, folder) if (shard_dir(run, folder) / f"{s.start:05d}.json").is_file()]
+
+
+def progress(run: str, folder: Path = RESULTS_DIR) -> tuple[int, int]:
+    """(images done, images in the run) of a sharded run."""
+    all_shards = shards(run, folder)
+    return sum(s.n for s in done_shards(run, folder)), sum(s.n for s in all_shards)
+
+
+def missing(folder: Path = RESULTS_DIR) -> list[str]:
+    return [name for name in RUNS if not (folder / f"{name}.json").is_file()]
+
+
+def shard_results(run: str, folder: Path = RESULTS_DIR) -> list[dict]:
+    return [json.loads((shard_dir(run, folder) / f"{s.start:05d}.json").read_text()) for s in done_shards(run, folder)]
+
+
+_STEM = re.compile(r"^\d{5}$")
+
+
+def stray_shards(folder: Path = RESULTS_DIR) -> list[Path]:
+    """Shard files no run of the list would produce (a run renamed or resized): never merged."""
+    root = folder / "shards"
+    if not root.is_dir():
+        return []
+    known = {(s.run, f"{s.start:05d}") for r in SHARD_SIZE for s in shards(r, folder)}
+    return [p for p in sorted(root.glob("*/*.json")) if not _STEM.match(p.stem) or (p.parent.name, p.stem) not in known]

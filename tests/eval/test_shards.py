@@ -1,0 +1,95 @@
+"""Image shards: a run split with --start/--n merges into exactly the unsharded result, and the suite
+resumes a stopped evaluation without recomputing finished shards."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from demo.eval import runs as R, suite
+from demo.eval.__main__ import main
+from demo.eval.assemble import TIMING_FIELDS, MergeError, merge
+from demo.eval.report import finite_json
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _outcome(x):
+    """A result without what is measured rather than computed (wall times, the command, shard bookkeeping)."""
+    x = finite_json(x)  # NaN == NaN as null
+    if isinstance(x, dict):
+        return {k: _outcome(v) for k, v in x.items() if k not in TIMING_FIELDS + ("shards", "start")}
+    if isinstance(x, list):
+        return [_outcome(v) for v in x]
+    return x
+
+
+def _argv(extra: list[str], defenses: str = "jpeg") -> list[str]:
+    # The teaching model, so that accuracies are neither all 0 nor all 1; TTC is randomized and has a
+    # detector-aware variant, JPEG has BPDA: every kind of row in a shard.
+    return ["--model", "teaching", "--attack", "pgd", "--eps", "2", "--steps", "2",
+            "--batch-size", "4", "--defenses", defenses, "--adaptive", *extra]
+
+
+def test_shards_merge_into_the_unsharded_result(capsys):
+    whole = main(_argv(["--n", "8"], "ttc,jpeg"))
+    parts = [main(_argv(["--start", str(s), "--n", "4"], "ttc,jpeg")) for s in (4, 0)]
+    merged = merge(parts)
+    assert merged["data"]["n"] == 8 and [s["start"] for s in merged["shards"]] == [0, 4]
+    assert _outcome(merged) == _outcome(whole)
+    # Not vacuous: the rows carry per-image predictions and norms, and a variant attack.
+    ttc = next(r for r in merged["defenses"] if r["name"] == "ttc")
+    assert len(ttc["per_image"]["adaptive_pred"]) == 8 and len(merged["per_image"]["linf"]) == 8
+    assert ttc["adaptive_variants"]
+    assert 0 < merged["undefended"]["clean_accuracy"] < 1 or 0 < ttc["robust_accuracy_worst"] < 1
+    # A shard's images and batch seeds are those of the whole run: a shard with another seed differs.
+    other = main(_argv(["--start", "4", "--n", "4", "--seed", "7"]))
+    assert other["per_image"]["labels"] == parts[0]["per_image"]["labels"]
+    assert other["per_image"]["l2"] != parts[0]["per_image"]["l2"]
+
+
+def test_merge_refuses_gaps_and_other_settings(capsys):
+    a = main(_argv(["--start", "0", "--n", "4"]))
+    c = main(_argv(["--start", "8", "--n", "4"]))
+    with pytest.raises(MergeError, match="gap or overlap at image 4"):
+        merge([a, c])
+    other = main(_argv(["--start", "4", "--n", "4", "--eps", "4"]))
+    with pytest.raises(MergeError, match="another setting"):
+        merge([a, other])
+
+
+def test_start_must_keep_the_batch_seeds(capsys):
+    with pytest.raises(SystemExit):
+        main(_argv(["--start", "2", "--n", "4"]))
+    assert "multiple of --batch-size" in capsys.readouterr().err
+
+
+def test_suite_runs_shards_resumes_and_merges(tmp_path, monkeypatch):
+    name = "aa4_tiny_seen"
+    command = ("python -m demo.eval " + " ".join(_argv(["--n", "8"])) + f" --out {tmp_path / name}")
+    monkeypatch.setitem(R.RUNS, name, command)
+    monkeypatch.setitem(R.SHARD_SIZE, name, 4)
+    assert [s.start for s in R.shards(name, tmp_path)] == [0, 4]
+    assert suite.run([name], jobs=2, folder=tmp_path) == 0
+    first = json.loads((tmp_path / f"{name}.json").read_text())
+    assert first["data"]["n"] == 8 and first["command"] == command and len(first["shards"]) == 2
+    assert suite.status(tmp_path)[list(R.RUNS).index(name)] == f"{name}: done"
+
+    # Stopped half-way: one shard and the merged file are gone; the other shard must not be recomputed.
+    kept = R.shard_dir(name, tmp_path) / "00000.json"
+    kept_bytes = kept.read_text()
+    (tmp_path / f"{name}.json").unlink()
+    (R.shard_dir(name, tmp_path) / "00004.json").unlink()
+    assert f"{name}: 4 of 8 images (1 of 2 shards)" in suite.status(tmp_path)
+    work = suite._work([name], force=False, folder=tmp_path)
+    assert [label for label, _, _ in work] == [f"{name}[4:8]"]
+    assert suite.run([name], jobs=1, folder=tmp_path) == 0
+    assert kept.read_text() == kept_bytes
+    assert _outcome(json.loads((tmp_path / f"{name}.json").read_text())) == _outcome(first)
