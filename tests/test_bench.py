@@ -111,7 +111,7 @@ def test_report_keeps_the_load_test_section(tmp_path):
 def test_load_test_compares_results_without_times(tmp_path):
     from PIL import Image
 
-    from demo.loadtest import result_digest
+    from demo.bench.load.common import result_digest
 
     png = tmp_path / "a.png"
     Image.new("RGB", (4, 4), (10, 20, 30)).save(png)

@@ -1,6 +1,6 @@
 """Mixed load test: cheap and heavy requests, cancels and disconnects from concurrent clients.
 
-`python -m demo.loadtest --mixed [--model teaching] [--clients 8] [--minutes 3]`
+`python -m demo.bench.load --mixed [--model teaching] [--clients 8] [--minutes 3]`
 
 Launches the app on 127.0.0.1 (nothing else is contacted) and runs, for a bounded time, clients with
 different roles: half send cheap requests (a classification, a one-step FGSM attack), two send heavy
@@ -20,9 +20,9 @@ import time
 import uuid
 from pathlib import Path
 
-from .bench.report import replace_section
-from .loadtest import (EXAMPLES, MAX_GROWTH, free_port, make_client, result_digest, rss_mb, start_server,
-                       stop_server, wait_ready)
+from ..report import replace_section
+from .common import (EXAMPLES, MAX_GROWTH, free_port, make_client, result_digest, rss_mb, start_server, stop_server,
+                     wait_ready)
 
 BEGIN, END = "<!-- mixed load test: begin -->", "<!-- mixed load test: end -->"
 CHEAP_P95_S = 2.0
@@ -79,11 +79,12 @@ def _drop_stream(url: str, request: dict, after_s: float) -> None:
 
 
 def run(model: str, clients: int, minutes: float, out: Path, startup_timeout: float = 600.0) -> int:
-    work = Path(tempfile.mkdtemp(prefix="demo-loadmix-"))
+    work = Path(tempfile.mkdtemp(prefix="demo-load-mixed-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     proc = start_server(model, port, work / "server.log")
-    res: dict = {"command": f"python -m demo.loadtest --mixed --model {model} --clients {clients} --minutes {minutes:g}",
+    res: dict = {"command": f"python -m demo.bench.load --mixed --model {model} --clients {clients} "
+                            f"--minutes {minutes:g}",
                  "date": time.strftime("%Y-%m-%d %H:%M"), "model": model, "clients": clients, "minutes": minutes}
     try:
         res["startup_s"] = wait_ready(url, proc, startup_timeout)
