@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-# The load test (`python -m demo.loadtest`) keeps its numbers between these markers; rewriting the
+# The load test (`python -m demo.bench.load`) keeps its numbers between these markers; rewriting the
 # benchmark report keeps that section as it is.
 LOADTEST_BEGIN, LOADTEST_END = "<!-- load-test:begin -->", "<!-- load-test:end -->"
 
@@ -231,7 +231,7 @@ def replace_section(out: Path, section: str, begin: str, end: str) -> None:
 
 
 def loadtest_section(res: dict, server_log: list[str] | None = None) -> str:
-    """The load test's markdown section (numbers from `python -m demo.loadtest`), or why it did not finish."""
+    """The load test's markdown section (numbers from `python -m demo.bench.load`), or why it did not finish."""
     if res.get("error"):
         return (f"## Load test\n\nWritten by `{res['command']}` on {res['date']}: **did not complete**: "
                 f"{res['error']}\n\nServer log (last lines):\n\n"

@@ -35,10 +35,11 @@ class Shard:
     start: int
     n: int
     command: str
+    folder: Path = RESULTS_DIR
 
     @property
     def path(self) -> Path:
-        return shard_dir(self.run) / f"{self.start:05d}.json"
+        return shard_dir(self.run, self.folder) / f"{self.start:05d}.json"
 
 
 def _runs() -> tuple[dict[str, str], dict[str, int]]:
@@ -116,12 +117,12 @@ def shards(run: str, folder: Path = RESULTS_DIR) -> list[Shard]:
         shard_words[words.index("--out") + 1] = str(out_path.relative_to(ROOT) if out_path.is_relative_to(ROOT)
                                                      else out_path)
         shard_words[words.index("--n"):words.index("--n")] = ["--start", str(start)]
-        out.append(Shard(run, start, k, shlex.join(shard_words)))
+        out.append(Shard(run, start, k, shlex.join(shard_words), folder))
     return out
 
 
 def done_shards(run: str, folder: Path = RESULTS_DIR) -> list[Shard]:
-    return [s for s in shards(run, folder) if (shard_dir(run, folder) / f"{s.start:05d}.json").is_file()]
+    return [s for s in shards(run, folder) if s.path.is_file()]
 
 
 def progress(run: str, folder: Path = RESULTS_DIR) -> tuple[int, int]:
@@ -135,7 +136,7 @@ def missing(folder: Path = RESULTS_DIR) -> list[str]:
 
 
 def shard_results(run: str, folder: Path = RESULTS_DIR) -> list[dict]:
-    return [json.loads((shard_dir(run, folder) / f"{s.start:05d}.json").read_text()) for s in done_shards(run, folder)]
+    return [json.loads(s.path.read_text()) for s in done_shards(run, folder)]
 
 
 _STEM = re.compile(r"^\d{5}$")

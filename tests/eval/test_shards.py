@@ -93,3 +93,4 @@ def test_suite_runs_shards_resumes_and_merges(tmp_path, monkeypatch):
     assert suite.run([name], jobs=1, folder=tmp_path) == 0
     assert kept.read_text() == kept_bytes
     assert _outcome(json.loads((tmp_path / f"{name}.json").read_text())) == _outcome(first)
+    assert not R.shard_dir(name).exists()  # nothing (not even a log) written beside the published results
