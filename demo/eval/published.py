@@ -96,14 +96,29 @@ def defense_numbers(results: dict[str, dict] | None = None) -> dict[str, dict]:
 _TOKEN = re.compile(r"\{\{(\w+)\.(\w+)\.(\w+)\}\}")
 
 
-def fill(text: str, numbers: dict[str, dict] | None = None) -> str:
-    """Replace {{defense.split.field}} (e.g. {{ttc.seen.worst}}) by the published accuracy in percent,
-    so teaching texts quote the results instead of copies of them; "n/a" where it was not run."""
+def sanity_eps(results: dict[str, dict] | None = None) -> dict[str, dict[str, float]]:
+    """{model: {eps in /255 as text: accuracy}} from the sanity checks' budget sweep (PGD-10 white-box)."""
+    results = load() if results is None else results
+    checks = results.get("sanity", {}).get("checks", [])
+    return {c["model"]: {k.split("/")[0]: v for k, v in c["values"].items()}
+            for c in checks if c["check"] == "accuracy does not rise with eps"}
+
+
+def fill(text: str, numbers: dict[str, dict] | None = None, sweep: dict | None = None) -> str:
+    """Replace {{defense.split.field}} (e.g. {{ttc.seen.worst}}) by the published accuracy in percent, and
+    {{defense.split.n}} by its number of images, so teaching texts quote the results instead of copies of
+    them; {{sanity.model.eps}} (e.g. {{sanity.tecoa.16}}) quotes the sanity checks' budget sweep. "n/a"
+    where it was not run."""
     numbers = defense_numbers() if numbers is None else numbers
 
     def sub(m: re.Match) -> str:
-        value = numbers.get(m[1], {}).get(m[2], {}).get(m[3])
-        return "n/a" if value is None else f"{100 * value:.1f}%"
+        if m[1] == "sanity":
+            value = (sanity_eps() if sweep is None else sweep).get(m[2], {}).get(m[3])
+        else:
+            value = numbers.get(m[1], {}).get(m[2], {}).get(m[3])
+        if value is None:
+            return "n/a"
+        return str(int(value)) if m[3] == "n" else f"{100 * value:.1f}%"
 
     return _TOKEN.sub(sub, text)
 

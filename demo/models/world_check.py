@@ -92,11 +92,20 @@ class WorldCheck:
         return self.scores(loaded, x) > self.threshold
 
 
+SENTENCE = ("This image is not from the teaching world: the offline teaching model only knows 64 coloured "
+            "shapes (8 colours, 8 shapes) on patterned backgrounds, so its answers here mean nothing. With the "
+            "model hub reachable, a real CLIP model (ViT-B-32) is one choice away in the Model selector.")
+
+
 @dataclass(frozen=True)
 class Verdict:
     outside: bool
     score: float
     threshold: float
+
+    @property
+    def sentence(self) -> str:
+        return SENTENCE if self.outside else ""
 
 
 def _world(n: int, seed: int, image_size: int, split: str = "seen") -> torch.Tensor:

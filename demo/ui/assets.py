@@ -58,6 +58,24 @@ def sections(name: str) -> list[tuple[str, str]]:
     return parts
 
 
+def example_class(path) -> str | None:
+    """The class an example image shows, when `path` is one of the examples: a teaching-world example's
+    colour and shape (from its name), a photo-like example's first label. None for any other image."""
+    if not path:
+        return None
+    path = Path(path)
+    if path.parent.resolve() != EXAMPLES_DIR.resolve() or path.suffix != ".png":
+        return None
+    kind, _, rest = path.stem.partition("_")
+    if kind == "teaching":
+        return rest.removesuffix("_held-out").replace("_", " ")
+    labels_file = path.with_suffix(".txt")
+    if kind == "photo" and labels_file.is_file():
+        names = _read_list(labels_file)[1]
+        return names[0] if names else None
+    return None
+
+
 def examples(kind: str) -> list[tuple[str, str, str]]:
     """Example images of one kind ("teaching" or "photo"): (path, caption, labels text).
 

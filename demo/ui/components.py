@@ -1,6 +1,8 @@
 """Page building blocks: the lossless image components and controls generated from parameter metadata."""
 from __future__ import annotations
 
+import math
+
 import io
 import os
 import tempfile
@@ -26,6 +28,12 @@ CSS = """
 .dark .verdict.bad {color: #f28b82;}
 .verdict small {opacity: 0.75;}
 .verdict.pending {opacity: 0.7; font-style: italic;}
+.verdict.unknown {background: rgba(128, 128, 128, 0.18); color: inherit;}
+#world-note p {font-size: 1.05em; padding: 8px 12px; border-left: 5px solid #b06000; background: rgba(176, 96, 0, 0.12);}
+.verdict-strip {display: flex; flex-wrap: wrap; gap: 6px; list-style: none; padding: 0; margin: 4px 0;}
+.verdict-strip .strip-item {margin: 0; padding: 4px 8px; font-size: 0.95em;}
+.verdict-strip .strip-item.pending {opacity: 0.7; font-style: italic;}
+.sr-only {position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0);}
 .method {font-size: 0.85em; opacity: 0.8; margin-bottom: 2px;}
 .column-title {font-weight: 600; font-size: 1.05em;}
 /* The method a defense column ran, under the paradigm's title: readable from the back of a room. */
@@ -126,9 +134,16 @@ def image_box(**kwargs) -> ImageInput:
 def _number(payload, label: str):
     """A number sent to a slider or number box; anything else gets a message in the app's words
     (Gradio's own check fails with a generic server error for None, text or NaN)."""
-    if isinstance(payload, bool) or not isinstance(payload, (int, float)) or not np.isfinite(payload):
-        raise gr.Error(f"{label or 'This value'} must be a number, got {payload!r}.", title="Please check the input",
-                       print_exception=False)
+    finite = False
+    if isinstance(payload, (int, float)) and not isinstance(payload, bool):
+        try:  # an int too large for a float (10**400) is no usable number either
+            finite = math.isfinite(float(payload))
+        except OverflowError:
+            finite = False
+    if not finite:
+        shown = repr(payload) if len(repr(payload)) <= 40 else repr(payload)[:40] + "..."
+        raise gr.Error(f"{label or 'This value'} must be a finite number, got {shown}.",
+                       title="Please check the input", print_exception=False)
     return payload
 
 

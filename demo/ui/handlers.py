@@ -19,6 +19,7 @@ import gradio as gr
 
 from .. import pipeline
 from ..defenses.test_time.tpt import suggested_views
+from ..models import world_check
 from ..pipeline import USER_ERRORS, InputError, budget
 from ..pipeline.budget import Estimated
 from ..pipeline.compare import check_defenses
@@ -120,19 +121,32 @@ def answering_model(model_key: str, *, allowed: set[str]) -> str:
     return key if key in allowed else model_key
 
 
-def seen_by_model(image, model_key: str, *, allowed: set[str]) -> tuple[str, np.ndarray | None]:
-    """What the model will see of this upload: its crop and size in words, and the exact pixels it
-    classifies; ("", None) without an image or for one it cannot read (the classification says why)."""
+def seen_by_model(image, model_key: str, *, allowed: set[str]) -> tuple[str, np.ndarray | None, str]:
+    """What the model will see of this upload: its crop and size in words, the exact pixels it
+    classifies, and the out-of-world warning ('' when the model can read the image); ("", None, "")
+    without an image or for one it cannot read (the classification says why)."""
     if image is None or (isinstance(image, str) and not image.strip()):
-        return "", None
+        return "", None, ""
     try:
         loaded = _model(model_key, allowed)
         picture = pipeline.load_image(image if not isinstance(image, str) else Path(image))
-        pixels = pipeline.to_uint8(pipeline.to_model_input(loaded, picture))
+        x = pipeline.to_model_input(loaded, picture)
+        pixels = pipeline.to_uint8(x)
     except USER_ERRORS:
-        return "", None
+        return "", None, ""
     note = "**Left: exactly what the model classifies.** " + pipeline.describe_preprocessing(loaded, picture.size)
-    return note, pixels
+    return note, pixels, world_warning(loaded, x)
+
+
+def outside_world(loaded, x: torch.Tensor) -> bool:
+    """Whether the model cannot know this image (a photo shown to the teaching model)."""
+    v = world_check.verdict(loaded, x)
+    return bool(v is not None and v.outside)
+
+
+def world_warning(loaded, x: torch.Tensor) -> str:
+    """The out-of-world sentence as page text, or '' for an image the model can read."""
+    return f"**&#9888; {world_check.SENTENCE}**" if outside_world(loaded, x) else ""
 
 
 VIEW_DEFENSES = ("tpt", "rtpt")
@@ -169,9 +183,10 @@ def defense_starts(model_key: str, *, allowed: set[str]) -> dict:
 def classify(image, labels_text: str, true_label: str, model_key: str, *, allowed: set[str]) -> ColumnView:
     loaded = _model(model_key, allowed)
     labels = pipeline.check_labels(parse_labels(labels_text))
-    column = pipeline.classify(loaded, image_tensor(loaded, image), labels, label_index(true_label, labels, "true label"))
+    x = image_tensor(loaded, image)
+    column = pipeline.classify(loaded, x, labels, label_index(true_label, labels, "true label"))
     return views.column_view(column, assumed=label_index(true_label, labels, "true label") is None,
-                             model_note=model_note(model_key, loaded, allowed))
+                             model_note=model_note(model_key, loaded, allowed), outside=outside_world(loaded, x))
 
 
 class AttackView(NamedTuple):
@@ -205,12 +220,23 @@ class CompareView(NamedTuple):
     adversarial_file: str
     results_file: str
     summary: str
+    strip: str  # the five verdicts in one line, above the columns
 
 
 class CurveView(NamedTuple):
     chart: np.ndarray
     table: list
     results_file: str
+
+
+# Short column names for the verdict strip, in pipeline.COLUMN_KEYS order.
+COLUMN_NAMES = ["Clean", "Attacked", "Training-time", "Test-time", "Training-free"]
+
+
+def _lead(loaded, x: torch.Tensor) -> str:
+    """The out-of-world warning as the first paragraph of a summary, or ''."""
+    warning = world_warning(loaded, x)
+    return warning + "\n\n" if warning else ""
 
 
 def flat(view: tuple) -> tuple:
@@ -250,11 +276,11 @@ def attack(image, labels_text, true_label, model_key, attack_name, eps, steps, t
                                      parse_seed(seed), progress)
     folder = views.new_download_dir()
     adv_file = views.write_png(folder, f"adversarial_{views.safe_name(name)}.png", pipeline.to_uint8(result.adversarial))
-    assumed = true_idx is None
-    return AttackView(views.column_view(result.column("clean"), assumed),
-                      views.column_view(result.column("attacked"), assumed),
+    assumed, outside = true_idx is None, outside_world(loaded, x)
+    return AttackView(views.column_view(result.column("clean"), assumed, outside=outside),
+                      views.column_view(result.column("attacked"), assumed, outside=outside),
                       views.perturbation_figure(result, _linf_budget(name, params)), adv_file,
-                      model_line(model_key, loaded, allowed) + "\n\n"
+                      _lead(loaded, x) + model_line(model_key, loaded, allowed) + "\n\n"
                       + views.attack_summary(result, ATTACKS.get(name).title or name, _eps_text(name, params)))
 
 
@@ -268,11 +294,12 @@ def defend(image, adversarial, labels_text, true_label, model_key, training_time
     columns, stages, _ = pipeline.run_defenses(
         loaded, attacked, labels, true_idx, defense_settings(training_time, test_time, training_free, defense_params),
         parse_seed(seed), progress, reference=x)
-    assumed = true_idx is None
+    assumed, outside = true_idx is None, outside_world(loaded, x)
     defended = columns[1:]
-    return DefendView(*(views.column_view(c, assumed) for c in defended), views.changes_figure(defended),
-                      views.timing_figure(stages), views.timing_rows(stages),
-                      model_line(model_key, loaded, allowed) + "\n\n" + views.changed_markdown(defended))
+    return DefendView(*(views.column_view(c, assumed, outside=outside) for c in defended),
+                      views.changes_figure(defended), views.timing_figure(stages), views.timing_rows(stages),
+                      _lead(loaded, x) + model_line(model_key, loaded, allowed) + "\n\n"
+                      + views.changed_markdown(defended))
 
 
 @user_errors
@@ -286,31 +313,37 @@ def compare(image, labels_text, true_label, model_key, attack_name, eps, steps, 
         raise InputError(f"The attack mode must be {OBLIVIOUS!r} or {ADAPTIVE!r}, got {mode!r}.")
     name, params = attack_settings(attack_name, eps, steps, attack_params)
     defenses = defense_settings(training_time, test_time, training_free, defense_params)
-    assumed = true_idx is None
+    assumed, outside = true_idx is None, outside_world(loaded, x)
     done: list = []
+    computed: list = []
+    n_cols = len(pipeline.COLUMN_KEYS)
 
     def ready(column) -> None:
-        done.append(views.column_view(column, assumed))
-        pending = [views.pending_view()] * (len(pipeline.COLUMN_KEYS) - len(done))
+        computed.append(column)
+        done.append(views.column_view(column, assumed, outside=outside))
+        pending = [views.pending_view()] * (n_cols - len(done))
+        strip = views.verdict_strip(computed + [None] * (n_cols - len(computed)), COLUMN_NAMES, assumed, outside)
         emit(CompareView(*done, *pending, None, None, None, None, None, None,
-                         f"Computing: {len(done)} of {len(pipeline.COLUMN_KEYS)} columns ready."))
+                         f"Computing: {len(done)} of {n_cols} columns ready.", strip))
 
     result = pipeline.run_comparison(loaded, x, labels, true_idx, name, params, target_idx, defenses,
                                      mode == ADAPTIVE, parse_seed(seed), progress, ready if emit else None)
-    cols = [views.column_view(result.column(k), assumed) for k in pipeline.COLUMN_KEYS]
+    cols = [views.column_view(result.column(k), assumed, outside=outside) for k in pipeline.COLUMN_KEYS]
     defended = result.columns[2:]
     folder = views.new_download_dir()
     adv_file = views.write_png(folder, f"adversarial_{views.safe_name(name)}.png", pipeline.to_uint8(result.adversarial))
     data = result.to_dict()
     data["model_label"] = loaded.spec.label
     json_file = views.write_json(folder, "results.json", data)
-    summary = model_line(model_key, loaded, allowed) + "\n\n" + views.attack_summary(
+    summary = _lead(loaded, x) + model_line(model_key, loaded, allowed) + "\n\n" + views.attack_summary(
         result, ATTACKS.get(name).title or name, _eps_text(name, params))
     changed = views.changed_markdown(defended)
     return CompareView(*cols, views.perturbation_figure(result, _linf_budget(name, params)),
                        views.changes_figure(defended), views.timing_figure(result.stages),
                        views.timing_rows(result.stages), adv_file, json_file,
-                       summary + ("\n\n**What the defenses did**\n\n" + changed if changed else ""))
+                       summary + ("\n\n**What the defenses did**\n\n" + changed if changed else ""),
+                       views.verdict_strip([result.column(k) for k in pipeline.COLUMN_KEYS], COLUMN_NAMES, assumed,
+                                           outside))
 
 
 @user_errors
@@ -327,8 +360,14 @@ def compare_json(image, labels_text, true_label, model_key, attack_name, eps, st
     result = pipeline.run_comparison(loaded, x, labels, true_idx, name, params, target_idx,
                                      defense_settings(training_time, test_time, training_free, defense_params),
                                      mode == ADAPTIVE, parse_seed(seed), progress)
-    return {**result.to_dict(), "model_label": loaded.spec.label, "model_note": model_note(model_key, loaded, allowed),
-            "true_label_assumed": true_idx is None}
+    data = result.to_dict()
+    outside = outside_world(loaded, x)
+    if outside:  # an answer about an image the model cannot know is neither right nor wrong
+        for column in data["columns"]:
+            column["correct"] = None
+    return {**data, "model_label": loaded.spec.label, "model_note": model_note(model_key, loaded, allowed),
+            "true_label_assumed": true_idx is None, "outside_world": outside,
+            "outside_world_note": world_check.SENTENCE if outside else ""}
 
 
 class StepsView(NamedTuple):

@@ -50,17 +50,18 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                 if teaching:  # the scenes are measured on the teaching model's world
                     panels.build_scenes(page)
                 with gr.Row(equal_height=False):
-                    note, seen = handlers.seen_by_model(image, handlers.answering_model(startup, allowed=allowed),
-                                                        allowed=allowed)
+                    note, seen, warning = handlers.seen_by_model(
+                        image, handlers.answering_model(startup, allowed=allowed), allowed=allowed)
                     panels.build_input(page, image, seen)
                     # The selector shows the model that answers (the teaching model after a fallback).
                     panels.build_labels(page, choices, handlers.answering_model(startup, allowed=allowed), status,
-                                        teaching, labels)
+                                        teaching, labels, assets.example_class(image))
                     panels.build_run(page, handlers.defense_starts(startup, allowed=allowed))
                 panels.build_results(page)
             with gr.Tab("Learn", id="learn"):
                 learn.build()
         page.input_note.value = note
+        page.world_note.value = warning
         page.estimate.value = handlers.estimate(
             page.model.value, page.attack.value, page.eps.value, page.steps.value, page.mode.value,
             *(page.defenses[p].value for p in PARADIGMS), "{}", "{}", allowed=allowed)

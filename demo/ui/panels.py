@@ -79,6 +79,8 @@ class Page:
     presenter_btn: gr.Button = None
     share_link: gr.Textbox = None
     columns: list = field(default_factory=list)         # [ColumnPanel] x 5
+    world_note: gr.Markdown = None                      # "this model cannot know this image"
+    strip: gr.HTML = None                               # the five verdicts in one line
     summary: gr.Markdown = None
     heatmap: gr.Image = None
     changes: gr.Image = None
@@ -171,7 +173,7 @@ def build_examples(page: Page) -> None:
 
 
 def build_labels(page: Page, model_choices, startup: str, status: str, teaching: bool,
-                 labels: str | None = None) -> None:
+                 labels: str | None = None, true_label: str | None = None) -> None:
     with gr.Column(scale=1, min_width=300, elem_id="labels-panel"):
         gr.Markdown("### 2. Model and labels")
         page.model = gr.Dropdown(choices=model_choices, value=startup, label="Model", elem_id="model")
@@ -190,9 +192,12 @@ def build_labels(page: Page, model_choices, startup: str, status: str, teaching:
         page.labels = gr.Textbox(value=labels, lines=5, max_lines=14, label="Candidate labels",
                                  info="One per line (or comma-separated on one line); 2 to 100 labels.",
                                  elem_id="labels")
-        page.true_label = gr.Dropdown(choices=[handlers.AUTO_TRUE] + handlers.parse_labels(labels),
-                                      value=handlers.AUTO_TRUE, allow_custom_value=True, label="True label",
-                                      info="Used to judge right or wrong; by default the clean prediction.")
+        choices = handlers.parse_labels(labels)
+        page.true_label = gr.Dropdown(choices=[handlers.AUTO_TRUE] + choices,
+                                      value=true_label if true_label in choices else handlers.AUTO_TRUE,
+                                      allow_custom_value=True, label="True label",
+                                      info="Used to judge right or wrong; set by an example, otherwise the clean "
+                                           "prediction unless you pick one.")
         page.classify_btn = gr.Button("Classify", elem_id="classify-btn")
 
 
@@ -293,6 +298,8 @@ def build_results(page: Page) -> None:
 def _results(page: Page) -> None:
     gr.Markdown("### Results", elem_id="results")
     page.run_state = gr.Markdown(STOPPED, elem_id="run-state")  # shown only while the results are stale
+    page.world_note = gr.Markdown("", elem_id="world-note")
+    page.strip = gr.HTML("", elem_id="verdict-strip")
     with gr.Row(equal_height=False):
         for i, title in enumerate(COLUMN_TITLES):
             with gr.Column(min_width=170, elem_id=f"col-{i}"):

@@ -2,7 +2,9 @@
 
 Each scene says in one sentence what to notice, and states which columns come out right or wrong.
 Those claims were measured on the teaching model and are checked by tests/ui/test_lesson.py, so a
-scene cannot go on promising what the model no longer shows.
+scene cannot go on promising what the model no longer shows. Beside its one-image result each scene
+quotes the measured population number (`population`, filled from docs/results by
+`demo.eval.published.fill`), so a class sees both the anecdote and the measurement.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ class Scene:
     setup: dict                      # link parameters (see `share.apply_query`)
     # (changes to `setup`, column key, whether that column is correct) that the scene promises
     claims: list = field(default_factory=list)
+    population: str = ""             # the same lesson measured on many images, in published tokens
 
     def query(self, **changes) -> dict:
         return {**BASE, **NONE, **self.setup, **changes}
@@ -29,25 +32,38 @@ SCENES = [
           "Compare Clean and Attacked: the pictures look the same, yet the attacked one is read as another shape; "
           "no pixel moved by more than 4/255.",
           {"example": "teaching_cyan_triangle"},
-          [({}, "clean", True), ({}, "attacked", False)]),
+          [({}, "clean", True), ({}, "attacked", False)],
+          "On {{none.seen.n}} seen test images the undefended model is right on {{none.seen.clean}} clean and "
+          "on {{none.seen.worst}} after this attack (PGD-10, 4/255); AutoAttack leaves {{none.aa4.worst}}."),
     Scene("Robust weights hold",
           "The attack is aimed at TeCoA itself (adaptive), and its adversarially trained image tower still says "
           "red star; the undefended model is fooled.",
           {"example": "teaching_red_star", "mode": "adaptive", "training-time": "tecoa"},
-          [({}, "attacked", False), ({}, "training-time", True)]),
+          [({}, "attacked", False), ({}, "training-time", True)],
+          "On {{tecoa.seen.n}} seen test images TeCoA stays right on {{tecoa.seen.adaptive}} under this attack aimed "
+          "at it (undefended: {{none.seen.worst}}), on {{tecoa.aa4.worst}} of {{tecoa.aa4.n}} under AutoAttack, "
+          "at a clean cost ({{tecoa.seen.clean}} against {{none.seen.clean}})."),
     Scene("A weak defense breaks when the attacker adapts",
           "JPEG undoes an attack made for the plain model (switch to oblivious and run again), but once the attack "
           "goes through the compression it is fooled too.",
           {"example": "teaching_cyan_triangle", "mode": "adaptive", "training-free": "jpeg"},
-          [({}, "training-free", False), ({"mode": "oblivious"}, "training-free", True)]),
+          [({}, "training-free", False), ({"mode": "oblivious"}, "training-free", True)],
+          "On {{jpeg.seen.n}} seen test images JPEG keeps {{jpeg.seen.oblivious}} right against the oblivious "
+          "attack, {{jpeg.seen.adaptive}} when the attack goes through it, and {{jpeg.aa4.worst}} of "
+          "{{jpeg.aa4.n}} under AutoAttack through it."),
     Scene("Test-time adaptation helps here",
           "R-TPT classifies 64 crops of the attacked image and trusts the ones that agree: the perturbation, made "
           "for the whole image, does not survive the crops.",
           {"example": "teaching_cyan_triangle", "test-time": "rtpt"},
-          [({}, "attacked", False), ({}, "test-time", True)]),
+          [({}, "attacked", False), ({}, "test-time", True)],
+          "On {{rtpt.seen.n}} seen test images R-TPT keeps {{rtpt.seen.oblivious}} right against this oblivious "
+          "attack, but {{rtpt.seen.worst}} when the attack goes through its crops, and on unseen classes it is "
+          "right on only {{rtpt.held_out.clean}} of clean images (undefended: {{none.held_out.clean}})."),
     Scene("Bigger budget, bigger damage",
           "TeCoA held the red star at 4/255 (the scene before last); at 16/255 the same attack beats it: "
           "robustness always holds for a budget, not for every change.",
           {"example": "teaching_red_star", "mode": "adaptive", "training-time": "tecoa", "eps": "16"},
-          [({}, "training-time", False), ({"eps": "4"}, "training-time", True)]),
+          [({}, "training-time", False), ({"eps": "4"}, "training-time", True)],
+          "Measured on 200 seen test images (PGD-10 aimed at TeCoA): {{sanity.tecoa.0}} right with no attack, "
+          "{{sanity.tecoa.4}} at 4/255, {{sanity.tecoa.8}} at 8/255 and {{sanity.tecoa.16}} at 16/255."),
 ]

@@ -12,8 +12,9 @@ from urllib.parse import urlencode
 from ..pipeline import PARADIGMS
 from ..registry import ATTACKS, DEFENSES
 from . import assets
+from .parse import parse_labels
 
-KEYS = ("example", "labels", "attack", "eps", "steps", "mode", "seed") + tuple(p.value for p in PARADIGMS)
+KEYS = ("example", "labels", "true", "attack", "eps", "steps", "mode", "seed") + tuple(p.value for p in PARADIGMS)
 MODES = ("oblivious", "adaptive")
 MAX_LABELS_CHARS = 4000
 
@@ -36,15 +37,20 @@ def example_name(image) -> str | None:
     return None
 
 
-def share_query(image, labels_text: str, attack: str, eps, steps, mode: str, seed, *defenses: str) -> str:
+def share_query(image, labels_text: str, attack: str, eps, steps, mode: str, seed, *rest: str) -> str:
     """The query string ("?example=...&attack=...") that reopens this setup; labels are left out when
-    they are the example's own."""
+    they are the example's own, the true label when it is the example's class. `rest`: one defense per
+    paradigm, then (optionally) the true label."""
+    defenses, true_label = rest[:len(PARADIGMS)], (rest[len(PARADIGMS):] or ("",))[0]
     params: dict[str, str] = {}
     name = example_name(image)
     if name:
         params["example"] = name
     if not name or labels_text.strip() != _examples()[name][1].strip():
         params["labels"] = labels_text.strip()[:MAX_LABELS_CHARS]
+    known = assets.example_class(_examples()[name][0]) if name else None
+    if true_label and true_label in parse_labels(labels_text) and true_label != known:
+        params["true"] = true_label
     params.update({"attack": attack, "eps": f"{float(eps):g}", "steps": str(int(steps)), "mode": mode,
                    "seed": str(int(seed or 0))})
     params.update({p.value: d for p, d in zip(PARADIGMS, defenses)})
@@ -66,8 +72,14 @@ def apply_query(query: dict[str, str]) -> dict[str, object]:
     examples = _examples()
     if query.get("example") in examples:
         out["image"], out["labels"] = examples[query["example"]]
+        out["true"] = assets.example_class(out["image"])
     if "labels" in query and query["labels"].strip():
         out["labels"] = query["labels"][:MAX_LABELS_CHARS]
+    labels = parse_labels(str(out.get("labels", "")))
+    if query.get("true", "").strip() in labels:
+        out["true"] = query["true"].strip()
+    if out.get("true") not in labels:  # a class the labels do not name cannot judge anything
+        out.pop("true", None)
     attack = query.get("attack")
     if attack in ATTACKS:
         out["attack"] = attack

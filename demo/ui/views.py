@@ -33,24 +33,45 @@ class ColumnView(NamedTuple):
 EMPTY_COLUMN = ColumnView(None, None, "")
 
 
-def verdict_html(column: Column, assumed: bool = False) -> str:
-    """A colored badge: right or wrong at a glance; defense columns also name their method."""
+def verdict_html(column: Column, assumed: bool = False, outside: bool = False) -> str:
+    """A colored badge: right or wrong at a glance; defense columns also name their method. `outside`: the
+    model cannot know this image (see `demo.models.world_check`), so no answer is judged right or wrong."""
     pred, true = html.escape(column.pred_label), html.escape(column.labels[column.true_label])
     note = " <small>(true label assumed = clean prediction)</small>" if assumed else ""
     method = ""
     if column.defense is not None:
         name = "no defense" if column.defense == "none" else column.title.split(": ", 1)[-1]
         method = f'<div class="method-name">{html.escape(name)}</div>'
+    if outside:
+        return (f'{method}<div class="verdict unknown">? not judged: says <b>{pred}</b> ({column.probs.max():.0%}); '
+                f'this model cannot know this image</div>')
     if column.correct:
         return f'{method}<div class="verdict ok">&#10004; correct: <b>{pred}</b> ({column.probs.max():.0%}){note}</div>'
     return (f'{method}<div class="verdict bad">&#10008; wrong: says <b>{pred}</b> ({column.probs.max():.0%}), '
             f'true label <b>{true}</b>{note}</div>')
 
 
-def column_view(column: Column, assumed: bool = False, model_note: str = "") -> ColumnView:
+def column_view(column: Column, assumed: bool = False, model_note: str = "", outside: bool = False) -> ColumnView:
     """`model_note`: said under the verdict when the model that answered is not the one asked for."""
     note = f'<div class="method">{html.escape(model_note)}</div>' if model_note else ""
-    return ColumnView(to_uint8(column.image), {lab: p for lab, p in column.top}, verdict_html(column, assumed) + note)
+    return ColumnView(to_uint8(column.image), {lab: p for lab, p in column.top},
+                      verdict_html(column, assumed, outside) + note)
+
+def verdict_strip(columns: list, titles: list[str], assumed: bool = False, outside: bool = False) -> str:
+    """One line per column (name, ✔/✘ or ?, predicted label), so a phone shows the whole lesson in one
+    screen above the full columns; a None column is not computed yet."""
+    items = []
+    for title, c in zip(titles, columns):
+        if c is None:
+            items.append(f'<li class="strip-item pending"><b>{html.escape(title)}</b> &#8987; computing</li>')
+            continue
+        mark, kind = ("?", "unknown") if outside else (("&#10004;", "ok") if c.correct else ("&#10008;", "bad"))
+        word = "not judged" if outside else ("right" if c.correct else "wrong")
+        items.append(f'<li class="strip-item verdict {kind}"><b>{html.escape(title)}</b> {mark} '
+                     f'{html.escape(c.pred_label)} <span class="sr-only">({word})</span></li>')
+    note = '<div class="strip-note"><small>true label assumed = clean prediction</small></div>' if assumed else ""
+    return f'<ul class="verdict-strip" aria-label="All verdicts at a glance">{"".join(items)}</ul>{note}'
+
 
 
 def pending_view() -> ColumnView:

@@ -14,6 +14,7 @@ import gradio as gr
 
 from ..pipeline import PARADIGMS
 from ..registry import ATTACKS, DEFENSES
+from ..eval import published
 from . import assets, handlers
 from . import jobs
 from .panels import Page, defense_note, eps_slider_spec, steps_slider_spec
@@ -203,9 +204,11 @@ def wire(page: Page, allowed: set[str]) -> None:
     for gallery, rows in page.example_sets:
         def pick(evt: gr.SelectData, rows=rows):
             path, _, labels = rows[evt.index]
-            return path, labels
+            return path, labels, true_label_update(labels, assets.example_class(path))
 
-        gallery.select(pick, None, [page.image, page.labels], **private)
+        gallery.select(pick, None, [page.image, page.labels, page.true_label], **private)
+    # A picture of one's own: its class is unknown until the user names it (an example's class would lie).
+    page.image.upload(lambda: handlers.AUTO_TRUE, None, page.true_label, **private)
     fn, outs = _attack_changed(page)
     # An input event: a shared link sets the attack and its budget together (`wire_links`), and a change
     # event would then reset the budget to the attack's default.
@@ -239,7 +242,7 @@ def wire(page: Page, allowed: set[str]) -> None:
     classify_inputs = [page.image, page.labels, page.true_label, page.model]
     page.classify_btn.click(classify, classify_inputs, cols[0], api_name="classify",
                             concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
-    empty = tuple(v for _ in range(4) for v in (None, None, ""))
+    empty = tuple(v for _ in range(4) for v in (None, None, "")) + ("",)
 
     def auto_classify(image, *rest):
         # A new image makes every earlier result stale, including the attacked image "Defend" would use.
@@ -247,8 +250,8 @@ def wire(page: Page, allowed: set[str]) -> None:
             return (None, None, "") + empty
         return classify(image, *rest) + empty
 
-    page.image.change(auto_classify, classify_inputs, [o for c in cols for o in c], api_visibility="private",
-                      concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
+    page.image.change(auto_classify, classify_inputs, [o for c in cols for o in c] + [page.strip],
+                      api_visibility="private", concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
 
     clean_first = clean_first_event(classify, LIGHT_LIMIT)
 
@@ -258,8 +261,8 @@ def wire(page: Page, allowed: set[str]) -> None:
         return handlers.seen_by_model(image, key, allowed=allowed)
 
     for change in (page.image.change, page.model.change):  # a model of another input size sees another picture
-        change(seen, [page.image, page.model], [page.input_note, page.model_view], api_visibility="private",
-               concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
+        change(seen, [page.image, page.model], [page.input_note, page.model_view, page.world_note],
+               api_visibility="private", concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
 
     collect, collect_inputs, collect_outputs = _collector(page)
     collect_in_browser = collect_js(page)
@@ -297,7 +300,7 @@ def wire(page: Page, allowed: set[str]) -> None:
                       page.target, page.mode, page.seed, *defenses, page.attack_json, page.defense_json]
     compare_outputs = [o for c in cols for o in c] + [page.heatmap, page.changes, page.timing_chart,
                                                       page.timing_table, page.adversarial_file, page.results_file,
-                                                      page.summary]
+                                                      page.summary, page.strip]
     ev_compare = chained(page.run_btn, handlers.compare, compare_inputs, compare_outputs, "compare",
                          [c[0] for c in cols], stream=True)
 
@@ -332,11 +335,18 @@ def wire(page: Page, allowed: set[str]) -> None:
                         api_visibility="private", queue=False)
 
 
+def true_label_update(labels_text: str, true_label: str | None):
+    """The true-label dropdown for these labels, set to `true_label` when it is one of them."""
+    labels = handlers.parse_labels(labels_text)
+    return gr.Dropdown(choices=[handlers.AUTO_TRUE] + labels,
+                       value=true_label if true_label in labels else handlers.AUTO_TRUE)
+
+
 def setup_controls(page: Page) -> list:
     """The controls a shared link (or a lesson scene) sets, in `setup_updates` order."""
     attack_groups = [g.group for g in page.param_groups if g.kind == "attack"]
     return ([page.image, page.labels, page.attack, page.eps, page.steps, page.target, page.mode, page.seed]
-            + [page.defenses[p] for p in PARADIGMS] + attack_groups)
+            + [page.defenses[p] for p in PARADIGMS] + attack_groups + [page.true_label])
 
 
 def setup_updates(page: Page, values: dict) -> list:
@@ -352,8 +362,9 @@ def setup_updates(page: Page, values: dict) -> list:
         steps_u = gr.Slider(**{**steps_slider_spec(attack), "value": values["steps"]}) if attack else \
             gr.Slider(value=values["steps"])
     get = lambda k: values[k] if k in values else gr.skip()  # noqa: E731
+    true_u = true_label_update(values["labels"], values.get("true")) if "labels" in values else gr.skip()
     return ([get("image"), get("labels"), gr.skip() if not attack else attack, eps_u, steps_u, target_u, get("mode"),
-             get("seed")] + [get(p.value) for p in PARADIGMS] + groups)
+             get("seed")] + [get(p.value) for p in PARADIGMS] + groups + [true_u])
 
 
 def wire_links(demo: gr.Blocks, page: Page) -> None:
@@ -362,7 +373,7 @@ def wire_links(demo: gr.Blocks, page: Page) -> None:
 
     private = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}
     inputs = [page.image, page.labels, page.attack, page.eps, page.steps, page.mode, page.seed] + \
-        [page.defenses[p] for p in PARADIGMS]
+        [page.defenses[p] for p in PARADIGMS] + [page.true_label]
     page.share_btn.click(share.share_query, inputs, page.share_link, **private).then(
         None, page.share_link, page.share_link, js="(q) => window.location.href.split('?')[0] + q", **private)
 
@@ -378,7 +389,8 @@ def wire_links(demo: gr.Blocks, page: Page) -> None:
 
     for button, scene in page.scene_btns:
         def play(scene=scene):
-            note = f"**{scene.title}.** {scene.notice}"
+            measured = published.fill(scene.population)
+            note = f"**{scene.title}.** {scene.notice}" + (f"  \n*Measured:* {measured}" if measured else "")
             return setup_updates(page, share.apply_query(scene.query())) + [note]
 
         # The run starts once the new settings are on the page (a click on the primary button, so it is

@@ -86,13 +86,15 @@ def test_compare_json_returns_the_comparison_as_one_document(client, image_file,
 
 def test_compare_and_curve(client, image_file, model_key, attack_name):
     out = client.predict(**compare_kwargs(image_file, model_key, attack_name), api_name="/compare")
-    assert len(out) == 22
+    assert len(out) == 23
     labels = [out[i] for i in range(1, 15, 3)]
     assert all(lab and lab["confidences"] for lab in labels)
     timing = out[18]
     assert timing["data"][-1][0] == "total"
     results = json.loads(open(out[20], encoding="utf-8").read())
     assert len(results["columns"]) == 5 and results["model"] == model_key
+    strip = out[22]  # the phone's one-line summary: every column's name and verdict
+    assert strip.count("strip-item") == 5 and all(name in strip for name in ("Clean", "Attacked", "Training-free"))
     curve = client.predict(image=handle_file(image_file), labels_text=LABELS, true_label=AUTO, model_key=model_key,
                            attack_name=attack_name, steps=2, target=NO_TARGET, mode="oblivious", seed=0,
                            training_time="none", test_time="none", training_free="none", attack_params="{}",
@@ -112,10 +114,10 @@ BAD = [
     ({"true_label": "dog", "target": "dog"}, "target label"),
     ({"defense_params": "{oops"}, "JSON"),
     ({"model_key": "vit-l-14-fare2-but-not-offered"}, "Unknown model|not in the list of choices"),
-    ({"eps": None}, "must be a number, got None"),
-    ({"eps": "abc"}, "must be a number, got 'abc'"),
-    ({"steps": None}, "must be a number"),
-    ({"seed": "abc"}, "Seed must be a number"),
+    ({"eps": None}, "must be a finite number, got None"),
+    ({"eps": "abc"}, "must be a finite number, got 'abc'"),
+    ({"steps": None}, "must be a finite number"),
+    ({"seed": "abc"}, "Seed must be a finite number"),
     ({"attack_params": '{"random_start": "false"}'}, "must be true or false"),
     ({"attack_params": "[" * 3000 + "]" * 3000}, "nested too deeply"),
     ({"attack_params": json.dumps({"alpha": 1, "note": "x" * 20000})}, "characters long"),
@@ -172,3 +174,21 @@ def test_concurrent_clients_get_their_own_answers(client, image_file, model_key,
     together = [essence(job.result(timeout=300)) for job in jobs]
     for (a_data, a_png), (b_data, b_png) in zip(alone, together):
         assert a_data == b_data and np.array_equal(a_png, b_png)
+
+
+HUGE = 2**70
+
+
+@pytest.mark.parametrize("field,value", [
+    ("seed", HUGE), ("seed", -1), ("eps", HUGE), ("steps", HUGE), ("steps", -HUGE), ("eps", -1),
+    ("attack_params", json.dumps({"alpha": HUGE})), ("attack_params", json.dumps({"random_start": HUGE})), ("defense_params", json.dumps({"jpeg": {"quality": HUGE}})),
+])
+def test_every_number_out_of_range_gets_a_message(client, image_file, model_key, attack_name, field, value):
+    """Each numeric input of /compare_json (the same inputs as /compare) with an absurd value: the answer
+    is a message naming the problem, never Gradio's generic 'The upstream Gradio app has raised an exception'."""
+    kwargs = compare_kwargs(image_file, model_key, "pgd", {field: value}, training_free="jpeg")
+    with pytest.raises(AppError) as err:
+        client.predict(**kwargs, api_name="/compare_json")
+    message = str(err.value)
+    assert "upstream Gradio app" not in message and "went wrong" not in message, message
+    assert len(message) > 20, message

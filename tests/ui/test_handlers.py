@@ -88,7 +88,7 @@ def test_compare_outputs(image_file, model_key, allowed, attack_name):
     free = cheap_free_defense()
     view = compare(image_file, model_key, allowed, attack_name, training_free=free)
     values = handlers.flat(view)
-    assert len(values) == 5 * 3 + 7
+    assert len(values) == 5 * 3 + 8
     for column in (view.clean, view.attacked, view.training_time, view.test_time, view.training_free):
         assert column.image is not None and column.label and column.verdict
     assert view.heatmap.dtype == np.uint8 and view.timing_chart.dtype == np.uint8
@@ -255,7 +255,7 @@ def test_stop_token_ends_a_run(image_file, model_key, allowed, attack_name):
     assert len(calls) == 1
     # The next run starts with a fresh token state and finishes.
     values = asyncio.run(event(*args[:-1], jobs.new_token(), progress=lambda *a, **k: None))
-    assert len(values) == 5 * 3 + 7
+    assert len(values) == 5 * 3 + 8
 
 
 def test_a_stop_inside_a_defense_loop_ends_the_run_within_one_encoder_pass(tiny_clf, tiny_images):
@@ -392,7 +392,7 @@ def test_on_a_zerogpu_space_heavy_work_asks_for_a_gpu_for_its_estimated_time(
     seconds = jobs.estimated_seconds(lambda: handlers.compare(*args[:-1], allowed=allowed, progress=None))
     assert seconds is not None and seconds > 0
     values = asyncio.run(event(*args, progress=lambda *a, **k: None))
-    assert len(values) == 5 * 3 + 7 and asked == [jobs.gpu_duration(seconds)]
+    assert len(values) == 5 * 3 + 8 and asked == [jobs.gpu_duration(seconds)]
     assert jobs.GPU_MIN_S <= asked[0] <= jobs.GPU_MAX_S
 
 
@@ -418,7 +418,7 @@ def test_the_model_view_is_the_cropped_and_resized_input(tmp_path, model_key, al
     side = get_model(model_key, allowed)[0].image_size
     assert view.shape == (side, side, 3) and view.dtype == np.uint8 and view.max() == 0
     assert handlers.seen_by_model(None, model_key, allowed=allowed)[1] is None
-    assert handlers.seen_by_model(str(tmp_path / "missing.png"), model_key, allowed=allowed) == ("", None)
+    assert handlers.seen_by_model(str(tmp_path / "missing.png"), model_key, allowed=allowed) == ("", None, "")
 
 
 def test_attack_steps_for_the_scrubber(image_file, model_key, allowed):

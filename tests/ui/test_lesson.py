@@ -30,9 +30,22 @@ def test_each_lesson_scene_shows_what_it_says(scene, teaching_model):
         assert {"image", "labels", "attack", "eps", "steps", "mode"} <= set(values), "the scene must set everything"
         x = pipeline.to_model_input(teaching_model, Image.open(values["image"]))
         defenses = {p: (values[p.value], {}) for p in pipeline.PARADIGMS if values[p.value] != "none"}
-        result = pipeline.run_comparison(teaching_model, x, values["labels"].splitlines(), None, values["attack"],
+        labels = values["labels"].splitlines()
+        assert values["true"] in labels, "an example's class is its true label"
+        result = pipeline.run_comparison(teaching_model, x, labels, labels.index(values["true"]), values["attack"],
                                          {"eps": values["eps"] / 255, "steps": values["steps"]}, None, defenses,
                                          values["mode"] == "adaptive", values["seed"])
         col = result.column(column)
         assert col.correct == correct, (f"{scene.title!r} promises {column} {'right' if correct else 'wrong'} "
                                         f"with {changes or 'its setup'}; it says {col.pred_label}")
+
+
+@pytest.mark.parametrize("scene", scenes.SCENES, ids=lambda s: s.title)
+def test_each_scene_quotes_its_population_number(scene):
+    """The one-image lesson comes with the measured number on many images, read from docs/results."""
+    from demo.eval import published
+
+    assert scene.population, "a scene without its population number teaches from one image only"
+    text = published.fill(scene.population)
+    assert "n/a" not in text and "{{" not in text, f"{scene.title!r} quotes a number docs/results does not hold: {text}"
+    assert text.count("%") >= 2

@@ -1,0 +1,45 @@
+"""The out-of-world check of the teaching model: rare false alarms on world images, photos and noise caught."""
+from __future__ import annotations
+
+import torch
+
+from demo import pipeline
+from demo.eval.run import load_world
+from demo.models import world_check as W
+from demo.world.outside import outside_images, portrait
+
+
+def test_shipped_check_separates_world_from_photos(teaching_model):
+    check = W.check_for(teaching_model)
+    assert check is not None, "the teaching model ships its fitted world check (python -m demo.models.world_check fit)"
+    seen, _ = load_world(100, teaching_model.image_size, "seen")
+    held, _ = load_world(100, teaching_model.image_size, "held_out")
+    false_alarms = float(torch.cat([check.outside(teaching_model, seen), check.outside(teaching_model, held)]).float().mean())
+    assert false_alarms <= 0.02, f"{false_alarms:.1%} of world images flagged"
+    images = outside_images(teaching_model.image_size, per_kind=6)
+    caught = {k: float(check.outside(teaching_model, torch.cat([pipeline.to_model_input(teaching_model, im)
+                                                                 for im in images[k]])).float().mean())
+              for k in ("photo", "noise", "gradients")}
+    assert caught["photo"] >= 0.8 and caught["noise"] >= 0.8 and caught["gradients"] >= 0.5, caught
+
+
+def test_verdict_on_a_portrait_and_on_an_example(teaching_model):
+    photo = W.verdict(teaching_model, pipeline.to_model_input(teaching_model, portrait()))
+    assert photo.outside and photo.score > photo.threshold and photo.sentence.startswith("This image is not")
+    x, _ = load_world(1, teaching_model.image_size, "seen")
+    world = W.verdict(teaching_model, x)
+    assert not world.outside and world.sentence == ""
+
+
+def test_models_that_know_photos_get_no_check(tiny_dir):
+    from demo.models.loading import load_model
+
+    assert W.check_for(load_model(f"local-dir:{tiny_dir}", "cpu")) is None
+
+
+def test_refit_reproduces_the_shipped_threshold_scale(teaching_model):
+    """A small refit (fewer images) lands near the shipped threshold: the asset is what the code fits."""
+    small = W.fit(teaching_model, n_fit=400, n_calibration=200)
+    shipped = W.check_for(teaching_model)
+    assert len(small.means) == len(shipped.means)
+    assert abs(small.threshold - shipped.threshold) < 1.5, (small.threshold, shipped.threshold)
