@@ -156,15 +156,36 @@ def leaderboard(numbers: dict[str, dict]) -> str:
         attacks = " + ".join({"pgd4": "PGD-10 (oblivious, adaptive)", "aa4": "AutoAttack (oblivious, adaptive)"}.get(a, a)
                              for a in d["leaderboard_attacks"])
         dagger = "" if "aa4" in d["leaderboard_attacks"] else " †"
+        held_worst = d.get("leaderboard_held_out_worst", held.get("worst"))
+        held_n = f" (n={d['leaderboard_held_out_n']})" if "leaderboard_held_out_n" in d else ""
         lines.append(f"| {i}{' ≈' if tie else ''} | {d['title']} | {d['paradigm']} | {fmt_ci(w, n)}, n={n}{dagger} | {attacks} "
-                     f"| {pct(d.get('seen', {}).get('clean'))} | {pct(held.get('clean'))} | {pct(held.get('worst'))} "
+                     f"| {pct(d.get('seen', {}).get('clean'))} | {pct(held.get('clean'))} | {pct(held_worst)}{held_n} "
                      f"| {d.get('seen', {}).get('ms') or 0:.1f} |")
         prev = (w, n)
     return "\n".join(lines) + "\n"
 
 
 def _commands(tables_runs: list[dict]) -> str:
-    return "\n".join(f"- `{r['command']}` ({r['seconds']:.0f} s)" for r in tables_runs) + "\n"
+    def wall(r: dict) -> str:
+        shards = r.get("shards")
+        return f"{r['seconds']:.0f} s" + (f" in {len(shards)} image shards" if shards else "")
+
+    return "\n".join(f"- `{r['command']}` ({wall(r)})" for r in tables_runs) + "\n"
+
+
+def aa_eot_text(tables: dict) -> str:
+    """AutoAttack at several EOT draw counts on the same randomized defense: each count's worst case, and
+    which one the leaderboard publishes (both count per image)."""
+    lines = []
+    for name, row in tables.get(("aa", 4, "seen"), {}).items():
+        runs = [row] + row.get("also", [])
+        if len(runs) < 2 or not row.get("randomized"):
+            continue
+        points = sorted((r.get("eot_draws") or 0, r["robust_accuracy_worst"], r["n"]) for r in runs)
+        lines.append(f"{row['title']} under AutoAttack: " + ", ".join(f"{fmt_ci(a, n)} at {d} draws" for d, a, n in points)
+                     + f"; the lower, {pct(row['robust_accuracy_worst'])}, is published, and the leaderboard counts "
+                       "an image only if it survives both.")
+    return ("\n\n".join(lines) + "\n") if lines else ""
 
 
 def _runs_of(results: dict, prefix: str) -> list[dict]:
@@ -199,15 +220,24 @@ def write_all(folder: Path | None = None, docs: Path | None = None) -> list[Path
               "## EOT draws: when more draws stop helping the attack\n", prose.EOT, eot_table(results),
               f"\nRandom resize & pad: {saturation(results, 'rrp', 4)}.\n\nTTC: {saturation(results, 'ttc', 2)}.\n\n"
               f"R-TPT: {saturation(results, 'rtpt', 1)}.\n\nTPT: {tpt_eot(numbers)}.\n\n",
+              aa_eot_text(tables),
               "Commands:\n", _commands(_runs_of(results, "eot_")),
               "## Sanity checks (Carlini et al., 2019)\n", sanity_table(results),
               "## What this shows\n", prose.what_this_shows(numbers)]
-    from .runs import missing
+    from .runs import SHARD_SIZE, missing, progress
 
-    absent = missing(P.RESULTS_DIR if folder is None else Path(folder))
+    where = P.RESULTS_DIR if folder is None else Path(folder)
+    absent = missing(where)
     if absent:
+        def state(a: str) -> str:
+            if a not in SHARD_SIZE:
+                return f"`{a}`"
+            done, total = progress(a, where)
+            return f"`{a}` ({done} of {total} images done)"
+
         parts.append("## Not in this report yet\n\nThese runs of `python -m demo.eval.suite list` have no results "
-                     "yet (`python -m demo.eval.suite run` computes them): " + ", ".join(f"`{a}`" for a in absent) + ".\n")
+                     "yet (`python -m demo.eval.suite run` computes them, resuming from the image shards already "
+                     "done): " + ", ".join(state(a) for a in absent) + ".\n")
     docs = DOCS if docs is None else Path(docs)
     path = docs / "results.md"
     path.write_text("\n".join(parts))

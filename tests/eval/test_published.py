@@ -83,3 +83,29 @@ def test_the_readme_quotes_the_published_evaluation():
     assert quoted, "the README no longer quotes the published evaluation"
     published = (numbers["seen"]["clean"], numbers["held_out"]["clean"], numbers["seen"]["worst"])
     assert [float(q) for q in quoted.groups()] == [round(100 * v, 1) for v in published]
+
+
+def test_two_autoattack_runs_of_one_defense_both_count(runs, tmp_path):
+    """AutoAttack at two EOT draw counts (or any two runs of one defense): the row shows the lower, the
+    per-image worst case counts both, and the EOT text names both counts."""
+    import shutil
+
+    folder = tmp_path / "results"
+    shutil.copytree(runs, folder)
+    common = ["--model", "teaching", "--n", "6", "--batch-size", "3", "--adaptive", "--attack", "autoattack",
+              "--eps", "2", "--set", "steps=2", "--set", "targets=2", "--defenses", "random_resize_pad"]
+    main(common + ["--eot", "1", "--out", str(folder / "aa4_rrp_seen")])
+    main(common + ["--eot", "2", "--out", str(folder / "aa4_rrp2_seen")])
+    results = P.load(folder)
+    table = P.rows(results)[("aa", 4, "seen")]
+    row = table["random_resize_pad"]
+    worsts = sorted(r["defenses"][0]["robust_accuracy_worst"] for k, r in results.items() if "rrp" in k)
+    assert row["robust_accuracy_worst"] == worsts[0] and len(row["also"]) == 1
+    assert {row["run"], row["also"][0]["run"]} == {"aa4_rrp_seen", "aa4_rrp2_seen"}
+    number = P.defense_numbers(results)["random_resize_pad"]
+    expected, _ = P.per_image_worst([row, row["also"][0]])
+    assert number["leaderboard_worst"] <= expected <= worsts[0]
+    text = tables.aa_eot_text(P.rows(results))
+    assert "at 1 draws" in text and "at 2 draws" in text and "survives both" in text
+    # The held-out worst case of the leaderboard counts every held-out attack, with its n.
+    assert P.defense_numbers(results)["fare"]["leaderboard_held_out_n"] == 6
