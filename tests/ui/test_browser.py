@@ -70,8 +70,9 @@ def browser():
         browser.close()
 
 
-def _open(browser, url: str, width: int = 1600, height: int = 1000, scheme: str = "light"):
-    page = browser.new_page(viewport={"width": width, "height": height}, color_scheme=scheme)
+def _open(browser, url: str, width: int = 1600, height: int = 1000, scheme: str = "light", **options):
+    """`options`: more of Playwright's page options (is_mobile, has_touch, ...)."""
+    page = browser.new_page(viewport={"width": width, "height": height}, color_scheme=scheme, **options)
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)
     page.wait_for_selector("#input-image", timeout=TIMEOUT_MS)
@@ -390,3 +391,107 @@ def test_the_browser_collects_parameters_as_the_server_does(browser):
         assert in_browser == in_python, chosen
     assert in_python != [{}, {}] or chosen[0] == "fgsm"
     tab.close()
+
+
+def _run_all(page, clean: str | None = None) -> None:
+    """Press the primary button and wait until the whole comparison is on the page. `clean`: text of the
+    new clean verdict, needed when results of an earlier run are still on the page."""
+    page.locator("#run-btn").click()
+    if clean:
+        sync_api.expect(page.locator("#col-0-verdict")).to_contain_text(clean, timeout=TIMEOUT_MS)
+    sync_api.expect(page.locator("#timing-table")).to_contain_text("total", timeout=TIMEOUT_MS)
+    sync_api.expect(page.locator("#verdict-strip .strip-item.pending")).to_have_count(0)
+
+
+def _verdict_texts(page) -> list[str]:
+    """Every verdict on the page: the five columns' and the strip's (with its note)."""
+    return page.evaluate("""() => [...document.querySelectorAll(
+        '[id^="col-"][id$="-verdict"], #verdict-strip .strip-item, #verdict-strip .strip-note')]
+        .map(e => e.textContent)""")
+
+
+def test_a_photo_on_the_teaching_model_is_not_judged(browser, app_url, app_model, tmp_path):
+    """The teaching model only knows coloured shapes: for a real photo the page warns above the results and
+    judges no answer right or wrong (it cannot know the photo's class, so "correct" would be a lie)."""
+    from demo.world.outside import portrait
+
+    if app_model != "teaching":
+        pytest.skip("the out-of-world warning belongs to the teaching model")
+    expect = sync_api.expect
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    photo = tmp_path / "portrait.png"
+    portrait().save(photo)
+    page = _open(browser, app_url, 1440, 900)
+    page.locator("#input-image input[type=file]").set_input_files(str(photo))
+    expect(page.locator("#world-note")).to_contain_text("not from the teaching world", timeout=TIMEOUT_MS)
+    _run_all(page)
+    page.wait_for_timeout(800)  # the smooth scroll to the results
+    expect(page.locator("#world-note")).to_be_visible()
+    expect(page.locator("#world-note")).to_contain_text("not from the teaching world")
+    for i in range(5):
+        expect(page.locator(f"#col-{i}-verdict")).to_contain_text("not judged")
+    texts = _verdict_texts(page)
+    assert len(texts) >= 10, texts
+    judged = [t for t in texts if re.search("correct|wrong|right", t)]
+    assert not judged, f"verdicts that judge a photo the model cannot know: {judged}"
+    page.screenshot(path=str(ARTIFACTS / "photo_not_judged_desktop.png"))
+    page.close()
+
+
+def test_an_example_brings_its_true_label(browser, app_url, app_model):
+    """The examples' classes are known, so no verdict falls back on "true label assumed = clean prediction":
+    neither for the example the page opens with nor for one picked from the gallery."""
+    if app_model != "teaching":
+        pytest.skip("the teaching-world examples are made for the teaching model")
+    expect = sync_api.expect
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = _open(browser, app_url, 1440, 900)
+    _run_all(page)
+    texts = _verdict_texts(page)
+    assert len(texts) >= 10, texts
+    assert not [t for t in texts if "assumed" in t], texts
+    expect(page.locator("#col-0-verdict")).to_contain_text("cyan triangle")
+
+    page.locator("#examples-teaching .thumbnail-item", has_text="red star").click()
+    expect(page.get_by_label("True label")).to_have_value("red star")
+    _run_all(page, clean="red star")
+    texts = _verdict_texts(page)
+    assert len(texts) >= 10, texts
+    assert not [t for t in texts if "assumed" in t], texts
+    page.screenshot(path=str(ARTIFACTS / "example_desktop.png"))
+    page.close()
+
+
+def test_on_a_phone_the_verdict_strip_shows_the_whole_lesson_in_one_screen(browser, app_url):
+    """Run all on a phone: after the page's own scroll to the results, all five verdicts are on screen at once."""
+    expect = sync_api.expect
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = _open(browser, app_url, 390, 844, is_mobile=True, has_touch=True)
+    _run_all(page)
+    page.wait_for_timeout(1000)  # the smooth scroll to the results
+    items = page.locator("#verdict-strip .strip-item")
+    expect(items).to_have_count(5)
+
+    def boxes():
+        return [items.nth(i).bounding_box() for i in range(5)]
+
+    outside = [b for b in boxes() if not (b and b["y"] >= 0 and b["y"] + b["height"] <= 844
+                                          and b["x"] >= 0 and b["x"] + b["width"] <= 390)]
+    page.screenshot(path=str(ARTIFACTS / "strip_phone.png"))
+    assert not outside, f"after Run all, verdicts of the strip off a 390x844 screen: {outside}"
+    for i in range(5):
+        text = items.nth(i).inner_text().strip()
+        assert re.search(r"\S+.*[\u2714\u2718]\s*\S", text), f"strip item {i} lacks a mark or a label: {text!r}"
+    page.close()
+
+
+def test_a_lesson_scene_quotes_its_measured_number(browser, app_url, app_model):
+    """One picture can be luck: the scene's note says what the same lesson gives on many test images."""
+    if app_model != "teaching":
+        pytest.skip("the scenes are made for the teaching model")
+    expect = sync_api.expect
+    page = _open(browser, app_url, 1440, 900)
+    page.locator("#scene-0").click()
+    expect(page.locator("#scene-note")).to_contain_text(re.compile(r"Measured: On \d+ seen test images"))
+    expect(page.locator("#timing-table")).to_contain_text("total", timeout=TIMEOUT_MS)  # the scene's run is done
+    page.close()
