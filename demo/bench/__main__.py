@@ -33,6 +33,9 @@ def parse(argv: list[str] | None = None) -> Config:
     p.add_argument("--compare-defenses", help="training-time,test-time,training-free defense of the full comparison "
                                               "(default: the first registered of each paradigm)")
     p.add_argument("--no-compare", action="store_true", help="skip the full comparison")
+    p.add_argument("--levers", action="store_true",
+                   help="also time the comparison under each speed lever (fp32/bf16 image tower, 64 views or the "
+                        "page's start)")
     p.add_argument("--no-probes", action="store_true", help="skip cold start and peak memory (subprocesses)")
     p.add_argument("--quick", action="store_true",
                    help="tiny budget for tests (rough numbers): 1 timed run, no warm-up unless --warmup, batch 1")
@@ -42,7 +45,7 @@ def parse(argv: list[str] | None = None) -> Config:
     cfg = Config(models=_names(a.models), repeats=a.repeats, warmup=1 if a.warmup is None else a.warmup, batch=a.batch,
                  min_seconds=a.min_seconds, compare_repeats=a.repeats, attacks=_names(a.attacks),
                  defenses=_names(a.defenses),
-                 compare=not a.no_compare, probes=not a.no_probes, out=a.out,
+                 compare=not a.no_compare, levers=a.levers, probes=not a.no_probes, out=a.out,
                  command="python -m demo.bench " + shlex.join(sys.argv[1:] if argv is None else argv))
     cfg.devices = available_devices() if a.devices == "auto" else _names(a.devices)
     if a.quick:

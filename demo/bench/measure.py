@@ -19,6 +19,7 @@ batches more images per encoder call (views) than the single-pass measurement di
 """
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from dataclasses import fields
@@ -220,7 +221,7 @@ def default_comparison_defenses() -> dict[str, str]:
 
 
 def bench_comparison(loaded: LoadedModel, image_path: Path, defenses: dict[str, str], repeats: int, warmup: int,
-                     via_handler: bool, seed: int = 0) -> dict:
+                     via_handler: bool, seed: int = 0, views: int | None = None) -> dict:
     """The full comparison (clean + default attack + one defense per paradigm), as the app runs it.
 
     via_handler: through the handler function `demo.ui.handlers.compare` (parsing, the library run,
@@ -234,7 +235,13 @@ def bench_comparison(loaded: LoadedModel, image_path: Path, defenses: dict[str, 
     labels, _ = app_defaults(loaded)
     attack_params = defaults(ATTACKS.get(attack))
     image = to_model_input(loaded, image_path)
-    lib_defenses = {Paradigm(p): (n, {}) for p, n in defenses.items()}
+    # The page's starting values for this model (fewer test-time views on a CPU for real-size models),
+    # so that the comparison measured is the one a visitor's first click runs.
+    from ..defenses.test_time.tpt import suggested_views
+
+    views = suggested_views(loaded.image_size, loaded.device.type, loaded.precision) if views is None else views
+    starts = {n: {"views": views} for n in defenses.values() if n in ("tpt", "rtpt")}
+    lib_defenses = {Paradigm(p): (n, dict(starts.get(n, {}))) for p, n in defenses.items()}
 
     def library():
         return run_comparison(loaded, image, labels, None, attack, attack_params, None, lib_defenses, False, seed)
@@ -251,7 +258,8 @@ def bench_comparison(loaded: LoadedModel, image_path: Path, defenses: dict[str, 
                       steps=attack_params["steps"], target=handlers.NO_TARGET, mode=handlers.OBLIVIOUS, seed=seed,
                       training_time=defenses[Paradigm.TRAINING_TIME.value],
                       test_time=defenses[Paradigm.TEST_TIME.value],
-                      training_free=defenses[Paradigm.TRAINING_FREE.value], attack_params="", defense_params="")
+                      training_free=defenses[Paradigm.TRAINING_FREE.value], attack_params="",
+                      defense_params=json.dumps(starts))
 
         def run():
             return handlers.compare(**kwargs, allowed={loaded.key})
@@ -259,6 +267,33 @@ def bench_comparison(loaded: LoadedModel, image_path: Path, defenses: dict[str, 
         route = "demo.ui.handlers.compare"
     samples, _, _ = timed(run, loaded.device, repeats, warmup)
     result = library()
+    predictions = [c.pred_label for c in result.columns]
     return {"route": route, "attack": attack, "attack_params": attack_params, "defenses": defenses,
+            "defense_params": starts, "precision": getattr(loaded, "precision", "fp32"), "predictions": predictions,
             "labels": len(labels), "image": image_path.name, "ms": statistics.median(samples), "samples_ms": samples,
             "stages": [{"stage": s.name, "ms": s.ms, "forward": s.forward, "grad": s.grad} for s in result.stages]}
+
+
+def bench_levers(loaded: LoadedModel, image_path: Path, defenses: dict[str, str], repeats: int, warmup: int,
+                 via_handler: bool, seed: int = 0) -> list[dict]:
+    """The full comparison under each speed lever: the image tower's precision (fp32, and bf16 where the
+    CPU runs it natively) times the test-time views (the paper's 64, and 32, the page's start for
+    real-size models in fp32 on a CPU).
+    The predictions of each setting are recorded so that a lever that changes an answer shows it."""
+    from ..defenses.test_time.tpt import suggested_views
+    from ..models.loading import precision_for
+
+    precisions = ["fp32"] + (["bf16"] if precision_for(loaded.image_size, loaded.device, "auto") == "bf16" else [])
+    view_counts = sorted({64, 32}, reverse=True)
+    before, out = loaded.precision, []
+    try:
+        for precision in precisions:
+            loaded.precision = precision  # a benchmark process of its own: no request shares this model
+            for views in view_counts:
+                r = bench_comparison(loaded, image_path, defenses, repeats, warmup, via_handler, seed, views)
+                out.append({"precision": precision, "views": views, "ms": r["ms"],
+                            "library_ms": sum(st["ms"] for st in r["stages"]), "stages": r["stages"],
+                            "predictions": r.get("predictions")})
+    finally:
+        loaded.precision = before
+    return out

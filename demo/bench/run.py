@@ -36,6 +36,7 @@ class Config:
     defenses: list[str] | None = None     # None: every registered defense
     compare_defenses: dict[str, str] = field(default_factory=measure.default_comparison_defenses)
     compare: bool = True
+    levers: bool = False
     probes: bool = True
     seed: int = 0
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "demo-bench")
@@ -111,6 +112,10 @@ def run_model(model_id: str, device: str, cfg: Config) -> dict:
                 res["comparison"]["route"] += f" (handler not used: {why_not})"
         except Exception as exc:
             res["comparison"] = {"error": f"{type(exc).__name__}: {exc}"}
+        if cfg.levers:
+            log.info("%s on %s: the comparison under each speed lever", model_id, device)
+            res["levers"] = measure.bench_levers(loaded, paths[0], cfg.compare_defenses, cfg.compare_repeats,
+                                                 cfg.warmup, via_handler=why_not is None, seed=cfg.seed)
     return res
 
 

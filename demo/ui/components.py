@@ -30,6 +30,7 @@ CSS = """
 .verdict.pending {opacity: 0.7; font-style: italic;}
 .verdict.unknown {background: rgba(128, 128, 128, 0.18); color: inherit;}
 #world-note p {font-size: 1.05em; padding: 8px 12px; border-left: 5px solid #b06000; background: rgba(176, 96, 0, 0.12);}
+.dark #world-note p {border-left-color: #ffb347; background: rgba(255, 179, 71, 0.22);}
 .verdict-strip {display: flex; flex-wrap: wrap; gap: 6px; list-style: none; padding: 0; margin: 4px 0;}
 .verdict-strip .strip-item {margin: 0; padding: 4px 8px; font-size: 0.95em;}
 .verdict-strip .strip-item.pending {opacity: 0.7; font-style: italic;}

@@ -175,7 +175,7 @@ def defense_starts(model_key: str, *, allowed: set[str]) -> dict:
         model, _ = get_model(model_key, allowed)
     except USER_ERRORS:
         return {}
-    views = suggested_views(model.image_size, model.device.type)
+    views = suggested_views(model.image_size, model.device.type, model.precision)
     return {name: {"views": views} for name in VIEW_DEFENSES}
 
 

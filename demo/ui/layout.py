@@ -27,12 +27,30 @@ def startup_status(startup: str, allowed: set[str]) -> tuple[str, bool]:
         return f"**Model not available:** {exc.message}", startup == "teaching"
 
 
-def _warm_up() -> None:
-    """Import the attack backend in the background, so the first click does not pay for it."""
+def _warm_up(model_key: str | None = None, allowed: set[str] | None = None) -> None:
+    """In the background, so that the first click pays for none of it: import the attack backend, load
+    the startup model's robust twins (the training-time towers) and, where the image tower runs in bf16,
+    make its bf16 copy."""
     try:
         importlib.import_module("torchattacks")
     except Exception:  # the attacks report a missing backend themselves, with a clear message
         log.debug("torchattacks not importable", exc_info=True)
+    if model_key is None:
+        return
+    try:
+        from ..models.classifier import bf16_twin
+        from ..models.loading import load_image_tower
+        from ..models.zoo import ZOO
+
+        loaded = models.get_model(model_key, allowed or {model_key})[0]
+        towers = [loaded.clip.visual]
+        for twin in getattr(ZOO.get(loaded.key), "twins", {}).values():
+            towers.append(load_image_tower(twin, loaded.device))
+        if loaded.precision == "bf16":
+            for tower in towers:
+                bf16_twin(tower)
+    except Exception:  # a twin that cannot be loaded says so when it is chosen; warming up is best effort
+        log.info("warm-up of %s stopped early", model_key, exc_info=True)
 
 
 def build_demo(model: str | None = None) -> gr.Blocks:
@@ -68,5 +86,6 @@ def build_demo(model: str | None = None) -> gr.Blocks:
         wiring.wire(page, allowed)
         wiring.wire_links(demo, page)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
-    threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
+    threading.Thread(target=_warm_up, args=(handlers.answering_model(startup, allowed=allowed), allowed),
+                     name="warm-up", daemon=True).start()
     return demo

@@ -69,7 +69,8 @@ def verdict_strip(columns: list, titles: list[str], assumed: bool = False, outsi
         word = "not judged" if outside else ("right" if c.correct else "wrong")
         items.append(f'<li class="strip-item verdict {kind}"><b>{html.escape(title)}</b> {mark} '
                      f'{html.escape(c.pred_label)} <span class="sr-only">({word})</span></li>')
-    note = '<div class="strip-note"><small>true label assumed = clean prediction</small></div>' if assumed else ""
+    note = ('<div class="strip-note"><small>true label assumed = clean prediction</small></div>'
+            if assumed and not outside else "")
     return f'<ul class="verdict-strip" aria-label="All verdicts at a glance">{"".join(items)}</ul>{note}'
 
 

@@ -63,12 +63,13 @@ def random_resized_crops(image: torch.Tensor, n: int, generator: torch.Generator
     return torch.stack(views)
 
 
-def suggested_views(image_size: int, device_type: str) -> int:
-    """The views the app starts with for a model: the paper's 64, except on a CPU for models larger
-    than the 128 px teaching model. Measured on 2 cores with ViT-B/32 (224 px): TPT with 64 views takes
-    3.4 s per image (16 views: 0.9 s), which would push a full comparison past its 10 s goal; 32 views
-    keep it there. Any count can still be chosen."""
-    return 64 if device_type == "cuda" or image_size <= 128 else 32
+def suggested_views(image_size: int, device_type: str, precision: str = "fp32") -> int:
+    """The views the app starts with for a model: the paper's 64, except on a CPU running a model larger
+    than the 128 px teaching model in fp32. Measured on 2 cores with ViT-B/32 (224 px, docs/benchmarks.md):
+    in fp32, R-TPT with 64 views takes 5.1-5.7 s and the default comparison 8.8 s, 32 views bring it to
+    6.3 s; with the bf16 image tower 64 views fit (4.0 s for the whole comparison). Any count can still
+    be chosen."""
+    return 64 if device_type == "cuda" or image_size <= 128 or precision == "bf16" else 32
 
 
 def kept_views(views: int, selection: float) -> int:
