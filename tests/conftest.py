@@ -71,3 +71,13 @@ def world_batch():
 
     images, labels, _ = world.make_batch(64, seed=4242, image_size=128, split="seen")
     return images, labels
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a test module: the suite shares 2 cores with other work, and one thread
+    avoids oversubscription on tiny tensors. Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -31,7 +31,7 @@ def parse(argv: list[str] | None = None) -> Config:
     p.add_argument("--attacks", help="comma-separated attacks (default: every registered one)")
     p.add_argument("--defenses", help="comma-separated defenses (default: every registered one)")
     p.add_argument("--compare-defenses", help="training-time,test-time,training-free defense of the full comparison "
-                                              "(default: the first registered of each paradigm)")
+                                              "(default: the page's preselected ones, demo.pipeline.DEFAULT_DEFENSES)")
     p.add_argument("--no-compare", action="store_true", help="skip the full comparison")
     p.add_argument("--levers", action="store_true",
                    help="also time the comparison under each speed lever (fp32/bf16 image tower, 64 views or the "

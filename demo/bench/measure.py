@@ -216,8 +216,11 @@ def add_ratios(rows: list[dict], single: dict) -> list[dict]:
 
 
 def default_comparison_defenses() -> dict[str, str]:
-    """One defense per paradigm: the first registered of each (the app's own default is "none")."""
-    return {p.value: next(n for n in DEFENSES.names(lambda c, p=p: c.paradigm == p) if n != "none") for p in PARADIGMS}
+    """The page's preselected defense per paradigm (`demo.pipeline.DEFAULT_DEFENSES`): the comparison a
+    visitor's first click runs."""
+    from ..pipeline import DEFAULT_DEFENSES
+
+    return {p.value: DEFAULT_DEFENSES[p] for p in PARADIGMS}
 
 
 def bench_comparison(loaded: LoadedModel, image_path: Path, defenses: dict[str, str], repeats: int, warmup: int,

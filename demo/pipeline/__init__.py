@@ -1,6 +1,6 @@
 """What the app does with one request, as plain library calls (no UI): check the input, run the clean
 prediction, the attack and one defense per paradigm, and the robustness curve."""
-from .compare import COLUMN_KEYS, PARADIGMS, check_request, classify, run_comparison, run_defenses  # noqa: F401
+from .compare import COLUMN_KEYS, DEFAULT_DEFENSES, PARADIGMS, check_request, classify, run_comparison, run_defenses  # noqa: F401
 from .curve import UNDEFENDED, CurvePoint, CurveResult, robustness_curve  # noqa: F401
 from .inputs import (  # noqa: F401
     MAX_DECODE_PIXELS,

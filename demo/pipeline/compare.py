@@ -21,6 +21,8 @@ from .results import Column, ComparisonResult, Stage
 ProgressFn = Callable[[float, str], None]
 PARADIGMS = (Paradigm.TRAINING_TIME, Paradigm.TEST_TIME, Paradigm.TRAINING_FREE)
 COLUMN_KEYS = ("clean", "attacked") + tuple(p.value for p in PARADIGMS)
+# The comparison the page opens with: one defense per paradigm, so a first click shows all three at work.
+DEFAULT_DEFENSES = {Paradigm.TRAINING_TIME: "tecoa", Paradigm.TEST_TIME: "rtpt", Paradigm.TRAINING_FREE: "jpeg"}
 
 
 class _Progress:

@@ -1,6 +1,7 @@
 """The whole page: header, the Explore tab (panels + events) and the Learn tab."""
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
 import threading
@@ -27,6 +28,14 @@ def startup_status(startup: str, allowed: set[str]) -> tuple[str, bool]:
         return f"**Model not available:** {exc.message}", startup == "teaching"
 
 
+_WARM_STOP = threading.Event()
+
+
+def _stop_warm_up(thread: threading.Thread) -> None:
+    _WARM_STOP.set()
+    thread.join(timeout=120)
+
+
 def _warm_up(model_key: str | None = None, allowed: set[str] | None = None) -> None:
     """In the background, so that the first click pays for none of it: import the attack backend, load
     the startup model's robust twins (the training-time towers) and, where the image tower runs in bf16,
@@ -35,7 +44,7 @@ def _warm_up(model_key: str | None = None, allowed: set[str] | None = None) -> N
         importlib.import_module("torchattacks")
     except Exception:  # the attacks report a missing backend themselves, with a clear message
         log.debug("torchattacks not importable", exc_info=True)
-    if model_key is None:
+    if model_key is None or _WARM_STOP.is_set():
         return
     try:
         from ..models.classifier import bf16_twin
@@ -45,10 +54,15 @@ def _warm_up(model_key: str | None = None, allowed: set[str] | None = None) -> N
         loaded = models.get_model(model_key, allowed or {model_key})[0]
         towers = [loaded.clip.visual]
         for twin in getattr(ZOO.get(loaded.key), "twins", {}).values():
-            towers.append(load_image_tower(twin, loaded.device))
-        if loaded.precision == "bf16":
-            for tower in towers:
+            if not _WARM_STOP.is_set():
+                towers.append(load_image_tower(twin, loaded.device))
+        for tower in towers if loaded.precision == "bf16" else []:
+            if not _WARM_STOP.is_set():
                 bf16_twin(tower)
+        from ..pipeline import budget
+
+        if not _WARM_STOP.is_set():
+            budget.pass_times(loaded)  # what the cost estimate of every request divides by
     except Exception:  # a twin that cannot be loaded says so when it is chosen; warming up is best effort
         log.info("warm-up of %s stopped early", model_key, exc_info=True)
 
@@ -80,12 +94,19 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                 learn.build()
         page.input_note.value = note
         page.world_note.value = warning
-        page.estimate.value = handlers.estimate(
-            page.model.value, page.attack.value, page.eps.value, page.steps.value, page.mode.value,
-            *(page.defenses[p].value for p in PARADIGMS), "{}", "{}", allowed=allowed)
+        if teaching:  # its pass costs take 0.2 s to measure; a real-size model's take 20-30 s on a CPU
+            page.estimate.value = handlers.estimate(
+                page.model.value, page.attack.value, page.eps.value, page.steps.value, page.mode.value,
+                *(page.defenses[p].value for p in PARADIGMS), "{}", "{}", allowed=allowed)
+        else:
+            page.estimate.value = ("Cost of **Run all**: this machine's speed is being measured in the background; "
+                                   "change any setting to see the estimate.")
         wiring.wire(page, allowed)
         wiring.wire_links(demo, page)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
-    threading.Thread(target=_warm_up, args=(handlers.answering_model(startup, allowed=allowed), allowed),
-                     name="warm-up", daemon=True).start()
+    warm = threading.Thread(target=_warm_up, args=(handlers.answering_model(startup, allowed=allowed), allowed),
+                            name="warm-up", daemon=True)
+    warm.start()
+    # A process that exits while the thread is inside a tensor operation would abort; let it finish its step.
+    atexit.register(_stop_warm_up, warm)
     return demo

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from ..defenses.base import Paradigm
+from .. import pipeline
 from ..pipeline import PARADIGMS
 from ..registry import ATTACKS, DEFENSES
 from . import assets, handlers, views
@@ -15,8 +16,7 @@ DEFAULT_ATTACK = "pgd"
 STOPPED = ("**Stopped.** The results below (greyed) are from an earlier run and may not match the settings "
            "above; press **Run all** for new ones.")
 DEFAULT_TEACHING_EXAMPLE, DEFAULT_PHOTO_EXAMPLE = "cyan triangle", "apple"
-# One defense per paradigm is preselected, so the default comparison shows all three at work.
-DEFAULT_DEFENSES = {Paradigm.TRAINING_TIME: "tecoa", Paradigm.TEST_TIME: "rtpt", Paradigm.TRAINING_FREE: "jpeg"}
+DEFAULT_DEFENSES = pipeline.DEFAULT_DEFENSES  # one per paradigm, preselected
 PARADIGM_TITLES = {Paradigm.TRAINING_TIME: "Training-time defense", Paradigm.TEST_TIME: "Test-time adaptation defense",
                    Paradigm.TRAINING_FREE: "Training-free defense"}
 COLUMN_TITLES = ["Clean", "Attacked"] + [PARADIGM_TITLES[p] for p in PARADIGMS]

@@ -24,13 +24,7 @@ def make(name: str, **overrides):
     return cls(**{k: v for k, v in {**FAST, **FAST_BY_NAME.get(name, {}), **overrides}.items() if k in fields})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The suite shares 2 cores with other work; one thread avoids oversubscription on tiny tensors.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from demo.eval import runs as R, suite
 from demo.eval.__main__ import main
@@ -13,12 +12,7 @@ from demo.eval.assemble import TIMING_FIELDS, MergeError, merge
 from demo.eval.report import finite_json
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _outcome(x):

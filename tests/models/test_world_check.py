@@ -43,3 +43,24 @@ def test_refit_reproduces_the_shipped_threshold_scale(teaching_model):
     shipped = W.check_for(teaching_model)
     assert len(small.means) == len(shipped.means)
     assert abs(small.threshold - shipped.threshold) < 1.5, (small.threshold, shipped.threshold)
+
+
+def test_the_readme_quotes_the_measured_rates():
+    """The README's false-alarm and detection numbers are those of docs/results/world_check.json."""
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    measured = json.loads((root / "docs" / "results" / "world_check.json").read_text())
+    text = " ".join((root / "README.md").read_text().split())
+    m = re.search(r"false alarms on ([\d.]+)% of (\d+) seen and ([\d.]+)% of (\d+) held-out world images; it catches "
+                  r"(\d+) of (\d+) photographs, all (\d+) noise images and (\d+) of (\d+) colour gradients, but only "
+                  r"(\d+) of (\d+) line drawings", text)
+    assert m, "the README no longer quotes the world check's measured rates"
+    fa, det = measured["false_alarm"], measured["detected"]
+    assert float(m[1]) == round(100 * fa["seen"]["rate"], 1) and int(m[2]) == fa["seen"]["n"]
+    assert float(m[3]) == round(100 * fa["held_out"]["rate"], 1) and int(m[4]) == fa["held_out"]["n"]
+    for (hit, n), kind in zip(((m[5], m[6]), (m[7], m[7]), (m[8], m[9]), (m[10], m[11])),
+                              ("photo", "noise", "gradients", "drawings")):
+        assert int(n) == det[kind]["n"] and int(hit) == round(det[kind]["rate"] * det[kind]["n"]), kind
