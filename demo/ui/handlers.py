@@ -146,7 +146,11 @@ def outside_world(loaded, x: torch.Tensor) -> bool:
 
 def world_warning(loaded, x: torch.Tensor) -> str:
     """The out-of-world sentence as page text, or '' for an image the model can read."""
-    return f"**&#9888; {world_check.SENTENCE}**" if outside_world(loaded, x) else ""
+    return _warning(outside_world(loaded, x))
+
+
+def _warning(outside: bool) -> str:
+    return f"**&#9888; {world_check.SENTENCE}**" if outside else ""
 
 
 VIEW_DEFENSES = ("tpt", "rtpt")
@@ -233,10 +237,9 @@ class CurveView(NamedTuple):
 COLUMN_NAMES = ["Clean", "Attacked", "Training-time", "Test-time", "Training-free"]
 
 
-def _lead(loaded, x: torch.Tensor) -> str:
+def _lead(outside: bool) -> str:
     """The out-of-world warning as the first paragraph of a summary, or ''."""
-    warning = world_warning(loaded, x)
-    return warning + "\n\n" if warning else ""
+    return _warning(outside) + "\n\n" if outside else ""
 
 
 def flat(view: tuple) -> tuple:
@@ -280,7 +283,7 @@ def attack(image, labels_text, true_label, model_key, attack_name, eps, steps, t
     return AttackView(views.column_view(result.column("clean"), assumed, outside=outside),
                       views.column_view(result.column("attacked"), assumed, outside=outside),
                       views.perturbation_figure(result, _linf_budget(name, params)), adv_file,
-                      _lead(loaded, x) + model_line(model_key, loaded, allowed) + "\n\n"
+                      _lead(outside) + model_line(model_key, loaded, allowed) + "\n\n"
                       + views.attack_summary(result, ATTACKS.get(name).title or name, _eps_text(name, params)))
 
 
@@ -298,7 +301,7 @@ def defend(image, adversarial, labels_text, true_label, model_key, training_time
     defended = columns[1:]
     return DefendView(*(views.column_view(c, assumed, outside=outside) for c in defended),
                       views.changes_figure(defended), views.timing_figure(stages), views.timing_rows(stages),
-                      _lead(loaded, x) + model_line(model_key, loaded, allowed) + "\n\n"
+                      _lead(outside) + model_line(model_key, loaded, allowed) + "\n\n"
                       + views.changed_markdown(defended))
 
 
@@ -335,7 +338,7 @@ def compare(image, labels_text, true_label, model_key, attack_name, eps, steps, 
     data = result.to_dict()
     data["model_label"] = loaded.spec.label
     json_file = views.write_json(folder, "results.json", data)
-    summary = _lead(loaded, x) + model_line(model_key, loaded, allowed) + "\n\n" + views.attack_summary(
+    summary = _lead(outside) + model_line(model_key, loaded, allowed) + "\n\n" + views.attack_summary(
         result, ATTACKS.get(name).title or name, _eps_text(name, params))
     changed = views.changed_markdown(defended)
     return CompareView(*cols, views.perturbation_figure(result, _linf_budget(name, params)),
