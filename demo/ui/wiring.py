@@ -250,13 +250,20 @@ def wire(page: Page, allowed: set[str]) -> None:
             return (None, None, "") + empty
         return classify(image, *rest) + empty
 
-    page.image.change(auto_classify, classify_inputs, [o for c in cols for o in c] + [page.strip],
-                      api_visibility="private", concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
+    ev_new_image = page.image.change(auto_classify, classify_inputs, [o for c in cols for o in c] + [page.strip],
+                                     api_visibility="private", concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
 
-    clean_first = clean_first_event(classify, LIGHT_LIMIT)
+    # The page runs one button's listeners in the order they were added, awaiting each answer that does not
+    # go through the queue. So the browser-only mark comes first and the clean-column shortcut last: behind
+    # it, a Stop pressed while the clean column was computed would be undone by a late start mark, and the
+    # run it meant to stop would only be submitted afterwards.
+    # Run all rewrites every column, so a still-pending clear for a just-picked image must not land after
+    # its first results; Attack and Defend leave some columns alone, so there the clear still has to land.
+    page.run_btn.click(None, None, None, js=START_JS, cancels=[ev_new_image], **private)
+    for button in (page.attack_btn, page.defend_btn):
+        button.click(None, None, None, js=START_JS, **private)
+    page.stop_btn.click(None, None, None, js=STOP_JS, **private)
 
-    page.run_btn.click(clean_first, classify_inputs, cols[0], api_visibility="private", show_progress="hidden",
-                       queue=False)
     def seen(image, key):
         return handlers.seen_by_model(image, key, allowed=allowed)
 
@@ -313,10 +320,9 @@ def wire(page: Page, allowed: set[str]) -> None:
     curve_outputs = [page.curve_chart, page.curve_table, page.curve_file]
     ev_curve = chained(page.curve_btn, handlers.curve, curve_inputs, curve_outputs, "curve", [page.curve_chart])
 
-    # In the browser only: no round trip, so a Stop right after a click cannot be overtaken by it.
-    for button in (page.run_btn, page.attack_btn, page.defend_btn):
-        button.click(None, None, None, js=START_JS, **private)
-    page.stop_btn.click(None, None, None, js=STOP_JS, **private)
+    clean_first = clean_first_event(classify, LIGHT_LIMIT)
+    page.run_btn.click(clean_first, classify_inputs, cols[0], api_visibility="private", show_progress="hidden",
+                       queue=False)
     steps_inputs = [page.image, page.labels, page.true_label, page.model, page.attack, page.eps, page.steps,
                     page.target, page.seed, page.attack_json]
     steps_outputs = [page.steps_state, page.steps_slider, page.steps_frame, page.steps_heatmap, page.steps_chart,

@@ -156,3 +156,33 @@ def test_the_clean_column_shortcut_is_bounded_and_never_waits():
         raise gr.Error("Please give at least two labels.")
 
     assert all(v == gr.skip() for v in clean_first_event(refusing, 1)("x"))
+
+
+def _listeners(config: dict, elem_id: str) -> list[dict]:
+    """The listeners of one button's click, in the order the page runs them."""
+    ids = {c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id}
+    return [d for d in config["dependencies"] if any(t[0] in ids and t[1] == "click" for t in d["targets"])]
+
+
+def test_a_stop_right_after_run_all_is_not_undone(model_key):
+    """The page awaits a button's unqueued answers one listener after another, so anything behind the
+    clean-column shortcut waits for it. A Stop pressed meanwhile would then be undone: the start mark clears
+    "stopped" afterwards, and the comparison is only submitted afterwards, too late to be cancelled. So on
+    Run all every browser-only or queued listener comes before the unqueued server call, and Stop marks the
+    results first."""
+    from demo.ui import build_demo
+
+    config = build_demo(model_key).get_config_file()
+    kinds = ["unqueued server call" if d.get("backend_fn") and d.get("queue") is False else "other"
+             for d in _listeners(config, "run-btn")]
+    assert "unqueued server call" in kinds
+    first = kinds.index("unqueued server call")
+    assert all(k == "unqueued server call" for k in kinds[first:]), kinds
+    run_js = [d["js"] for d in _listeners(config, "run-btn") if d.get("js")]
+    assert "classList.remove('stale')" in run_js[0]
+    stop = _listeners(config, "stop-btn")
+    assert stop[0].get("js") and "classList.add('stale')" in stop[0]["js"]
+    new_image = {i for i, d in enumerate(config["dependencies"])
+                 if any(t[1] == "change" for t in d["targets"]) and d.get("backend_fn")}
+    assert any(set(d.get("cancels") or ()) & new_image for d in _listeners(config, "run-btn")), \
+        "Run all must drop a still-pending clear for a just-picked image"
