@@ -59,9 +59,12 @@ def _work(names: list[str], force: bool, folder: Path) -> list[tuple[str, str, P
 def _run_one(label: str, command: str, log_path: Path) -> tuple[str, int, float]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    argv = shlex.split(command)
+    if argv[0] == "python":  # the published command, run by this interpreter (a venv's `python` may not be on PATH)
+        argv[0] = sys.executable
     start = time.perf_counter()
     with log_path.open("w") as log:
-        rc = subprocess.call(shlex.split(command), cwd=R.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        rc = subprocess.call(argv, cwd=R.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     return label, rc, time.perf_counter() - start
 
 

@@ -70,6 +70,7 @@ def test_suite_runs_shards_resumes_and_merges(tmp_path, monkeypatch):
     command = ("python -m demo.eval " + " ".join(_argv(["--n", "8"])) + f" --out {tmp_path / name}")
     monkeypatch.setitem(R.RUNS, name, command)
     monkeypatch.setitem(R.SHARD_SIZE, name, 4)
+    monkeypatch.setenv("PATH", str(tmp_path))  # the published `python` is this interpreter, not PATH's
     assert [s.start for s in R.shards(name, tmp_path)] == [0, 4]
     assert suite.run([name], jobs=2, folder=tmp_path) == 0
     first = json.loads((tmp_path / f"{name}.json").read_text())
