@@ -6,6 +6,8 @@ requests only read them.
 """
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import os
 import socket
@@ -110,11 +112,41 @@ class LoadedModel:
         return TF.to_tensor(image).unsqueeze(0).to(self.device)
 
 
+@contextlib.contextmanager
+def _quiet_root_log(quiet: bool):
+    root = logging.getLogger()
+    level = root.level
+    if quiet:
+        root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _load_borrowed_text(clip: nn.Module, spec: ModelSpec) -> None:
+    """Everything but the image tower from `spec.text_weights`; the image tower must come from
+    `spec.visual_weights`, so nothing is left at its random initialisation."""
+    if not spec.visual_weights:
+        raise ValueError("a model that borrows its text tower needs its own image-tower weights")
+    if not Path(spec.text_weights).is_file():
+        raise FileNotFoundError(f"text-tower weights not found: {spec.text_weights}")
+    state = {k: v for k, v in _load_state_dict(spec.text_weights).items() if not k.startswith("visual.")}
+    missing, unexpected = clip.load_state_dict(state, strict=False)
+    left = [k for k in missing if not k.startswith("visual.")]
+    if left or unexpected:
+        raise ValueError(f"text-tower weights do not fit: missing {left[:3]}, unexpected {unexpected[:3]}")
+
+
 def _build(spec: ModelSpec, device: torch.device) -> LoadedModel:
     start = time.perf_counter()
     try:
-        clip, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=spec.pretrained, device=device)
+        with _quiet_root_log(spec.text_weights is not None):  # its "initialized randomly" is not true here
+            clip, _, preprocess = open_clip.create_model_and_transforms(
+                spec.arch, pretrained=spec.pretrained, device=device, load_weights=spec.text_weights is None)
         tokenizer = open_clip.get_tokenizer(spec.arch)
+        if spec.text_weights:
+            _load_borrowed_text(clip, spec)
         if spec.visual_weights:
             if not Path(spec.visual_weights).is_file():
                 raise FileNotFoundError(f"image-tower weights not found: {spec.visual_weights}")

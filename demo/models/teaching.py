@@ -4,9 +4,15 @@ No CLIP weights can be downloaded offline and no package ships any, so the proje
 (`python -m demo.train clip`). It is a real open_clip `CLIP` (ModifiedResNet image tower, transformer
 text tower) stored as an open_clip `local-dir:` folder, so it loads through the same code path as any
 other checkpoint. Robust variants store only their image tower and share the text tower.
+
+A second teaching model, `teaching-vit`, has a VisionTransformer image tower (the architecture of the
+CLIPs people use) and the very same text tower: it is trained against the ResNet model's frozen text
+tower (`python -m demo.train clip --model teaching-vit`), so the two differ only in how they see, and
+its folder stores image towers only.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -44,3 +50,53 @@ VISUAL_WEIGHTS = {
 APT_PROMPT = TEACHING_DIR / "apt_prompt.safetensors"
 # TTC's tau threshold for this model, from `python -m demo.train ttc-threshold`.
 TTC_CALIBRATION = TEACHING_DIR / "ttc_calibration.json"
+
+
+# The ViT teaching model: patch 16 at 128 px (8 x 8 tokens plus the class token), 6 blocks of width 192
+# with 64-wide heads, chosen by measurement (docs/results/teaching_vit.md): 4 blocks learned the world
+# more slowly, width 256 doubled the step time.
+VIT_DIR = ASSETS / "teaching_vit"
+VIT_MODEL_CFG = {
+    "embed_dim": MODEL_CFG["embed_dim"],
+    "vision_cfg": {"image_size": IMAGE_SIZE, "layers": 6, "width": 192, "patch_size": 16, "head_width": 64},
+    "text_cfg": MODEL_CFG["text_cfg"],
+}
+
+
+@dataclass(frozen=True)
+class TeachingModel:
+    """Where one teaching model's files live. `text_weights` is set when the model borrows its text tower
+    (and logit scale) from another checkpoint and `tower` holds its own image tower."""
+
+    key: str
+    folder: Path
+    model_cfg: dict
+    tower: Path | None = None
+    text_weights: Path | None = None
+
+    def visual_weights(self, method: str) -> Path:
+        return self.folder / f"visual_{method}.safetensors"
+
+    @property
+    def apt_prompt(self) -> Path:
+        return self.folder / "apt_prompt.safetensors"
+
+    @property
+    def ttc_calibration(self) -> Path:
+        return self.folder / "ttc_calibration.json"
+
+
+MODELS = {
+    "teaching": TeachingModel("teaching", TEACHING_DIR, MODEL_CFG),
+    "teaching-vit": TeachingModel("teaching-vit", VIT_DIR, VIT_MODEL_CFG, tower=VIT_DIR / "visual.safetensors",
+                                  text_weights=TEACHING_DIR / "open_clip_model.safetensors"),
+}
+
+
+def config(model: TeachingModel) -> dict:
+    """The open_clip_config.json of a teaching model's folder."""
+    from .. import world
+
+    return {"model_cfg": model.model_cfg, "preprocess_cfg": PREPROCESS_CFG,
+            "world": {"classnames": world.CLASSNAMES, "held_out": sorted(" ".join(p) for p in world.HELD_OUT),
+                      "template": world.EVAL_TEMPLATE}}

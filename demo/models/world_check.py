@@ -12,8 +12,8 @@ the final embedding, which the world was trained to map onto its 64 captions, se
 (the best image-text cosine missed the app's photo-like examples).
 
 The threshold is the 99.5th percentile of the score on calibration images that neither training nor
-evaluation uses, so about 0.5% of world images raise a false alarm. `python -m demo.models.world_check fit`
-writes assets/teaching/world_check.safetensors; `... measure` reports the false-alarm rate on the
+evaluation uses, so about 0.5% of world images raise a false alarm. `python -m demo.models.world_check fit
+[--model teaching-vit]` writes world_check.safetensors into that teaching model's folder; `... measure` reports the false-alarm rate on the
 evaluation images and the detection rate on `demo.world.outside`.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .loading import LoadedModel
-from .teaching import TEACHING_DIR
+from .teaching import MODELS, TeachingModel
 
 CHECK_FILE = "world_check.safetensors"
 FIT_SEED, CALIBRATION_SEED = 40_000, 50_000  # render seeds no training stream nor evaluation uses
@@ -151,11 +151,17 @@ def _load(path: str) -> WorldCheck:
                       float(t["threshold"][0]))
 
 
+def teaching_model_of(loaded: LoadedModel) -> TeachingModel | None:
+    """The teaching model that `loaded` is, or is a robust twin of (None for models of the real world)."""
+    return MODELS.get(loaded.key) or MODELS.get(loaded.spec.base or "")
+
+
 def check_for(loaded: LoadedModel) -> WorldCheck | None:
     """The fitted check of a teaching model (None for models that know the real world)."""
-    if loaded.key != "teaching" and loaded.spec.base != "teaching":
+    which = teaching_model_of(loaded)
+    if which is None:
         return None
-    path = TEACHING_DIR / CHECK_FILE
+    path = which.folder / CHECK_FILE
     return _load(str(path)) if path.is_file() else None
 
 
@@ -199,12 +205,16 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     loaded = load_model(args.model, torch.device("cpu"))
     if args.cmd == "fit":
-        print(f"wrote {save(fit(loaded), TEACHING_DIR)}")
+        which = teaching_model_of(loaded)
+        if which is None:
+            raise SystemExit(f"{args.model} is not a teaching model: the world check is for models of the teaching world")
+        print(f"wrote {save(fit(loaded), which.folder)}")
         return
     check = check_for(loaded)
     if check is None:
         raise SystemExit(f"{args.model} has no fitted world check; run `python -m demo.models.world_check fit`")
-    result = {"command": "python -m demo.models.world_check measure" + (f" --out {args.out}" if args.out else ""),
+    result = {"command": "python -m demo.models.world_check measure" + (f" --out {args.out}" if args.out else "")
+              + (f" --model {args.model}" if args.model != "teaching" else ""),
               **measure(loaded, check)}
     print(json.dumps(result, indent=2))
     if args.out:

@@ -18,6 +18,8 @@ class ModelSpec:
         pretrained: open_clip pretrained tag or local checkpoint file (None for schema ids).
         visual_weights: a visual-tower state dict loaded into `model.visual` after building (robust
             towers distributed as image-tower-only files, as RobustVLM does).
+        text_weights: a checkpoint whose text tower and logit scale complete this model (a teaching model
+            that borrows another's text tower; its own image tower is then `visual_weights`).
         base: key of the model whose text tower and tokenizer this one shares (robust twins).
         twins: defense name -> key of the robust twin (training-time defenses of this model).
         online: needs the model hub the first time (not cached locally).
@@ -28,6 +30,7 @@ class ModelSpec:
     arch: str
     pretrained: str | None = None
     visual_weights: str | None = None
+    text_weights: str | None = None
     base: str | None = None
     twins: dict[str, str] = field(default_factory=dict)
     online: bool = True

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--batch-size", type=int, default=128)
     c.add_argument("--lr", type=float, default=2e-3)
     c.add_argument("--eval-every", type=int, default=150)
-    c.add_argument("--out", type=Path, default=teaching.TEACHING_DIR, help="output folder")
+    c.add_argument("--out", type=Path, default=None, help="output folder (default: the model's assets folder)")
     c.add_argument("--init", type=Path, default=None, help="start from the weights in this folder")
     ft = sub.add_parser("finetune", help="stage 2 of the teaching model: fine-tune its image tower on clean images "
                         "against the frozen text tower's class prompts (seen combinations only)")
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     ft.add_argument("--batch-size", type=int, default=64)
     ft.add_argument("--lr", type=float, default=3e-4)
     ft.add_argument("--eval-every", type=int, default=75)
-    ft.add_argument("--out", type=Path, default=teaching.TEACHING_DIR, help="teaching model folder to update")
+    ft.add_argument("--out", type=Path, default=None, help="teaching model folder to update (default: the model's)")
     ft.add_argument("--logit-scale", type=float, default=None,
                     help="fine-tune at this logit scale and store it in the checkpoint (CLIP ends at 100)")
     for method in ("tecoa", "fare", "pmg_aft"):
@@ -39,19 +39,21 @@ def main(argv: list[str] | None = None) -> int:
         r.add_argument("--inner-steps", type=int, default=3)
         r.add_argument("--inner-alpha", type=float, default=2.0, help="inner PGD step in /255")
         r.add_argument("--eval-every", type=int, default=50)
-        r.add_argument("--out", type=Path, default=teaching.VISUAL_WEIGHTS[method], help="output .safetensors")
+        r.add_argument("--out", type=Path, default=None, help="output .safetensors (default: the model's assets)")
     a = sub.add_parser("apt", help="adversarial prompt tuning of a 4-token text context on the TeCoA tower")
     a.add_argument("--steps", type=int, default=150)
     a.add_argument("--batch-size", type=int, default=64)
     a.add_argument("--lr", type=float, default=2e-3)
     a.add_argument("--eps", type=float, default=4.0, help="L-inf budget in /255")
     a.add_argument("--eval-every", type=int, default=50)
-    a.add_argument("--out", type=Path, default=teaching.APT_PROMPT, help="output .safetensors")
+    a.add_argument("--out", type=Path, default=None, help="output .safetensors (default: the model's assets)")
     t = sub.add_parser("ttc-threshold", help="calibrate TTC's tau threshold for the teaching model")
     t.add_argument("--n", type=int, default=500, help="calibration images")
     t.add_argument("--max-drop", type=float, default=2.0, help="clean accuracy TTC may cost, in points")
-    t.add_argument("--out", type=Path, default=teaching.TTC_CALIBRATION, help="output .json")
+    t.add_argument("--out", type=Path, default=None, help="output .json (default: the model's assets)")
     for s in sub.choices.values():
+        s.add_argument("--model", choices=sorted(teaching.MODELS), default="teaching",
+                       help="which teaching model (teaching-vit borrows the ResNet model's text tower)")
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--minutes", type=float, default=None, help="stop (and save) after this much wall time")
         s.add_argument("--threads", type=int, default=None)
@@ -59,30 +61,33 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    which = teaching.MODELS[args.model]
     if args.what == "clip":
         from .clip_pretrain import train_clip
 
-        result = train_clip(args.steps, args.batch_size, args.lr, args.seed, args.minutes, args.out, args.eval_every,
-                            args.init)
+        result = train_clip(args.steps, args.batch_size, args.lr, args.seed, args.minutes, args.out or which.folder,
+                            args.eval_every, args.init, which)
     elif args.what in ("tecoa", "fare", "pmg_aft"):
         from .robust import train_robust
 
         result = train_robust(args.what, args.steps, args.batch_size, args.lr, args.eps / 255, args.inner_steps,
-                              args.inner_alpha / 255, args.seed, args.minutes, args.out, args.eval_every)
+                              args.inner_alpha / 255, args.seed, args.minutes, args.out or which.visual_weights(args.what),
+                              args.eval_every, model=args.model)
     elif args.what == "finetune":
         from .robust import finetune_teaching
 
-        result = finetune_teaching(args.steps, args.batch_size, args.lr, args.seed, args.minutes, args.out,
-                                   args.eval_every, args.logit_scale)
+        result = finetune_teaching(args.steps, args.batch_size, args.lr, args.seed, args.minutes,
+                                   args.out or which.folder, args.eval_every, args.logit_scale, args.model)
     elif args.what == "apt":
         from .apt import train_apt
 
-        result = train_apt(args.steps, args.batch_size, args.lr, args.eps / 255, args.seed, args.minutes, args.out,
-                           args.eval_every)
+        result = train_apt(args.steps, args.batch_size, args.lr, args.eps / 255, args.seed, args.minutes,
+                           args.out or which.apt_prompt, args.eval_every, args.model)
     elif args.what == "ttc-threshold":
         from .ttc_threshold import calibrate_ttc
 
-        result = calibrate_ttc(args.n, args.max_drop / 100, args.seed, args.out)
+        result = calibrate_ttc(args.n, args.max_drop / 100, args.seed, args.out or which.ttc_calibration,
+                               model_key=args.model)
     print(result)
     return 0
 

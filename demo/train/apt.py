@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 
 
 def train_apt(steps: int, batch_size: int, lr: float, eps: float, seed: int, minutes: float | None, out_path,
-              eval_every: int) -> dict:
+              eval_every: int, model: str = "teaching") -> dict:
     torch.manual_seed(seed)
-    base = load_model("teaching", "cpu")
+    base = load_model(model, "cpu")
     seen = [world.CLASSNAMES[i] for i in world.SEEN_CLASSES]
     clf = base.classifier(seen, [world.EVAL_TEMPLATE])
     learner = PromptLearner.for_classifier(clf)

@@ -4,6 +4,11 @@ The recipe is CLIP's (Radford et al., 2021, arXiv 2103.00020): symmetric InfoNCE
 caption embeddings with a learned temperature, AdamW, warm-up then cosine decay. Captions come in
 several templates, some naming only the color or only the shape, so the text tower learns the words
 separately and can compose held-out (color, shape) pairs.
+
+For a teaching model that borrows its text tower (`teaching-vit`), the text tower and the logit scale
+are loaded from that checkpoint and frozen, and only the image tower learns: CLIP's loss with a locked
+text side, the mirror image of LiT's locked image side (Zhai et al., CVPR 2022, arXiv 2111.07991). Both
+models then embed a label in the same place, so a comparison between them isolates the image tower.
 """
 from __future__ import annotations
 
@@ -12,31 +17,44 @@ import logging
 
 import open_clip
 import torch
+from safetensors.torch import load_file
 
-from .. import world
 from ..models import teaching
 from .common import Clock, contrastive_loss, cosine_lr, save_half, world_classifier, world_loader, zero_shot_accuracy
 
 log = logging.getLogger(__name__)
 
 
-def build_fresh(seed: int) -> tuple[open_clip.CLIP, object]:
+def build_fresh(seed: int, which: teaching.TeachingModel = teaching.MODELS["teaching"]) -> tuple[open_clip.CLIP, object]:
+    """A freshly initialised teaching CLIP; one that borrows its text tower gets it (frozen) here."""
     torch.manual_seed(seed)
-    model = open_clip.CLIP(**teaching.MODEL_CFG)
-    tokenizer = open_clip.SimpleTokenizer(context_length=teaching.MODEL_CFG["text_cfg"]["context_length"])
+    model = open_clip.CLIP(**which.model_cfg)
+    tokenizer = open_clip.SimpleTokenizer(context_length=which.model_cfg["text_cfg"]["context_length"])
+    if which.text_weights is not None:
+        text = {k: v.float() for k, v in load_file(str(which.text_weights)).items() if not k.startswith("visual.")}
+        missing, unexpected = model.load_state_dict(text, strict=False)
+        assert not unexpected and all(k.startswith("visual.") for k in missing), (missing, unexpected)
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("visual."))
     return model, tokenizer
 
 
-def train_clip(steps: int, batch_size: int, lr: float, seed: int, minutes: float | None, out_dir, eval_every: int,
-               init=None) -> dict:
-    model, tokenizer = build_fresh(seed)
-    if init is not None:  # continue from an earlier run's weights (a new schedule, new data seeds)
-        from safetensors.torch import load_file
+def load_trained(which: teaching.TeachingModel, folder) -> dict[str, torch.Tensor]:
+    """The weights a training run saved in `folder`, as a full state dict."""
+    if which.tower is None:
+        return {k: v.float() for k, v in load_file(str(folder / "open_clip_model.safetensors")).items()}
+    return {f"visual.{k}": v.float() for k, v in load_file(str(folder / which.tower.name)).items()}
 
-        model.load_state_dict({k: v.float() for k, v in load_file(str(init / "open_clip_model.safetensors")).items()})
+
+def train_clip(steps: int, batch_size: int, lr: float, seed: int, minutes: float | None, out_dir, eval_every: int,
+               init=None, which: teaching.TeachingModel = teaching.MODELS["teaching"]) -> dict:
+    model, tokenizer = build_fresh(seed, which)
+    if init is not None:  # continue from an earlier run's weights (a new schedule, new data seeds)
+        model.load_state_dict(load_trained(which, init), strict=which.tower is None)
     model.train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trained if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in trained if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
     clock, history = Clock(minutes), []
     warmup = max(1, steps // 20)
@@ -63,18 +81,19 @@ def train_clip(steps: int, batch_size: int, lr: float, seed: int, minutes: float
             history.append(acc)
             log.info("eval %s", acc)
             model.train()
-            _save(model, out_dir, {"history": history, "steps": step + 1, "batch_size": batch_size, "lr": lr, "seed": seed})
+            _save(model, out_dir, which,
+                  {"history": history, "steps": step + 1, "batch_size": batch_size, "lr": lr, "seed": seed})
         if clock.expired():
             log.info("time budget reached after %d steps", step + 1)
             break
     return history[-1]
 
 
-def _save(model, out_dir, meta: dict) -> None:
+def _save(model, out_dir, which: teaching.TeachingModel, meta: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_half(model.state_dict(), out_dir / "open_clip_model.safetensors", {"training": meta})
-    cfg = {"model_cfg": teaching.MODEL_CFG, "preprocess_cfg": teaching.PREPROCESS_CFG,
-           "world": {"classnames": world.CLASSNAMES, "held_out": sorted(" ".join(p) for p in world.HELD_OUT),
-                     "template": world.EVAL_TEMPLATE}}
-    (out_dir / "open_clip_config.json").write_text(json.dumps(cfg, indent=2))
+    if which.tower is None:
+        save_half(model.state_dict(), out_dir / "open_clip_model.safetensors", {"training": meta})
+    else:  # the borrowed text tower is stored once, in its own checkpoint
+        save_half(model.visual.state_dict(), out_dir / which.tower.name, {"training": meta})
+    (out_dir / "open_clip_config.json").write_text(json.dumps(teaching.config(which), indent=2))
     (out_dir / "training_clip.json").write_text(json.dumps(meta, indent=2))

@@ -75,11 +75,11 @@ def _classifier(base, visual, feats, classnames, logit_scale: float | None = Non
 
 def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float, inner_steps: int,
                  inner_alpha: float, seed: int, minutes: float | None, out_path, eval_every: int,
-                 logit_scale: float | None = None) -> dict:
+                 logit_scale: float | None = None, model: str = "teaching") -> dict:
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     torch.manual_seed(seed)
-    base = load_model("teaching", "cpu")
+    base = load_model(model, "cpu")
     frozen = base.clip.visual  # phi_0: shared, frozen, never updated
     visual = copy.deepcopy(frozen).requires_grad_(True)
     visual.eval()  # frozen BatchNorm statistics; affine parameters still train
@@ -149,7 +149,7 @@ def _evaluate(base, visual, step: int, loss: float, seconds: float, eps: float, 
 
 
 def finetune_teaching(steps: int, batch_size: int, lr: float, seed: int, minutes: float | None, out_dir,
-                      eval_every: int, logit_scale: float | None = None) -> dict:
+                      eval_every: int, logit_scale: float | None = None, model: str = "teaching") -> dict:
     """Clean fine-tuning of the teaching model's image tower, written back into its checkpoint.
 
     `logit_scale`, when given, is used for the loss and written into the checkpoint. Pretrained CLIPs
@@ -162,16 +162,26 @@ def finetune_teaching(steps: int, batch_size: int, lr: float, seed: int, minutes
 
     from safetensors.torch import load_file
 
+    which = teaching.MODELS[model]
+    if which.tower is not None and logit_scale is not None:
+        raise ValueError(f"{model} borrows its logit scale with its text tower; fine-tune it without --logit-scale")
     tmp = out_dir / "visual_finetune.tmp.safetensors"
     result = train_robust("finetune", steps, batch_size, lr, 4 / 255, 0, 0.0, seed, minutes, tmp, eval_every,
-                          logit_scale)
+                          logit_scale, model)
+    meta = json.loads(tmp.with_suffix(".json").read_text())
+    if which.tower is not None:  # the tower file is the whole of this model's own weights
+        save_half(load_file(str(tmp)), out_dir / which.tower.name, {"training": {"stage": "finetune", **meta}})
+        return _finish_finetune(out_dir, tmp, meta, result)
     ckpt = out_dir / "open_clip_model.safetensors"
     state = load_file(str(ckpt))
     state.update({f"visual.{k}": v for k, v in load_file(str(tmp)).items()})
     if logit_scale is not None:
         state["logit_scale"] = torch.tensor(math.log(logit_scale), dtype=state["logit_scale"].dtype)
-    meta = json.loads(tmp.with_suffix(".json").read_text())
     save_half(state, ckpt, {"training": {"stage": "finetune", **meta}})
+    return _finish_finetune(out_dir, tmp, meta, result)
+
+
+def _finish_finetune(out_dir, tmp, meta: dict, result: dict) -> dict:
     (out_dir / "training_finetune.json").write_text(json.dumps(meta, indent=2))
     tmp.unlink()
     tmp.with_suffix(".json").unlink()

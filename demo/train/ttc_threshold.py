@@ -30,11 +30,11 @@ def _percentiles(t: torch.Tensor) -> dict[str, float]:
     return {f"p{int(q)}": round(float(torch.quantile(t, q / 100)), 5) for q in (5, 10, 25, 50, 75, 90, 95)}
 
 
-def calibrate_ttc(n: int, max_drop: float, seed: int, out_path, eps: float = 4 / 255) -> dict:
+def calibrate_ttc(n: int, max_drop: float, seed: int, out_path, eps: float = 4 / 255, model_key: str = "teaching") -> dict:
     import demo.attacks  # noqa: F401  (registers the attacks and defenses used here)
     import demo.defenses  # noqa: F401
 
-    model = load_model("teaching", "cpu")
+    model = load_model(model_key, "cpu")
     clf = model.classifier(world.CLASSNAMES, [world.EVAL_TEMPLATE])
     images, labels, _ = world.make_batch(n, CALIBRATION_SEED + seed, teaching.IMAGE_SIZE, "seen")
     adv = ATTACKS.create("pgd", eps=eps, alpha=1 / 255, steps=10)(clf, images, labels, seed=seed).adv_images
@@ -59,7 +59,8 @@ def calibrate_ttc(n: int, max_drop: float, seed: int, out_path, eps: float = 4 /
         "tau_thres": chosen,
         "rule": (f"largest clean-tau quantile at which TTC's clean accuracy stays within {max_drop * 100:.0f} "
                  f"points of the undefended model's, on {n} calibration images"),
-        "command": f"python -m demo.train ttc-threshold --n {n} --max-drop {max_drop * 100:g} --seed {seed}",
+        "command": (f"python -m demo.train ttc-threshold --n {n} --max-drop {max_drop * 100:g} --seed {seed}"
+                    + (f" --model {model_key}" if model_key != "teaching" else "")),
         "n": n, "seed": seed, "undefended_clean_accuracy": round(base_acc, 4),
         "tau_clean": _percentiles(tau_clean), "tau_pgd": _percentiles(tau_adv),
         "pgd": f"PGD-10, eps {eps * 255:.0f}/255, step 1/255", "candidates": rows,

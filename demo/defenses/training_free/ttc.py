@@ -17,7 +17,7 @@ from .input_transform import check_images, local_generator
 
 PAPER_TAU_THRES = 0.2  # set in the paper for OpenAI CLIP ViT-B/32; the official code uses it for every model
 # Thresholds calibrated by `python -m demo.train ttc-threshold` for models whose tau scale differs.
-CALIBRATIONS = {"teaching": teaching.TTC_CALIBRATION}
+CALIBRATIONS = {key: model.ttc_calibration for key, model in teaching.MODELS.items()}
 _CALIBRATED: dict[str, float] = {}
 _LOCK = threading.Lock()
 # How far above the threshold the detector-aware attack keeps pushing tau, as a fraction of it.

@@ -31,7 +31,7 @@ _LOCK = threading.Lock()
 # them once per label set keeps a defended prediction at one image-tower pass, like the plain model.
 _TEXT: "OrderedDict[tuple, tuple[weakref.ref, torch.Tensor]]" = OrderedDict()
 _TEXT_CACHE_SIZE = 32
-PROMPTS = {"teaching": teaching.APT_PROMPT}
+PROMPTS = {key: model.apt_prompt for key, model in teaching.MODELS.items()}
 
 
 def learned_context(model_key: str | None) -> torch.Tensor:

@@ -1,0 +1,57 @@
+"""The ViT teaching model borrows the ResNet model's text tower: training moves only its image tower, the
+saved folder holds only that tower, and the zoo's loader puts the two back together."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from demo.models import teaching, zoo
+from demo.models.loading import ModelLoadError, load_model
+from demo.train.clip_pretrain import build_fresh, train_clip
+
+SMALL = teaching.TeachingModel(
+    "vit-test", teaching.VIT_DIR,
+    {**teaching.VIT_MODEL_CFG, "vision_cfg": {**teaching.VIT_MODEL_CFG["vision_cfg"], "layers": 1, "width": 64}},
+    tower=teaching.VIT_DIR / "visual.safetensors", text_weights=teaching.TEACHING_DIR / "open_clip_model.safetensors")
+
+
+def test_locked_text_training_moves_only_the_image_tower(tmp_path):
+    before, _ = build_fresh(0, SMALL)
+    text_before = {k: v.clone() for k, v in before.state_dict().items() if not k.startswith("visual.")}
+    train_clip(2, 8, 1e-3, 0, None, tmp_path, eval_every=100, which=SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["open_clip_config.json", "training_clip.json",
+                                                          "visual.safetensors"]
+    config = json.loads((tmp_path / "open_clip_config.json").read_text())
+    assert config["model_cfg"]["vision_cfg"]["layers"] == 1 and config["preprocess_cfg"]["size"] == 128
+
+    spec = zoo.ModelSpec("vit-test", "test", f"local-dir:{tmp_path}", online=False,
+                         visual_weights=str(tmp_path / "visual.safetensors"), text_weights=str(SMALL.text_weights))
+    zoo.ZOO[spec.key] = spec
+    try:
+        loaded = load_model(spec.key, "cpu")
+    finally:
+        del zoo.ZOO[spec.key]
+    state = loaded.clip.state_dict()
+    for k, v in text_before.items():  # the text tower and the logit scale are the ResNet model's, unchanged
+        assert torch.equal(state[k], v), k
+    resnet = load_model("teaching", "cpu")
+    labels = ["red circle", "blue star"]
+    assert torch.allclose(loaded.text_features(labels), resnet.text_features(labels), atol=1e-6)
+    # ... while the image tower is the trained one, not the random start
+    trained = build_fresh(0, SMALL)[0]
+    trained.visual.load_state_dict({k: v.float() for k, v in load_file(str(tmp_path / "visual.safetensors")).items()})
+    assert torch.allclose(state["visual.conv1.weight"], trained.visual.conv1.weight, atol=1e-3)
+    assert not torch.allclose(state["visual.conv1.weight"], before.visual.conv1.weight, atol=1e-3)
+
+
+def test_a_borrowed_text_tower_needs_an_image_tower_of_its_own(tmp_path):
+    (tmp_path / "open_clip_config.json").write_text(json.dumps(teaching.config(SMALL)))
+    spec = zoo.ModelSpec("vit-test-bad", "test", f"local-dir:{tmp_path}", online=False,
+                         text_weights=str(SMALL.text_weights))
+    zoo.ZOO[spec.key] = spec
+    try:
+        with pytest.raises(ModelLoadError, match="image-tower weights"):
+            load_model(spec.key, "cpu")
+    finally:
+        del zoo.ZOO[spec.key]
