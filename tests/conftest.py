@@ -81,3 +81,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tapt_assets(tiny_model, tmp_path_factory):
+    """TAPT's starting prompts and statistics for the tiny model (untrained prompts; statistics of the
+    prompted block inputs of random images), registered under the tiny model's key."""
+    from safetensors.torch import save_file
+
+    from demo.defenses.test_time import maple, tapt
+
+    clf = tiny_model.classifier(TINY_LABELS)
+    prompts = maple.fresh_prompts(clf, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        _, inputs = maple.encode_image(clf, torch.rand(16, 3, 32, 32, generator=g), prompts, prompts.depth - 1)
+        mean, var = tapt.token_stats(inputs)
+    d = tmp_path_factory.mktemp("tapt")
+    save_file({k: v.contiguous() for k, v in prompts.state_dict().items()}, str(d / "prompts.safetensors"))
+    save_file({"adv_mean": mean.clone(), "adv_var": var.clone(), "clean_mean": mean.clone() + 0.1,
+               "clean_var": var.clone()}, str(d / "stats.safetensors"))
+    tapt.ASSETS[tiny_model.key] = (d / "prompts.safetensors", d / "stats.safetensors")
+    return prompts

@@ -1,4 +1,4 @@
-"""python -m demo.train {clip,finetune,tecoa,fare,pmg_aft,apt,ttc-threshold} [options]: train the teaching model and its defenses."""
+"""python -m demo.train {clip,finetune,tecoa,fare,pmg_aft,apt,tapt-prompts,ttc-threshold} [options]: train the teaching model and its defenses."""
 from __future__ import annotations
 
 import argparse
@@ -47,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--eps", type=float, default=4.0, help="L-inf budget in /255")
     a.add_argument("--eval-every", type=int, default=50)
     a.add_argument("--out", type=Path, default=None, help="output .safetensors (default: the model's assets)")
+    tp = sub.add_parser("tapt-prompts", help="TAPT's starting point: adversarially pre-trained multi-modal prompts "
+                        "and the feature statistics it aligns to (ViT towers only)")
+    tp.add_argument("--steps", type=int, default=150)
+    tp.add_argument("--batch-size", type=int, default=32)
+    tp.add_argument("--lr", type=float, default=2e-3)
+    tp.add_argument("--eps", type=float, default=1.0, help="L-inf budget of the training attack in /255")
+    tp.add_argument("--stats-images", type=int, default=2000)
     t = sub.add_parser("ttc-threshold", help="calibrate TTC's tau threshold for the teaching model")
     t.add_argument("--n", type=int, default=500, help="calibration images")
     t.add_argument("--max-drop", type=float, default=2.0, help="clean accuracy TTC may cost, in points")
@@ -83,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
 
         result = train_apt(args.steps, args.batch_size, args.lr, args.eps / 255, args.seed, args.minutes,
                            args.out or which.apt_prompt, args.eval_every, args.model)
+    elif args.what == "tapt-prompts":
+        from .tapt_prompts import train_tapt_prompts
+
+        result = train_tapt_prompts(args.steps, args.batch_size, args.lr, args.eps / 255, args.seed, args.minutes,
+                                    which.folder, args.model, args.stats_images)
     elif args.what == "ttc-threshold":
         from .ttc_threshold import calibrate_ttc
 

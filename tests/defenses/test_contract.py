@@ -27,6 +27,8 @@ def setup(request, tiny_clf, tiny_images):
         size = request.getfixturevalue("teaching_model").image_size
         images = torch.round(torch.rand(2, 3, size, size, generator=g) * 255) / 255
         return defense, clf, images
+    if request.param == "tapt":  # starts from pre-trained prompts, which the tiny model gets from a fixture
+        request.getfixturevalue("tapt_assets")
     return defense, tiny_clf, tiny_images
 
 

@@ -181,10 +181,12 @@ class PromptLearner:
         ctx = torch.randn(self.n_ctx, self.width, generator=generator, device="cpu") * 0.02
         return ctx.to(self.device)
 
-    def text_features(self, ctx: torch.Tensor) -> torch.Tensor:
+    def text_features(self, ctx: torch.Tensor, deep: list[torch.Tensor] | None = None) -> torch.Tensor:
         """L2-normalized class text features for context `ctx`, differentiable w.r.t. `ctx`.
 
         ctx (n_ctx, W) -> (C, D); ctx (B, n_ctx, W), one context per sample -> (B, C, D).
+        `deep`: (n_ctx, W) prompts that replace the context positions at the input of text blocks 1, 2, ...
+        (MaPLe's deep text prompts; those beyond the tower's depth have no text block to enter).
         """
         single = ctx.dim() == 2
         if single:
@@ -202,10 +204,24 @@ class PromptLearner:
         length = x.shape[1]
         x = x + t.positional_embedding[:length].to(dtype)
         mask = t.attn_mask[:length, :length] if t.attn_mask is not None else None
-        x = t.transformer(x, attn_mask=mask)
+        if deep:
+            x = self._deep_forward(x, mask, deep)
+        else:
+            x = t.transformer(x, attn_mask=mask)
         x = t.ln_final(x)
         x = text_global_pool(x, fr.tokens.repeat(batch, 1), t.pool_type, eos_token_id=t.eos_id)
         if t.text_projection is not None:
             x = t.text_projection(x) if isinstance(t.text_projection, nn.Linear) else x @ t.text_projection
         feats = F.normalize(x.float(), dim=-1).view(batch, n_cls, -1)
         return feats[0] if single else feats
+
+    def _deep_forward(self, x: torch.Tensor, mask: torch.Tensor | None, deep: list[torch.Tensor]) -> torch.Tensor:
+        if not getattr(self.tower.transformer, "batch_first", True):
+            raise DefenseError("deep text prompts need a batch-first open_clip text transformer")
+        n = self.n_ctx
+        for i, block in enumerate(self.tower.transformer.resblocks):
+            if 0 < i <= len(deep):
+                prompt = deep[i - 1].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+                x = torch.cat([x[:, :1], prompt, x[:, 1 + n:]], dim=1)
+            x = block(x, attn_mask=mask)
+        return x
