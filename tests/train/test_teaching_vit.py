@@ -55,3 +55,17 @@ def test_a_borrowed_text_tower_needs_an_image_tower_of_its_own(tmp_path):
             load_model(spec.key, "cpu")
     finally:
         del zoo.ZOO[spec.key]
+
+
+def test_distillation_targets_are_the_lending_models_image_embeddings():
+    from demo.train.clip_pretrain import _normalize, _teacher
+
+    with pytest.raises(ValueError, match="borrows"):
+        _teacher(teaching.MODELS["teaching"], 1.0)
+    assert _teacher(SMALL, 0.0) is None
+    teacher = _teacher(SMALL, 1.0)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    images = torch.rand(2, 3, 128, 128)
+    resnet = load_model("teaching", "cpu")
+    with torch.no_grad():  # what the app's ResNet model computes for the same pixels
+        assert torch.allclose(teacher(_normalize(images)), resnet.clip.encode_image(_normalize(images)), atol=1e-5)
