@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", type=Path, default=None, help="output folder (default: the model's assets folder)")
     c.add_argument("--init", type=Path, default=None, help="start from the weights in this folder")
     c.add_argument("--distill", type=float, default=0.0,
-                   help="weight of the distance to the lending model's image embeddings (models that borrow a text tower)")
+                   help="weight of the KL divergence to the lending model's zero-shot answers (models that borrow a text tower)")
+    c.add_argument("--hints", type=float, default=0.0,
+                   help="weight of the lending model's layer-3 feature map as hints for the patch tokens (FitNets)")
     ft = sub.add_parser("finetune", help="stage 2 of the teaching model: fine-tune its image tower on clean images "
                         "against the frozen text tower's class prompts (seen combinations only)")
     ft.add_argument("--steps", type=int, default=150)
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         from .clip_pretrain import train_clip
 
         result = train_clip(args.steps, args.batch_size, args.lr, args.seed, args.minutes, args.out or which.folder,
-                            args.eval_every, args.init, which, args.distill)
+                            args.eval_every, args.init, which, args.distill, args.hints)
     elif args.what in ("tecoa", "fare", "pmg_aft"):
         from .robust import train_robust
 

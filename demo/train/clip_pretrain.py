@@ -10,10 +10,9 @@ are loaded from that checkpoint and frozen, and only the image tower learns: CLI
 text side, the mirror image of LiT's locked image side (Zhai et al., CVPR 2022, arXiv 2111.07991). Both
 models then embed a label in the same place, so a comparison between them isolates the image tower.
 A from-scratch ViT learns this world slowly from captions alone (11% zero-shot after 300 steps, where the
-ResNet was at 30%), so `distill` adds a second term: the cosine distance between the ViT's image
-embedding and the one the lending model's image tower gives the same image (feature distillation; Hinton
-et al. 2015 distil outputs, here the embedding the text tower reads). The ViT then learns the same map from
-images to the shared embedding space with its own architecture, and its own adversarial weaknesses.
+ResNet was at 30%), so `distill` and `hints` add distillation from the lending model's image tower
+(`distill.py`: its zero-shot answers, and its layer-3 feature map as hints for the ViT's patch tokens).
+The ViT learns to see as the ResNet does with its own architecture, and its own adversarial weaknesses.
 """
 from __future__ import annotations
 
@@ -25,6 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..models import teaching
+from .distill import Distiller
 from .common import Clock, contrastive_loss, cosine_lr, save_half, world_classifier, world_loader, zero_shot_accuracy
 
 log = logging.getLogger(__name__)
@@ -51,25 +51,17 @@ def load_trained(which: teaching.TeachingModel, folder) -> dict[str, torch.Tenso
     return {f"visual.{k}": v.float() for k, v in load_file(str(folder / which.tower.name)).items()}
 
 
-def _teacher(which: teaching.TeachingModel, distill: float):
-    """The lending model's image tower, frozen (None without distillation)."""
-    if not distill:
-        return None
-    if which.text_weights is None:
-        raise ValueError("distillation needs a model that borrows another's text tower (its teacher)")
-    teacher = open_clip.CLIP(**teaching.MODEL_CFG)
-    teacher.load_state_dict({k: v.float() for k, v in load_file(str(which.text_weights)).items()})
-    return teacher.visual.eval().requires_grad_(False)
-
-
 def train_clip(steps: int, batch_size: int, lr: float, seed: int, minutes: float | None, out_dir, eval_every: int,
-               init=None, which: teaching.TeachingModel = teaching.MODELS["teaching"], distill: float = 0.0) -> dict:
+               init=None, which: teaching.TeachingModel = teaching.MODELS["teaching"], distill: float = 0.0,
+               hints: float = 0.0) -> dict:
     model, tokenizer = build_fresh(seed, which)
-    teacher = _teacher(which, distill)
+    distiller = Distiller(which, model, tokenizer, distill, hints) if distill or hints else None
     if init is not None:  # continue from an earlier run's weights (a new schedule, new data seeds)
         model.load_state_dict(load_trained(which, init), strict=which.tower is None)
     model.train()
     trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if distiller is not None and distiller.regressor is not None:  # used in training only, never saved
+        trained += [(f"regressor.{n}", p) for n, p in distiller.regressor.named_parameters()]
     decay = [p for n, p in trained if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in trained if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
@@ -80,12 +72,14 @@ def train_clip(steps: int, batch_size: int, lr: float, seed: int, minutes: float
         images, _, caps, match = next(loader)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, steps, warmup, lr)
-        img, txt, scale = model(_normalize(images), tokenizer(caps))  # the inputs inference sees
-        loss = contrastive_loss(img, txt, scale, match)
-        if teacher is not None:
-            with torch.no_grad():
-                target = teacher(_normalize(images))
-            loss = loss + distill * (1 - torch.nn.functional.cosine_similarity(img, target, dim=-1)).mean()
+        x = _normalize(images)  # the inputs inference sees
+        if distiller is None:
+            img, txt, scale = model(x, tokenizer(caps))
+            loss = contrastive_loss(img, txt, scale, match)
+        else:
+            img, hint = distiller.encode(model.visual, x)
+            txt, scale = model.encode_text(tokenizer(caps)), model.logit_scale.exp()
+            loss = contrastive_loss(img, txt, scale, match) + distiller.loss(x, img, hint, scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -103,7 +97,8 @@ def train_clip(steps: int, batch_size: int, lr: float, seed: int, minutes: float
             log.info("eval %s", acc)
             model.train()
             _save(model, out_dir, which, {"history": history, "steps": step + 1, "batch_size": batch_size, "lr": lr,
-                                          "seed": seed, "distill": distill, "init": str(init) if init else None})
+                                          "seed": seed, "distill": distill, "hints": hints,
+                                          "init": str(init) if init else None})
         if clock.expired():
             log.info("time budget reached after %d steps", step + 1)
             break
