@@ -57,15 +57,24 @@ def test_a_borrowed_text_tower_needs_an_image_tower_of_its_own(tmp_path):
         del zoo.ZOO[spec.key]
 
 
-def test_distillation_targets_are_the_lending_models_image_embeddings():
-    from demo.train.clip_pretrain import _normalize, _teacher
+def test_distillation_targets_are_the_lending_models_outputs():
+    from demo.train.clip_pretrain import _normalize
+    from demo.train.distill import Distiller
 
+    student, tokenizer = build_fresh(0, SMALL)
     with pytest.raises(ValueError, match="borrows"):
-        _teacher(teaching.MODELS["teaching"], 1.0)
-    assert _teacher(SMALL, 0.0) is None
-    teacher = _teacher(SMALL, 1.0)
-    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+        Distiller(teaching.MODELS["teaching"], student, tokenizer, 1.0, 1.0)
+    d = Distiller(SMALL, student, tokenizer, 1.0, 1.0)
+    assert not d.teacher.training and not any(p.requires_grad for p in d.teacher.parameters())
     images = torch.rand(2, 3, 128, 128)
     resnet = load_model("teaching", "cpu")
+    embedding, hint_map = d.targets(_normalize(images))
     with torch.no_grad():  # what the app's ResNet model computes for the same pixels
-        assert torch.allclose(teacher(_normalize(images)), resnet.clip.encode_image(_normalize(images)), atol=1e-5)
+        assert torch.allclose(embedding, resnet.clip.encode_image(_normalize(images)), atol=1e-5)
+    assert hint_map.shape == (2, 64, 256)  # the 8 x 8 grid of the ViT's 16-pixel patches
+    emb, hint = d.encode(student.visual, _normalize(images))
+    assert hint.shape == (2, 64, 64) and torch.allclose(emb, student.visual(_normalize(images)), atol=1e-5)
+    loss = d.loss(_normalize(images), emb, hint, torch.tensor(40.0))
+    loss.backward()
+    assert d.regressor.weight.grad is not None and student.visual.conv1.weight.grad is not None
+
