@@ -33,7 +33,7 @@ from ..attacks import ATTACKS
 from ..defenses import DEFENSES
 from ..defenses.base import Paradigm
 from ..models.loading import LoadedModel
-from ..models.zoo import DEFAULT_OFFLINE
+from ..models.teaching import MODELS as TEACHING_MODELS
 from ..pipeline import PARADIGMS, to_model_input
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,7 +84,7 @@ def _time_once(fn: Callable[[], object], device: torch.device) -> float:
 
 
 def is_teaching(loaded: LoadedModel) -> bool:
-    return loaded.key == DEFAULT_OFFLINE or loaded.spec.base == DEFAULT_OFFLINE
+    return loaded.key in TEACHING_MODELS or loaded.spec.base in TEACHING_MODELS
 
 
 def preset_labels(name: str) -> list[str]:

@@ -20,7 +20,7 @@ from .report import machine, write
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODELS = ("teaching", "vit-b-32-random")
+DEFAULT_MODELS = ("teaching", "teaching-vit", "vit-b-32-random")
 
 
 @dataclass

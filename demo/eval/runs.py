@@ -81,6 +81,19 @@ def _runs() -> tuple[dict[str, str], dict[str, int]]:
     for draws in (1, 2):
         runs[f"eot_rtpt_{draws}"] = f"{EOT.replace('--n 200', '--n 100')} --batch-size 10 --defenses rtpt --eot {draws}"
     commands = {name: f"python -m demo.eval --model teaching {args} --out docs/results/{name}" for name, args in runs.items()}
+    # The ViT teaching model: every row under PGD-10 on seen and held-out images (TAPT too, which needs its
+    # image tokens), and AutoAttack through its training-time rows; in shards, as they take hours.
+    vit = {}
+    for split, data in (("seen", ""), ("held_out", HELD_OUT)):
+        for group, defenses, batch in (("main", MAIN, ""), ("counter", COUNTER, ""), ("tpt", "none,tpt", ""),
+                                       ("rtpt", "none,rtpt", " --batch-size 10"),
+                                       ("tapt", "none,tapt", " --batch-size 10")):
+            vit[f"vit_pgd4_{group}_{split}"] = f"{PGD4}{data}{batch} --defenses {defenses}"
+            shard[f"vit_pgd4_{group}_{split}"] = 50 if batch else 100
+    vit["vit_aa4_training_time_seen"] = f"{AA4} --n 200 --defenses none,{TRAINING_TIME}"
+    shard["vit_aa4_training_time_seen"] = 50
+    commands |= {name: f"python -m demo.eval --model teaching-vit {args} --out docs/results/{name}"
+                 for name, args in vit.items()}
     return commands | {"sanity": "python -m demo.eval.sanity --n 200 --out docs/results/sanity"}, shard
 
 
@@ -89,7 +102,10 @@ RUNS, SHARD_SIZE = _runs()
 # EOT-saturation run; the rest as listed.
 PRIORITY = ("aa4_ttc_seen", "aa4_rrp_seen", "aa4_anti_seen", "aa4_training_time_held_out",
             "aa4_training_free_held_out", "aa4_ttc_held_out", "aa4_rrp_held_out", "aa4_anti_held_out",
-            "aa4_rrp16_seen", "aa4_tpt_seen", "aa4_rtpt_seen", "aa4_tpt_held_out", "aa4_rtpt_held_out")
+            "aa4_rrp16_seen", "vit_pgd4_main_seen", "vit_pgd4_main_held_out", "vit_aa4_training_time_seen",
+            "vit_pgd4_counter_seen", "vit_pgd4_tapt_seen", "vit_pgd4_tpt_seen", "vit_pgd4_rtpt_seen",
+            "vit_pgd4_counter_held_out", "vit_pgd4_tapt_held_out", "vit_pgd4_tpt_held_out", "vit_pgd4_rtpt_held_out",
+            "aa4_tpt_seen", "aa4_rtpt_seen", "aa4_tpt_held_out", "aa4_rtpt_held_out")
 
 
 def shard_dir(run: str, folder: Path = RESULTS_DIR) -> Path:

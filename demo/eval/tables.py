@@ -202,9 +202,10 @@ def _split_runs(results: dict, split: str) -> list[dict]:
 
 def write_all(folder: Path | None = None, docs: Path | None = None) -> list[Path]:
     """Write results.md and leaderboard.md into `docs` (default docs/) from the runs in `folder`."""
-    from . import prose
+    from . import architectures, prose
 
-    results = P.load() if folder is None else P.load(folder)
+    everything = P.load() if folder is None else P.load(folder)
+    results = architectures.model_results(everything, "teaching")
     tables, numbers = P.rows(results), P.defense_numbers(results)
     out = []
     seen, held = tables.get(("pgd", 4, "seen"), {}), tables.get(("pgd", 4, "held_out"), {})
@@ -223,7 +224,9 @@ def write_all(folder: Path | None = None, docs: Path | None = None) -> list[Path
               aa_eot_text(tables),
               "Commands:\n", _commands(_runs_of(results, "eot_")),
               "## Sanity checks (Carlini et al., 2019)\n", sanity_table(results),
-              "## What this shows\n", prose.what_this_shows(numbers)]
+              "## What this shows\n", prose.what_this_shows(numbers),
+              "## ResNet and ViT teaching models side by side\n", architectures.INTRO,
+              architectures.side_by_side(everything)]
     from .runs import SHARD_SIZE, missing, progress
 
     where = P.RESULTS_DIR if folder is None else Path(folder)
@@ -245,6 +248,8 @@ def write_all(folder: Path | None = None, docs: Path | None = None) -> list[Path
     board = docs / "leaderboard.md"
     board.write_text(prose.LEADERBOARD.format(aa_rows=prose.aa_rows_text(numbers), aa_gap=prose.aa_gap(numbers),
                                              dagger_rows=prose.dagger_rows_text(numbers))
-                     + "\n" + leaderboard(numbers) + "\n" + prose.LEADERBOARD_NOTES)
+                     + "\n" + leaderboard(numbers) + "\n" + prose.LEADERBOARD_NOTES
+                     + "\n## The same rows on the ViT teaching model\n\n" + architectures.INTRO + "\n"
+                     + architectures.side_by_side(everything))
     out.append(board)
     return out

@@ -55,6 +55,16 @@ _add(ModelSpec("teaching-fare", "Teaching model, FARE image tower", _TEACH, onli
                visual_weights=str(teaching.VISUAL_WEIGHTS["fare"])))
 _add(ModelSpec("teaching-pmg_aft", "Teaching model, PMG-AFT image tower", _TEACH, online=False, base="teaching",
                visual_weights=str(teaching.VISUAL_WEIGHTS["pmg_aft"])))
+_VIT = teaching.MODELS["teaching-vit"]
+_VIT_FILES = {"arch": f"local-dir:{_VIT.folder}", "online": False, "text_weights": str(_VIT.text_weights)}
+_add(ModelSpec("teaching-vit", "Teaching model, ViT image tower (offline, embedded)", visual_weights=str(_VIT.tower),
+               twins={m: f"teaching-vit-{m}" for m in ("tecoa", "fare", "pmg_aft")}, **_VIT_FILES,
+               description="The teaching model's text tower with a small Vision Transformer image tower, the "
+                           "architecture of the CLIPs people use. It only knows the teaching world, and recognizes "
+                           "its held-out colour-shape pairs poorly so far (see the README)."))
+for _method, _name in (("tecoa", "TeCoA"), ("fare", "FARE"), ("pmg_aft", "PMG-AFT")):
+    _add(ModelSpec(f"teaching-vit-{_method}", f"Teaching ViT, {_name} image tower", base="teaching-vit",
+                   visual_weights=str(_VIT.visual_weights(_method)), **_VIT_FILES))
 _add(ModelSpec("vit-b-32", "CLIP ViT-B/32 (LAION-2B)", "ViT-B-32", "laion2b_s34b_b79k",
                twins={"tecoa": "vit-b-32-tecoa4", "fare": "vit-b-32-fare4"}))
 _add(ModelSpec("vit-b-32-tecoa4", "TeCoA4 ViT-B/32 (LAION-2B)", "hf-hub:chs20/TeCoA4-ViT-B-32-laion2B-s34B-b79K", base="vit-b-32"))

@@ -8,6 +8,7 @@ import threading
 
 import gradio as gr
 
+from ..models.teaching import MODELS as TEACHING_MODELS
 from ..pipeline import PARADIGMS
 from . import assets, handlers, learn, models, panels, wiring
 from .components import App
@@ -25,7 +26,7 @@ def startup_status(startup: str, allowed: set[str]) -> tuple[str, bool]:
         return handlers.select_model(startup, allowed=allowed)
     except gr.Error as exc:
         log.error("startup model %s: %s", startup, exc.message)
-        return f"**Model not available:** {exc.message}", startup == "teaching"
+        return f"**Model not available:** {exc.message}", startup in TEACHING_MODELS
 
 
 _WARM_STOP = threading.Event()

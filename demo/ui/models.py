@@ -10,6 +10,7 @@ import threading
 import time
 
 from ..models.loading import MODEL_ENV, LoadedModel, resolve_model
+from ..models.teaching import MODELS as TEACHING_MODELS
 from ..models.zoo import DEFAULT_OFFLINE, ZOO, spec_for
 from ..pipeline import InputError
 
@@ -51,4 +52,5 @@ def get_model(key: str, allowed: set[str]) -> tuple[LoadedModel, str]:
 
 
 def is_teaching(model: LoadedModel) -> bool:
-    return model.key == DEFAULT_OFFLINE or (model.spec.base == DEFAULT_OFFLINE)
+    """A model of the teaching world (either architecture, or a robust twin of one)."""
+    return model.key in TEACHING_MODELS or model.spec.base in TEACHING_MODELS

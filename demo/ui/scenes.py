@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 NONE = {"training-time": "none", "test-time": "none", "training-free": "none"}
+# The model the scenes' claims and population numbers were measured on; on any other the page says so.
+MEASURED_ON = "teaching"
+OTHER_MODEL_NOTE = ("*This scene was measured on the ResNet teaching model (first in the Model selector); on the "
+                    "model chosen now, what it says may not happen.*")
 BASE = {"attack": "pgd", "eps": "4", "steps": "10", "mode": "oblivious", "seed": "0"}
 
 

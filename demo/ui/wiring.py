@@ -16,7 +16,7 @@ from ..pipeline import PARADIGMS
 from ..registry import ATTACKS, DEFENSES
 from ..eval import published
 from . import assets, handlers
-from . import jobs
+from . import jobs, scenes
 from .panels import Page, defense_note, eps_slider_spec, steps_slider_spec
 
 COMPUTE = "compute"     # concurrency group of the heavy events
@@ -394,13 +394,15 @@ def wire_links(demo: gr.Blocks, page: Page) -> None:
                                  **private)
 
     for button, scene in page.scene_btns:
-        def play(scene=scene):
+        def play(model_key, scene=scene):
             measured = published.fill(scene.population)
             note = f"**{scene.title}.** {scene.notice}" + (f"  \n*Measured:* {measured}" if measured else "")
+            if model_key != scenes.MEASURED_ON:
+                note += "  \n" + scenes.OTHER_MODEL_NOTE
             return setup_updates(page, share.apply_query(scene.query())) + [note]
 
         # The run starts once the new settings are on the page (a click on the primary button, so it is
         # the same run, with its progress, scroll and Stop).
-        button.click(play, None, setup_controls(page) + [page.scene_note], **private).then(
+        button.click(play, page.model, setup_controls(page) + [page.scene_note], **private).then(
             None, None, None, js="() => setTimeout(() => document.getElementById('run-btn')?.click(), 300)",
             **private)

@@ -64,3 +64,21 @@ def test_the_readme_quotes_the_measured_rates():
     for (hit, n), kind in zip(((m[5], m[6]), (m[7], m[7]), (m[8], m[9]), (m[10], m[11])),
                               ("photo", "noise", "gradients", "drawings")):
         assert int(n) == det[kind]["n"] and int(hit) == round(det[kind]["rate"] * det[kind]["n"]), kind
+
+
+def test_the_vit_teaching_model_is_judged_by_the_worlds_reference_check():
+    """Both teaching models know the same world, so an image is judged the same way for either."""
+    from demo import world
+    from demo.models.loading import load_model
+    from demo.world.outside import outside_images
+
+    vit, resnet = load_model("teaching-vit", "cpu"), load_model("teaching", "cpu")
+    assert W.reference_model(vit) is resnet
+    photos = outside_images(128)["photo"][:2]
+    from demo.pipeline import to_model_input
+
+    x = torch.cat([to_model_input(vit, im) for im in photos] + [world.make_batch(2, 3, 128, "seen")[0]])
+    for i in range(len(x)):
+        a, b = W.verdict(vit, x[i:i + 1]), W.verdict(resnet, x[i:i + 1])
+        assert (a.outside, a.score) == (b.outside, b.score)
+    assert [W.verdict(vit, x[i:i + 1]).outside for i in range(len(x))] == [True, True, False, False]

@@ -51,12 +51,14 @@ def test_pmg_aft_guidance_pulls_the_adversarial_prediction_towards_the_original_
     assert adv.grad[0, 1] < ce_only.grad[0, 1]
 
 
+@pytest.mark.parametrize("model", sorted(teaching.MODELS))
 @pytest.mark.parametrize("defense,log", [("tecoa", "visual_tecoa.json"), ("fare", "visual_fare.json"),
                                          ("pmg_aft", "visual_pmg_aft.json"), ("apt", "apt_prompt.json")])
-def test_deviation_texts_state_the_shipped_training_runs(defense, log):
+def test_deviation_texts_state_the_shipped_training_runs(defense, log, model):
     """A defense's deviation note names the number of training steps its shipped weights got, and the
-    inner attack they were trained with: the numbers in the text are the ones in the training log."""
-    meta = json.loads((teaching.TEACHING_DIR / log).read_text())
+    inner attack they were trained with: the numbers in the text are the ones in the training log (of
+    both teaching models, which were trained the same way)."""
+    meta = json.loads((teaching.MODELS[model].folder / log).read_text())
     text = DEFENSES.get(defense).deviation
     assert re.search(rf"\b{meta['steps']} AdamW steps of {meta['batch_size']} images", text), text
     assert f"eps {meta['eps'] * 255:.0f}/255" in text

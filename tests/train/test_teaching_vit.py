@@ -78,3 +78,18 @@ def test_distillation_targets_are_the_lending_models_outputs():
     loss.backward()
     assert d.regressor.weight.grad is not None and student.visual.conv1.weight.grad is not None
 
+
+def test_the_shipped_vit_teaching_model_and_its_twins():
+    """`teaching-vit` loads from assets/ alone: a ViT image tower, the ResNet model's text tower, and
+    robust twins that change only the image tower."""
+    from demo.models.loading import load_image_tower
+
+    vit, resnet = load_model("teaching-vit", "cpu"), load_model("teaching", "cpu")
+    assert type(vit.clip.visual).__name__ == "VisionTransformer" and vit.image_size == resnet.image_size == 128
+    labels = ["red circle", "blue star", "green moon"]
+    assert torch.equal(vit.text_features(labels), resnet.text_features(labels))
+    assert vit.clip.logit_scale.exp().item() == pytest.approx(resnet.clip.logit_scale.exp().item())
+    base = vit.clip.visual.state_dict()
+    for key in zoo.ZOO["teaching-vit"].twins.values():
+        twin = load_image_tower(key, "cpu").state_dict()
+        assert twin.keys() == base.keys() and any(not torch.equal(twin[k], base[k]) for k in base)

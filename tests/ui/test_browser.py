@@ -295,6 +295,7 @@ def test_a_shared_link_reopens_the_same_setup(browser, app_url, app_model):
 
 
 def test_each_lesson_scene_runs_and_shows_its_claim(browser, app_url, app_model):
+    from demo.models.zoo import ZOO
     from demo.ui.scenes import SCENES
 
     if app_model != "teaching":
@@ -305,6 +306,14 @@ def test_each_lesson_scene_runs_and_shows_its_claim(browser, app_url, app_model)
         page = _open(browser, app_url, 1440, 900)  # empty results: a verdict appears only once the run is done
         page.locator(f"#scene-{i}").click()
         expect(page.locator("#scene-note")).to_contain_text(scene.notice)
+        expect(page.locator("#scene-note")).not_to_contain_text("measured on the ResNet")  # the model it was measured on
+        if i == 0:  # on another model the scene says its claims were measured elsewhere
+            _choose(page, "model", ZOO["teaching-vit"].label)
+            page.locator(f"#scene-{i}").click()
+            expect(page.locator("#scene-note")).to_contain_text("measured on the ResNet teaching model")
+            page.close()
+            page = _open(browser, app_url, 1440, 900)
+            page.locator(f"#scene-{i}").click()
         for changes, column, correct in scene.claims:
             if not changes:
                 expect(page.locator(f"#col-{columns[column]}-verdict")).to_contain_text(

@@ -26,3 +26,24 @@ def test_client_snippets_run_against_the_app(launch, monkeypatch):
     for block in python_blocks("## Scripting the app")[:2]:
         exec(block.replace("http://127.0.0.1:7860/", url), scope)
     assert [c["column"] for c in scope["result"]["columns"]][:2] == ["clean", "attacked"]
+
+
+VIT_LOGS = {"teaching ViT": ("training_finetune.json", None), "TeCoA image tower": ("visual_tecoa.json", None),
+            "FARE image tower": ("visual_fare.json", None), "PMG-AFT image tower": ("visual_pmg_aft.json", None),
+            "APT prompt on the TeCoA tower": ("apt_prompt.json", None),
+            "TAPT's adversarially trained prompts": ("tapt_prompts.json", "adv")}
+
+
+def test_the_readme_quotes_the_vit_training_logs():
+    """Each row of the ViT table is the last evaluation its training command logged."""
+    import json
+
+    from demo.models.teaching import VIT_DIR
+
+    text = README.read_text(encoding="utf-8").split("### The ViT teaching model", 1)[1].split("## Measuring")[0]
+    for name, (log, variant) in VIT_LOGS.items():
+        history = json.loads((VIT_DIR / log).read_text())["history"]
+        last = [h for h in history if h.get("variant") == variant][-1] if variant else history[-1]
+        row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+        quoted = [c.strip() for c in row.strip("|").split("|")[1:]]
+        assert quoted == [f"{100 * last[k]:.1f}%" for k in ("seen", "held_out", "pgd10_4")], row

@@ -1,0 +1,56 @@
+"""The two teaching models side by side: the same world, the same text tower, a ResNet or a ViT image tower.
+
+Runs of the ViT teaching model are published under the same names as the ResNet model's with a `vit_`
+prefix (`demo.eval.runs`); `model_results` strips it, so every table and number of `published` works on
+either model's runs.
+"""
+from __future__ import annotations
+
+from . import published as P
+from .metrics import fmt_ci
+
+PREFIXES = {"teaching": "", "teaching-vit": "vit_"}
+TITLES = {"teaching": "ResNet", "teaching-vit": "ViT"}
+
+INTRO = """Both teaching models see the same world through the same text tower (the ViT was trained against
+the ResNet model's frozen text tower), so what changes between the columns is the image tower alone: the
+ResNet's convolutions and batch norm, or the ViT's 16-pixel patch tokens and attention, the architecture of
+the CLIPs people use. Every row was attacked the same way on both (PGD-10 at 4/255, oblivious and adaptive;
+worst case = an image counts only if it survives both; AutoAttack where the row says so). TAPT needs image
+tokens, so it has no ResNet entry.
+"""
+
+
+def model_results(results: dict[str, dict], model: str) -> dict[str, dict]:
+    """One teaching model's runs, under the names `published` reads."""
+    prefix = PREFIXES[model]
+    if prefix:
+        return {k[len(prefix):]: v for k, v in results.items() if k.startswith(prefix)}
+    others = tuple(p for p in PREFIXES.values() if p)
+    return {k: v for k, v in results.items() if not k.startswith(others)}
+
+
+def _cell(d: dict | None, key: str, field: str = "worst") -> str:
+    entry = (d or {}).get(key) or {}
+    value = entry.get(field)
+    return "not run" if value is None else fmt_ci(value, entry["n"])
+
+
+def side_by_side(results: dict[str, dict]) -> str:
+    """A row per defense: clean and worst case on seen and held-out classes, ResNet then ViT."""
+    numbers = {m: P.defense_numbers(model_results(results, m)) for m in PREFIXES}
+    if not numbers["teaching-vit"]:
+        return ("The ViT teaching model's runs have no results yet (`python -m demo.eval.suite status` shows "
+                "how far they are).\n")
+    names = list(dict.fromkeys(list(numbers["teaching"]) + list(numbers["teaching-vit"])))
+    head = " | ".join(f"{TITLES[m]} {what}" for what in ("clean (seen)", "worst case (seen)", "worst case (held-out)")
+                      for m in PREFIXES)
+    lines = [f"| defense | paradigm | {head} | AutoAttack 4/255 (seen), ResNet | ViT |",
+             "|---|---|" + "---|" * 8]
+    for name in names:
+        ds = [numbers[m].get(name) for m in PREFIXES]
+        first = next(d for d in ds if d)
+        cells = [_cell(d, "seen", "clean") for d in ds] + [_cell(d, "seen") for d in ds] + \
+                [_cell(d, "held_out") for d in ds] + [_cell(d, "aa4") for d in ds]
+        lines.append(f"| {first['title']} | {first['paradigm']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
