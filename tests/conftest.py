@@ -21,22 +21,32 @@ TINY_LABELS = ["cat", "dog", "car", "tree"]
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    """A folder in open_clip's local-dir format holding a tiny, randomly initialised CLIP."""
+def local_clip(tmp_path_factory):
+    """local_clip(cfg, name) -> a folder in open_clip's local-dir format holding a random CLIP of that config."""
     import open_clip
     from safetensors.torch import save_file
 
-    d = tmp_path_factory.mktemp("tiny_clip")
-    torch.manual_seed(0)
-    model = open_clip.CLIP(**TINY_CFG)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "open_clip_model.safetensors"))
-    (d / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": TINY_CFG,
-        "preprocess_cfg": {"size": 32, "mean": [0.48145466, 0.4578275, 0.40821073],
-                           "std": [0.26862954, 0.26130258, 0.27577711], "interpolation": "bicubic",
-                           "resize_mode": "shortest"},
-    }))
-    return d
+    def make(cfg: dict, name: str):
+        d = tmp_path_factory.mktemp(name)
+        torch.manual_seed(0)
+        model = open_clip.CLIP(**cfg)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "open_clip_model.safetensors"))
+        size = cfg["vision_cfg"]["image_size"]
+        (d / "open_clip_config.json").write_text(json.dumps({
+            "model_cfg": cfg,
+            "preprocess_cfg": {"size": size, "mean": [0.48145466, 0.4578275, 0.40821073],
+                               "std": [0.26862954, 0.26130258, 0.27577711], "interpolation": "bicubic",
+                               "resize_mode": "shortest"},
+        }))
+        return d
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(local_clip):
+    """A folder in open_clip's local-dir format holding a tiny, randomly initialised CLIP."""
+    return local_clip(TINY_CFG, "tiny_clip")
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,6 @@
 (xinwong/TAPT `trainers/adv_vlj.py`, MaPLe's prompt placement) on a small random ViT."""
 from __future__ import annotations
 
-import json
-
-import open_clip
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -22,12 +19,8 @@ CFG = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 4, "width": 3
 
 
 @pytest.fixture(scope="module")
-def clf(tmp_path_factory):
-    d = tmp_path_factory.mktemp("vit4")
-    torch.manual_seed(0)
-    model = open_clip.CLIP(**CFG)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "open_clip_model.safetensors"))
-    (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": CFG, "preprocess_cfg": {"size": 32}}))
+def clf(local_clip):
+    d = local_clip(CFG, "vit4")
     clf = load_model(f"local-dir:{d}", "cpu").classifier(LABELS)
     prompts = maple.fresh_prompts(clf, torch.Generator().manual_seed(0))
     with torch.no_grad():  # stored statistics: those of other images, so the alignment has work to do

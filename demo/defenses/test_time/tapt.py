@@ -36,7 +36,7 @@ from ...registry import DEFENSES
 from ...timing import Passes, Timings, timer
 from ..base import Defense, DefenseError, DefenseOutput, Paradigm, label_names, param
 from . import maple
-from .tpt import entropy, kept_views, marginal_entropy, random_resized_crops
+from .tpt import TPT, _TunedModule, entropy, kept_views, marginal_entropy, random_resized_crops
 
 ASSETS = {key: (m.folder / "tapt_prompts.safetensors", m.folder / "tapt_stats.safetensors")
           for key, m in teaching.MODELS.items()}
@@ -157,22 +157,15 @@ class TAPT(Defense):
                 facts.setdefault(k, []).append(v)
         return torch.cat(out), facts
 
-    def predict(self, clf, images, seed):
-        self.check()
-        timings = Timings()
-        generator = torch.Generator().manual_seed(int(seed))
-        logits, facts = self.run(clf, images, generator, timings=timings)
-        kept = kept_views(self.views, self.selection)
-        facts.update(adapted=True, views=self.views, kept=kept)
-        before = label_names(clf, facts["initial_prediction"])
-        after = label_names(clf, logits.argmax(-1))
+    # TPT's episode (seeded views, `run`, then a summary per image); `describe` says what TAPT tuned.
+    predict = TPT.predict
+
+    def describe(self, i: int, kept: int, before: str, after: str, facts: dict) -> str:
         steps = f"{self.steps} step" + ("s" if self.steps > 1 else "")
-        summary = [f"Made {self.views} views, kept the {kept} most confident, and took {steps} on the "
-                   f"text and image prompts to make their averaged prediction more confident and their feature "
-                   f"statistics closer to the stored ones (the prompts moved by {facts['prompt_shift'][i]:.3f}). "
-                   f"With the pre-trained prompts it said {b!r}; tuned, it says {a!r}."
-                   for i, (b, a) in enumerate(zip(before, after))]
-        return DefenseOutput(logits=logits.detach(), changed=facts, timings=timings, summary=summary)
+        return (f"Made {self.views} views, kept the {kept} most confident, and took {steps} on the text and image "
+                f"prompts to make their averaged prediction more confident and their feature statistics closer to "
+                f"the stored ones (the prompts moved by {facts['prompt_shift'][i]:.3f}). With the pre-trained "
+                f"prompts it said {before!r}; tuned, it says {after!r}.")
 
     def predict_passes(self):
         return self.steps * Passes(batched_grad=self.views) + Passes(forward=1)
@@ -183,25 +176,7 @@ class TAPT(Defense):
     def as_module(self, clf: nn.Module, seed: int = 0, eot_samples: int | None = None) -> nn.Module:
         self.check()
         pretrained(clf)  # a model without prompts is refused before the attack starts
+        # TPT's BPDA module: each call tunes as `predict` does (views from seed + call number), then
+        # classifies the input differentiably with the tuned prompts held constant.
         return _TunedModule(self, clf, seed, self.eot_draws if eot_samples is None else eot_samples)
 
-
-class _TunedModule(nn.Module):
-    """The adaptive-attack path: BPDA through the adaptation. Each forward tunes the prompts as `predict`
-    does (no gradient to the image through the tuning) and classifies the input differentiably with the
-    tuned prompts. Call i draws its views from seed + i, so the first call equals `predict(seed)`;
-    `eot_samples` > 1 averages that many draws within one call."""
-
-    def __init__(self, defense: TAPT, clf: nn.Module, seed: int, eot_samples: int = 1):
-        super().__init__()
-        self.defense, self.clf, self.seed, self.eot_samples = defense, clf, int(seed), max(1, int(eot_samples))
-        self.num_classes = getattr(clf, "num_classes", None)
-        self.calls = 0
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        outs = []
-        for _ in range(self.eot_samples):
-            generator = torch.Generator().manual_seed(self.seed + self.calls)
-            self.calls += 1
-            outs.append(self.defense.run(self.clf, images, generator, differentiable=True)[0])
-        return torch.stack(outs).mean(0)
