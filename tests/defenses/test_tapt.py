@@ -109,3 +109,11 @@ def test_tapt_needs_a_vit_and_its_prompts(clf, teaching_model):
     bare.model_key, bare.tokenizer = "nowhere", clf.tokenizer
     with pytest.raises(DefenseError, match="pre-trained prompts"):
         DEFENSES.create("tapt")(bare, torch.rand(1, 3, 32, 32), seed=0)
+
+
+def test_building_prompts_leaves_the_global_random_state_alone(clf):
+    state = torch.random.get_rng_state()
+    a = maple.fresh_prompts(clf, torch.Generator().manual_seed(4))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    b = maple.fresh_prompts(clf, torch.Generator().manual_seed(4))
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))

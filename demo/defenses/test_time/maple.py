@@ -86,9 +86,12 @@ def fresh_prompts(clf: nn.Module, generator: torch.Generator) -> MultiModalPromp
     visual = clf.clip.visual
     check_tower(visual)
     text = learner(clf)
-    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-    return MultiModalPrompts(text.width, visual.conv1.out_channels, prompt_depth(len(visual.transformer.resblocks)),
-                             text.init_context(), generator)
+    # nn.Linear draws its initialisation from the global generator: seed it inside a fork, so that loading
+    # prompts in a server never moves the random state other requests see.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        return MultiModalPrompts(text.width, visual.conv1.out_channels,
+                                 prompt_depth(len(visual.transformer.resblocks)), text.init_context(), generator)
 
 
 def text_features(text: PromptLearner, prompts: MultiModalPrompts) -> torch.Tensor:
