@@ -93,3 +93,44 @@ def test_the_shipped_vit_teaching_model_and_its_twins():
     for key in zoo.ZOO["teaching-vit"].twins.values():
         twin = load_image_tower(key, "cpu").state_dict()
         assert twin.keys() == base.keys() and any(not torch.equal(twin[k], base[k]) for k in base)
+
+
+def test_factor_distillation_is_zero_only_when_the_student_answers_as_the_teacher():
+    from demo.train.distill import _kl
+
+    prompts = torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
+    teacher = torch.nn.functional.normalize(torch.randn(4, 16), dim=-1)
+    assert _kl(teacher, teacher, prompts, torch.tensor(40.0)).abs() < 1e-6
+    other = torch.nn.functional.normalize(torch.randn(4, 16), dim=-1)
+    assert _kl(other, teacher, prompts, torch.tensor(40.0)) > 0.01
+    student, tokenizer = build_fresh(0, SMALL)
+    with_factors = _distiller(student, tokenizer, factor_weight=1.0)
+    without = _distiller(student, tokenizer, factor_weight=0.0)
+    x, (emb, hint) = torch.rand(2, 3, 128, 128), (torch.randn(2, 128), torch.randn(2, 64, 64))
+    assert with_factors.colours.shape == (8, 128) and with_factors.shapes.shape == (8, 128)
+    assert with_factors.loss(x, emb, hint, torch.tensor(40.0)) > without.loss(x, emb, hint, torch.tensor(40.0))
+
+
+def _distiller(student, tokenizer, factor_weight):
+    from demo.train.distill import Distiller
+
+    return Distiller(SMALL, student, tokenizer, 1.0, 0.0, factor_weight)
+
+
+def test_grey_scenes_are_captioned_by_shape_alone_and_match_no_colour():
+    from demo import world
+    from demo.train.common import WorldStream
+
+    images, labels, caps, match = next(iter(WorldStream(64, 3, gray=0.5)))
+    grey = (images[:, 0] == images[:, 1]).flatten(1).all(1) & (images[:, 1] == images[:, 2]).flatten(1).all(1)
+    assert 10 < int(grey.sum()) < 54  # about half, and the others keep their colour
+    names_colour = torch.tensor([any(c in cap for c in world.COLOR_NAMES) for cap in caps])
+    for i in torch.nonzero(grey).flatten().tolist():
+        assert caps[i] == f"a photo of a {world.SHAPES[int(labels[i]) % 8]}."
+        assert not match[i, names_colour].any()  # a grey heart is no "red heart"
+        assert match[i, i]
+    shape = labels % 8  # a grey image's caption describes every image of its shape
+    for j in torch.nonzero(grey).flatten().tolist():
+        assert torch.equal(match[:, j], shape == shape[j])
+    plain = next(iter(WorldStream(64, 3)))
+    assert torch.equal(plain[1], labels) and plain[2] != caps
