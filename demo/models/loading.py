@@ -112,16 +112,30 @@ class LoadedModel:
         return TF.to_tensor(image).unsqueeze(0).to(self.device)
 
 
-@contextlib.contextmanager
-def _quiet_root_log(quiet: bool):
-    root = logging.getLogger()
-    level = root.level
-    if quiet:
-        root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
+class _RandomInitNote(logging.Filter):
+    """Drops open_clip's "Model initialized randomly" warning, in the thread building a model whose
+    weights all come from local files afterwards (where it is not true), and nowhere else: changing the
+    root logger's level would silence every other thread's logging for the duration of the build."""
+
+    def __init__(self):
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (getattr(self.local, "quiet", False) and "initialized randomly" in record.getMessage())
+
+    @contextlib.contextmanager
+    def quiet(self, on: bool):
+        before = getattr(self.local, "quiet", False)
+        self.local.quiet = on
+        try:
+            yield
+        finally:
+            self.local.quiet = before
+
+
+_RANDOM_INIT_NOTE = _RandomInitNote()
+logging.getLogger().addFilter(_RANDOM_INIT_NOTE)
 
 
 def _load_borrowed_text(clip: nn.Module, spec: ModelSpec) -> None:
@@ -141,7 +155,7 @@ def _load_borrowed_text(clip: nn.Module, spec: ModelSpec) -> None:
 def _build(spec: ModelSpec, device: torch.device) -> LoadedModel:
     start = time.perf_counter()
     try:
-        with _quiet_root_log(spec.text_weights is not None):  # its "initialized randomly" is not true here
+        with _RANDOM_INIT_NOTE.quiet(spec.text_weights is not None):  # its "initialized randomly" is not true here
             clip, _, preprocess = open_clip.create_model_and_transforms(
                 spec.arch, pretrained=spec.pretrained, device=device, load_weights=spec.text_weights is None)
         tokenizer = open_clip.get_tokenizer(spec.arch)

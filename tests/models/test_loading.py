@@ -95,3 +95,23 @@ def test_image_tower_alone_matches_the_full_model_and_keeps_no_text_tower(tiny_d
 
 def test_image_tower_of_a_model_loaded_in_full_is_shared(tiny_model, tiny_dir):
     assert loading.load_image_tower(f"local-dir:{tiny_dir}", "cpu") is tiny_model.clip.visual
+
+
+def test_building_a_borrowing_model_silences_only_its_own_random_init_warning(caplog):
+    """The false "initialized randomly" note is dropped in the building thread; other threads log as usual."""
+    import logging
+    import threading
+
+    from demo.models.loading import _RANDOM_INIT_NOTE
+
+    caplog.set_level(logging.WARNING)
+    with _RANDOM_INIT_NOTE.quiet(True):
+        logging.warning("No pretrained weights loaded for model 'x'. Model initialized randomly.")
+        logging.warning("something else")
+        other = threading.Thread(target=logging.warning, args=("Model initialized randomly, elsewhere",))
+        other.start()
+        other.join()
+    logging.warning("Model initialized randomly, after the build")
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["something else", "Model initialized randomly, elsewhere", "Model initialized randomly, after the build"]
+    assert logging.getLogger().level != logging.ERROR
