@@ -113,16 +113,19 @@ class LoadedModel:
 
 
 class _RandomInitNote(logging.Filter):
-    """Drops open_clip's "Model initialized randomly" warning, in the thread building a model whose
-    weights all come from local files afterwards (where it is not true), and nowhere else: changing the
-    root logger's level would silence every other thread's logging for the duration of the build."""
+    """Drops open_clip's notes about its own weights ("Model initialized randomly", which checkpoint of
+    the folder it picked) in the thread building a model whose weights all come from named files
+    afterwards, where they are false, and nowhere else: changing the root logger's level would silence
+    every other thread's logging for the duration of the build."""
+
+    NOTES = ("initialized randomly", "Multiple checkpoints found", "no CLIP weights found")
 
     def __init__(self):
         super().__init__()
         self.local = threading.local()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (getattr(self.local, "quiet", False) and "initialized randomly" in record.getMessage())
+        return not (getattr(self.local, "quiet", False) and any(n in record.getMessage() for n in self.NOTES))
 
     @contextlib.contextmanager
     def quiet(self, on: bool):

@@ -107,6 +107,7 @@ def test_building_a_borrowing_model_silences_only_its_own_random_init_warning(ca
     caplog.set_level(logging.WARNING)
     with _RANDOM_INIT_NOTE.quiet(True):
         logging.warning("No pretrained weights loaded for model 'x'. Model initialized randomly.")
+        logging.warning("Multiple checkpoints found in x: [a, b]. Using a.")
         logging.warning("something else")
         other = threading.Thread(target=logging.warning, args=("Model initialized randomly, elsewhere",))
         other.start()
