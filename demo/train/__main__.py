@@ -26,8 +26,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="weight of the lending model's layer-3 feature map as hints for the patch tokens (FitNets)")
     c.add_argument("--factors", type=float, default=0.0,
                    help="weight of the KL divergence to the lending model's answers over colour prompts and over shape prompts")
-    c.add_argument("--gray", type=float, default=0.0,
-                   help="fraction of each batch shown grey and captioned by its shape alone")
     ft = sub.add_parser("finetune", help="stage 2 of the teaching model: fine-tune its image tower on clean images "
                         "against the frozen text tower's class prompts (seen combinations only)")
     ft.add_argument("--steps", type=int, default=150)
@@ -81,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         from .clip_pretrain import train_clip
 
         result = train_clip(args.steps, args.batch_size, args.lr, args.seed, args.minutes, args.out or which.folder,
-                            args.eval_every, args.init, which, args.distill, args.hints, args.factors, args.gray)
+                            args.eval_every, args.init, which, args.distill, args.hints, args.factors)
     elif args.what in ("tecoa", "fare", "pmg_aft"):
         from .robust import train_robust
 

@@ -53,7 +53,7 @@ def load_trained(which: teaching.TeachingModel, folder) -> dict[str, torch.Tenso
 
 def train_clip(steps: int, batch_size: int, lr: float, seed: int, minutes: float | None, out_dir, eval_every: int,
                init=None, which: teaching.TeachingModel = teaching.MODELS["teaching"], distill: float = 0.0,
-               hints: float = 0.0, factors: float = 0.0, gray: float = 0.0) -> dict:
+               hints: float = 0.0, factors: float = 0.0) -> dict:
     model, tokenizer = build_fresh(seed, which)
     distiller = Distiller(which, model, tokenizer, distill, hints, factors) if distill or hints or factors else None
     if init is not None:  # continue from an earlier run's weights (a new schedule, new data seeds)
@@ -67,7 +67,7 @@ def train_clip(steps: int, batch_size: int, lr: float, seed: int, minutes: float
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
     clock, history = Clock(minutes), []
     warmup = max(1, steps // 20)
-    loader = iter(world_loader(batch_size, seed, gray=gray))
+    loader = iter(world_loader(batch_size, seed))
     for step in range(steps):
         images, _, caps, match = next(loader)
         for group in opt.param_groups:
@@ -97,7 +97,7 @@ def train_clip(steps: int, batch_size: int, lr: float, seed: int, minutes: float
             log.info("eval %s", acc)
             model.train()
             _save(model, out_dir, which, {"history": history, "steps": step + 1, "batch_size": batch_size, "lr": lr,
-                                          "seed": seed, "distill": distill, "hints": hints, "factors": factors, "gray": gray,
+                                          "seed": seed, "distill": distill, "hints": hints, "factors": factors,
                                           "init": str(init) if init else None})
         if clock.expired():
             log.info("time budget reached after %d steps", step + 1)

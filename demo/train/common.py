@@ -22,9 +22,8 @@ log = logging.getLogger(__name__)
 class WorldStream(IterableDataset):
     """An endless stream of freshly rendered (images, labels, captions) batches from one seed."""
 
-    def __init__(self, batch_size: int, seed: int, image_size: int = teaching.IMAGE_SIZE, split: str = "seen",
-                 gray: float = 0.0):
-        self.batch_size, self.seed, self.image_size, self.split, self.gray = batch_size, seed, image_size, split, gray
+    def __init__(self, batch_size: int, seed: int, image_size: int = teaching.IMAGE_SIZE, split: str = "seen"):
+        self.batch_size, self.seed, self.image_size, self.split = batch_size, seed, image_size, split
 
     def __iter__(self):
         torch.set_num_threads(1)  # the training step owns the other threads
@@ -35,37 +34,12 @@ class WorldStream(IterableDataset):
             scenes = world.sample_scenes(self.batch_size, g, self.split)
             images = world.render(scenes, self.image_size, g)
             caps, templates = world.captions(scenes, g, return_templates=True)
-            labels = scenes.labels
-            if self.gray:
-                images, caps, templates = _grayscale(scenes, images, caps, templates, g, self.gray)
-            yield images, labels, caps, world.caption_match(scenes, templates)
+            yield images, scenes.labels, caps, world.caption_match(scenes, templates)
             step += 1
 
 
-def _grayscale(scenes: world.Scenes, images: torch.Tensor, caps: list[str], templates: torch.Tensor,
-               g: torch.Generator, fraction: float):
-    """Turn a random `fraction` of the batch grey and caption it by its shape alone.
-
-    In the seen pairs every colour lacks one shape, so a tower can learn shapes as colour-dependent
-    cues and then misreads a held-out pair's shape as the seen shape of its colour. Grey shapes, which
-    show no colour-shape pair at all, must be told apart by outline only. The colour of a grey scene
-    becomes -1 in `scenes`, so no caption that names a colour matches it.
-    """
-    grey = torch.rand(len(scenes), generator=g) < fraction
-    if not grey.any():
-        return images, caps, templates
-    luma = (images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    images = torch.where(grey.view(-1, 1, 1, 1), luma.expand_as(images), images)
-    shape_only = world.CAPTION_TEMPLATES.index("a photo of a {shape}.")
-    caps = [world.CAPTION_TEMPLATES[shape_only].format(shape=world.SHAPES[int(scenes.shape[i])]) if grey[i] else c
-            for i, c in enumerate(caps)]
-    scenes.color[grey] = -1
-    return images, caps, torch.where(grey, shape_only, templates)
-
-
-def world_loader(batch_size: int, seed: int, split: str = "seen", gray: float = 0.0) -> DataLoader:
-    return DataLoader(WorldStream(batch_size, seed, split=split, gray=gray), batch_size=None, num_workers=1,
-                      prefetch_factor=4)
+def world_loader(batch_size: int, seed: int, split: str = "seen") -> DataLoader:
+    return DataLoader(WorldStream(batch_size, seed, split=split), batch_size=None, num_workers=1, prefetch_factor=4)
 
 
 def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:

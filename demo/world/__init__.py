@@ -1,7 +1,6 @@
 """The procedural teaching world used to train and evaluate the embedded teaching model."""
 from .render import (  # noqa: F401
     BACKGROUNDS,
-    CAPTION_TEMPLATES,
     CLASSNAMES,
     COLOR_NAMES,
     EVAL_TEMPLATE,
