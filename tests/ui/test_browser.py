@@ -191,7 +191,20 @@ def test_dark_mode_page(browser, app_url):
     page.close()
 
 
+# Resolves once the page has not scrolled for a few frames: a dropdown opened during a smooth scroll
+# (a run brings the results into view) stays drawn where its input was.
+SCROLL_IDLE_JS = """() => new Promise(done => {
+  let y = -1, still = 0;
+  const look = () => {
+    if (window.scrollY === y) { if (++still > 5) return done(); } else { still = 0; y = window.scrollY; }
+    requestAnimationFrame(look);
+  };
+  look();
+})"""
+
+
 def _choose(page, elem_id: str, option_text: str) -> None:
+    page.evaluate(SCROLL_IDLE_JS)
     page.locator(f"#{elem_id} input").click()
     page.get_by_role("option", name=option_text, exact=True).click()
 
