@@ -113,3 +113,17 @@ def tapt_assets(tiny_model, tmp_path_factory):
                "clean_var": var.clone()}, str(d / "stats.safetensors"))
     tapt.ASSETS[tiny_model.key] = (d / "prompts.safetensors", d / "stats.safetensors")
     return prompts
+
+
+@pytest.fixture(scope="session")
+def fap_assets(tiny_model, tmp_path_factory):
+    """FAP prompts for the tiny model (untrained), registered under the tiny model's key."""
+    from safetensors.torch import save_file
+
+    from demo.defenses.training_time import fap
+
+    prompts = fap.fresh_prompts(tiny_model.classifier(TINY_LABELS), torch.Generator().manual_seed(0))
+    path = tmp_path_factory.mktemp("fap") / "fap.safetensors"
+    save_file({k: v.contiguous() for k, v in prompts.state_dict().items()}, str(path))
+    fap.PROMPTS[tiny_model.key] = path
+    return prompts

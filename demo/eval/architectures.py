@@ -16,8 +16,8 @@ INTRO = """Both teaching models see the same world through the same text tower (
 the ResNet model's frozen text tower), so what changes between the columns is the image tower alone: the
 ResNet's convolutions and batch norm, or the ViT's 16-pixel patch tokens and attention, the architecture of
 the CLIPs people use. Every row was attacked the same way on both (PGD-10 at 4/255, oblivious and adaptive;
-worst case = an image counts only if it survives both; AutoAttack where the row says so). TAPT needs image
-tokens, so it has no ResNet entry.
+worst case = an image counts only if it survives both; AutoAttack where the row says so). TAPT and FAP
+prompt the image tokens, so they have no ResNet entry.
 """
 
 

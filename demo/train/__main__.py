@@ -1,4 +1,4 @@
-"""python -m demo.train {clip,finetune,tecoa,fare,pmg_aft,apt,tapt-prompts,ttc-threshold} [options]: train the teaching model and its defenses."""
+"""python -m demo.train {clip,finetune,tecoa,fare,pmg_aft,apt,fap,tapt-prompts,ttc-threshold} [options]: train the teaching model and its defenses."""
 from __future__ import annotations
 
 import argparse
@@ -53,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--eps", type=float, default=4.0, help="L-inf budget in /255")
     a.add_argument("--eval-every", type=int, default=50)
     a.add_argument("--out", type=Path, default=None, help="output .safetensors (default: the model's assets)")
+    fp = sub.add_parser("fap", help="few-shot adversarial multi-modal prompts (FAP; ViT towers only)")
+    fp.add_argument("--shots", type=int, default=16, help="images per seen class")
+    fp.add_argument("--epochs", type=int, default=10)
+    fp.add_argument("--batch-size", type=int, default=4)
+    fp.add_argument("--lr", type=float, default=0.0035)
+    fp.add_argument("--eps", type=float, default=1.0, help="L-inf budget of the training attack in /255")
+    fp.add_argument("--out", type=Path, default=None, help="output folder (default: the model's assets)")
     tp = sub.add_parser("tapt-prompts", help="TAPT's starting point: adversarially pre-trained multi-modal prompts "
                         "and the feature statistics it aligns to (ViT towers only)")
     tp.add_argument("--steps", type=int, default=150)
@@ -96,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
 
         result = train_apt(args.steps, args.batch_size, args.lr, args.eps / 255, args.seed, args.minutes,
                            args.out or which.apt_prompt, args.eval_every, args.model)
+    elif args.what == "fap":
+        from .fap import train_fap
+
+        result = train_fap(args.model, args.shots, args.epochs, args.batch_size, args.lr, args.eps / 255, args.seed,
+                           args.minutes, args.out or which.folder)
     elif args.what == "tapt-prompts":
         from .tapt_prompts import train_tapt_prompts
 

@@ -21,6 +21,9 @@ def setup(request, tiny_clf, tiny_images):
     """(defense, classifier, images) on the tiny model; weight-swap defenses need robust twins, which
     only the teaching model (and the hub models) ship, so they run on the teaching model."""
     defense = DEFENSES.create(request.param)
+    if request.param == "fap":  # prompts for a ViT, which the tiny model gets from a fixture
+        request.getfixturevalue("fap_assets")
+        return defense, tiny_clf, tiny_images
     if defense.paradigm == Paradigm.TRAINING_TIME:
         clf = request.getfixturevalue("teaching_model").classifier(world.CLASSNAMES, [world.EVAL_TEMPLATE])
         g = torch.Generator().manual_seed(0)

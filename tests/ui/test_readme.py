@@ -31,7 +31,8 @@ def test_client_snippets_run_against_the_app(launch, monkeypatch):
 VIT_LOGS = {"teaching ViT": ("training_finetune.json", None), "TeCoA image tower": ("visual_tecoa.json", None),
             "FARE image tower": ("visual_fare.json", None), "PMG-AFT image tower": ("visual_pmg_aft.json", None),
             "APT prompt on the TeCoA tower": ("apt_prompt.json", None),
-            "TAPT's adversarially trained prompts": ("tapt_prompts.json", "adv")}
+            "TAPT's adversarially trained prompts": ("tapt_prompts.json", "adv"),
+            "FAP's few-shot adversarial prompts": ("fap_prompts.json", None)}
 
 
 def test_the_readme_quotes_the_vit_training_logs():
