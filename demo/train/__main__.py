@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     ft.add_argument("--out", type=Path, default=None, help="teaching model folder to update (default: the model's)")
     ft.add_argument("--logit-scale", type=float, default=None,
                     help="fine-tune at this logit scale and store it in the checkpoint (CLIP ends at 100)")
+    ft.add_argument("--shape-hues", type=float, default=0.0,
+                    help="weight of a shape-prompt cross-entropy on shapes in off-palette hues (unties shape from colour)")
+    ft.add_argument("--hue-batch", type=int, default=32, help="off-palette shape images per step")
     for method in ("tecoa", "fare", "pmg_aft"):
         r = sub.add_parser(method, help="adversarially fine-tune the teaching model's image tower "
                            f"({method.upper().replace('_', '-')})")
@@ -97,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         from .robust import finetune_teaching
 
         result = finetune_teaching(args.steps, args.batch_size, args.lr, args.seed, args.minutes,
-                                   args.out or which.folder, args.eval_every, args.logit_scale, args.model)
+                                   args.out or which.folder, args.eval_every, args.logit_scale, args.model,
+                                   args.shape_hues, args.hue_batch)
     elif args.what == "apt":
         from .apt import train_apt
 

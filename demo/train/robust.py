@@ -17,7 +17,10 @@ adversarial image (the guidance) and from the fine-tuned tower's own clean predi
 
 `finetune` is the same loop without the attack (the "FT-Clean" baseline of the AFT papers): it is the
 second stage of the teaching model's own training, aligning the image tower with the frozen text
-tower's class prompts of the seen combinations (held-out combinations stay unseen).
+tower's class prompts of the seen combinations (held-out combinations stay unseen). With `shape_hues`
+it adds a cross-entropy over the 8 shape prompts ("a photo of a heart.") on shapes drawn in
+off-palette hues (`world.off_palette_hues`): a ViT tower fine-tuned on the palette alone ties each shape
+to the colours it was seen in and names held-out combinations by a seen shape of the right colour.
 
 All follow RobustVLM's recipe shape (AdamW, weight decay 1e-4, warm-up then cosine, eps 4/255, only
 `model.visual` trained, text tower frozen). Deviations for a 2-core CPU budget, stated in the UI too:
@@ -75,9 +78,12 @@ def _classifier(base, visual, feats, classnames, logit_scale: float | None = Non
 
 def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float, inner_steps: int,
                  inner_alpha: float, seed: int, minutes: float | None, out_path, eval_every: int,
-                 logit_scale: float | None = None, model: str = "teaching") -> dict:
+                 logit_scale: float | None = None, model: str = "teaching", shape_hues: float = 0.0,
+                 hue_batch: int = 32) -> dict:
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if shape_hues and method != "finetune":
+        raise ValueError("shape_hues is a term of clean fine-tuning (method 'finetune')")
     torch.manual_seed(seed)
     base = load_model(model, "cpu")
     frozen = base.clip.visual  # phi_0: shared, frozen, never updated
@@ -88,6 +94,8 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
     remap = torch.full((len(world.CLASSNAMES),), -1, dtype=torch.long)
     remap[torch.tensor(world.SEEN_CLASSES)] = torch.arange(len(world.SEEN_CLASSES))
     clf = _classifier(base, visual, seen_feats, seen_names, logit_scale)
+    shape_feats = build_text_features(base.clip, base.tokenizer, world.SHAPES, ["a photo of a {}."])
+    hue_gen = torch.Generator().manual_seed(seed + 7)
     original = _classifier(base, frozen, seen_feats, seen_names, logit_scale)
     opt = torch.optim.AdamW(visual.parameters(), lr=lr, weight_decay=1e-4)
     warmup = max(1, steps // 10)
@@ -103,6 +111,11 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
             y = remap[labels]
             adv = images if method == "finetune" else attack(clf, images, y, seed=seed * 100_003 + step).adv_images
             loss = F.cross_entropy(clf(adv), y)
+            if shape_hues:
+                scenes = world.sample_scenes(hue_batch, hue_gen, "all")
+                shapes = world.render(scenes, teaching.IMAGE_SIZE, hue_gen, world.off_palette_hues(scenes.shape, hue_gen))
+                loss = loss + shape_hues * F.cross_entropy(clf.logits_from_features(clf.encode(shapes), shape_feats),
+                                                           scenes.shape)
         elif method == "pmg_aft":
             y = remap[labels]
             adv = attack(clf, images, y, seed=seed * 100_003 + step).adv_images
@@ -127,6 +140,8 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
             meta = {"method": method, "history": history, "steps": step + 1, "batch_size": batch_size, "lr": lr,
                     "eps": eps, "inner": STEPS_NOTE.format(steps=inner_steps, alpha=inner_alpha * 255, eps=eps * 255),
                     "seed": seed, "logit_scale": round(clf.logit_scale, 2)}
+            if shape_hues:
+                meta |= {"shape_hues": shape_hues, "hue_batch": hue_batch}
             save_half(visual.state_dict(), out_path, {"training": meta})
             out_path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
         if done:
@@ -149,7 +164,8 @@ def _evaluate(base, visual, step: int, loss: float, seconds: float, eps: float, 
 
 
 def finetune_teaching(steps: int, batch_size: int, lr: float, seed: int, minutes: float | None, out_dir,
-                      eval_every: int, logit_scale: float | None = None, model: str = "teaching") -> dict:
+                      eval_every: int, logit_scale: float | None = None, model: str = "teaching",
+                      shape_hues: float = 0.0, hue_batch: int = 32) -> dict:
     """Clean fine-tuning of the teaching model's image tower, written back into its checkpoint.
 
     `logit_scale`, when given, is used for the loss and written into the checkpoint. Pretrained CLIPs
@@ -167,7 +183,7 @@ def finetune_teaching(steps: int, batch_size: int, lr: float, seed: int, minutes
         raise ValueError(f"{model} borrows its logit scale with its text tower; fine-tune it without --logit-scale")
     tmp = out_dir / "visual_finetune.tmp.safetensors"
     result = train_robust("finetune", steps, batch_size, lr, 4 / 255, 0, 0.0, seed, minutes, tmp, eval_every,
-                          logit_scale, model)
+                          logit_scale, model, shape_hues, hue_batch)
     meta = json.loads(tmp.with_suffix(".json").read_text())
     if which.tower is not None:  # the tower file is the whole of this model's own weights
         save_half(load_file(str(tmp)), out_dir / which.tower.name, {"training": {"stage": "finetune", **meta}})

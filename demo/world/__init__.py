@@ -13,6 +13,7 @@ from .render import (  # noqa: F401
     caption_match,
     captions,
     make_batch,
+    off_palette_hues,
     render,
     sample_scenes,
 )

@@ -38,6 +38,10 @@ HELD_OUT: frozenset[tuple[str, str]] = frozenset(
     (c, SHAPES[(3 * i + 1) % len(SHAPES)]) for i, c in enumerate(COLOR_NAMES)
 )
 CLASSNAMES = [f"{c} {s}" for c in COLOR_NAMES for s in SHAPES]
+# Off-palette shapes (see `off_palette_hues`): saturation and value ranges, and how far (in degrees of
+# hue) a shape's hue stays from the centre of its held-out colour. 27 degrees leaves 20 to the edge of
+# that colour's jittered hues, and the saturation floor keeps them off pale pink.
+OFF_PALETTE_SATURATION, OFF_PALETTE_VALUE, OFF_PALETTE_GAP = (0.5, 1.0), (0.55, 1.0), 27.0
 SEEN_CLASSES = [i for i, n in enumerate(CLASSNAMES) if tuple(n.split()) not in HELD_OUT]
 HELD_OUT_CLASSES = [i for i, n in enumerate(CLASSNAMES) if tuple(n.split()) in HELD_OUT]
 EVAL_TEMPLATE = "a photo of a {}."
@@ -88,6 +92,18 @@ def sample_scenes(n: int, generator: torch.Generator, split: str = "seen") -> Sc
 
 def _u(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=g)
+
+
+def off_palette_hues(shapes: torch.Tensor, generator: torch.Generator, gap: float = OFF_PALETTE_GAP) -> torch.Tensor:
+    """A hue (degrees) for each shape index, uniform over the circle except within `gap` of the hue of the
+    colour that shape is held out in.
+
+    Shapes drawn in these hues (`render(..., hues=...)`) and captioned by shape alone show every shape in
+    nearly every hue, so colour stops predicting shape, while no image comes near a held-out combination.
+    """
+    held = torch.tensor([next(COLORS[c][0] for c, s in HELD_OUT if s == name) for name in SHAPES])[shapes]
+    # Draw in the allowed arc directly: start past the gap and go round the rest of the circle.
+    return (held + gap + torch.rand(len(shapes), generator=generator) * (360.0 - 2 * gap)) % 360.0
 
 
 def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -141,8 +157,12 @@ def _pattern(kind: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, g: torch.Ge
     return stack.gather(0, kind.view(1, n, 1, 1).expand(1, n, h, w))[0]
 
 
-def render(scenes: Scenes, image_size: int, generator: torch.Generator) -> torch.Tensor:
-    """Render scenes to float images (N, 3, H, W) in [0, 1]."""
+def render(scenes: Scenes, image_size: int, generator: torch.Generator, hues: torch.Tensor | None = None) -> torch.Tensor:
+    """Render scenes to float images (N, 3, H, W) in [0, 1].
+
+    `hues` (degrees, one per scene) replaces the palette: each shape is drawn in that hue with the
+    off-palette saturation and value ranges, and `scenes.color` is ignored.
+    """
     g, n, h = generator, len(scenes), image_size
     coords = (torch.arange(h, dtype=torch.float32) + 0.5) / h * 2 - 1
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
@@ -176,12 +196,15 @@ def render(scenes: Scenes, image_size: int, generator: torch.Generator) -> torch
     pixel = (2.0 / h) / r[:, None, None]
     mask = (0.5 - sdf / pixel).clamp(0, 1)
 
-    hue_c = torch.tensor([v[0] for v in COLORS.values()])[scenes.color]
-    s_lo, s_hi = (torch.tensor([v[1][i] for v in COLORS.values()])[scenes.color] for i in (0, 1))
-    v_lo, v_hi = (torch.tensor([v[2][i] for v in COLORS.values()])[scenes.color] for i in (0, 1))
-    hue = hue_c + _u(n, -HUE_JITTER, HUE_JITTER, g)
-    sat = s_lo + (s_hi - s_lo) * torch.rand(n, generator=g)
-    val = v_lo + (v_hi - v_lo) * torch.rand(n, generator=g)
+    if hues is None:
+        hue_c = torch.tensor([v[0] for v in COLORS.values()])[scenes.color]
+        s_lo, s_hi = (torch.tensor([v[1][i] for v in COLORS.values()])[scenes.color] for i in (0, 1))
+        v_lo, v_hi = (torch.tensor([v[2][i] for v in COLORS.values()])[scenes.color] for i in (0, 1))
+        hue = hue_c + _u(n, -HUE_JITTER, HUE_JITTER, g)
+        sat = s_lo + (s_hi - s_lo) * torch.rand(n, generator=g)
+        val = v_lo + (v_hi - v_lo) * torch.rand(n, generator=g)
+    else:
+        hue, sat, val = hues.float(), _u(n, *OFF_PALETTE_SATURATION, g), _u(n, *OFF_PALETTE_VALUE, g)
     fg = hsv_to_rgb(hue, sat, val)
     fill = _pattern(torch.randint(5, (n,), generator=g), px, py, g)
     shade = 1 - _u(n, 0.0, 0.3, g)[:, None, None] * fill

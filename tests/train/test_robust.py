@@ -7,6 +7,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 import demo.defenses  # noqa: F401  (registers every defense)
 from demo.defenses import DEFENSES
@@ -66,3 +67,29 @@ def test_deviation_texts_state_the_shipped_training_runs(defense, log, model):
         steps, alpha = re.match(r"inner PGD: (\d+) steps of ([\d.]+)/255", meta["inner"]).groups()
         assert f"{steps}-step inner PGD of {float(alpha):g}/255" in text
         assert "no momentum" in text  # the project's inner PGD has none (RobustVLM's has 0.9)
+
+
+def _finetune_once(tmp_path, monkeypatch, shape_hues: float) -> dict:
+    from demo.train import robust
+
+    monkeypatch.setattr(robust, "_evaluate", lambda *a, **k: {"step": 1})  # the zero-shot evaluation is not under test
+    out = tmp_path / f"tower_{shape_hues}.safetensors"
+    robust.train_robust("finetune", 1, 4, 1e-3, 4 / 255, 0, 0.0, 0, None, out, eval_every=1,
+                        shape_hues=shape_hues, hue_batch=4)
+    return load_file(str(out)), json.loads(out.with_suffix(".json").read_text())
+
+
+def test_the_off_palette_shape_term_changes_the_fine_tuning_step(tmp_path, monkeypatch):
+    plain, plain_meta = _finetune_once(tmp_path, monkeypatch, 0.0)
+    hued, meta = _finetune_once(tmp_path, monkeypatch, 1.0)
+    assert meta["shape_hues"] == 1.0 and meta["hue_batch"] == 4 and "shape_hues" not in plain_meta
+    # same seed and the same world batch: only the extra term can make the two steps differ
+    assert any(not torch.equal(plain[k], hued[k]) for k in plain)
+
+
+def test_the_off_palette_shape_term_belongs_to_clean_fine_tuning_only(tmp_path):
+    from demo.train import robust
+
+    with pytest.raises(ValueError, match="clean fine-tuning"):
+        robust.train_robust("tecoa", 1, 4, 1e-3, 4 / 255, 1, 1 / 255, 0, None, tmp_path / "x.safetensors", 1,
+                            shape_hues=1.0)

@@ -43,3 +43,40 @@ def test_shape_is_visible_against_background():
     images, labels, _ = world.make_batch(32, seed=5, image_size=64)
     spread = images.flatten(2).std(-1).mean(1)
     assert (spread > 0.03).all()
+
+
+def _hue_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    d = (a - b).abs() % 360
+    return torch.minimum(d, 360 - d)
+
+
+def test_off_palette_hues_keep_away_from_each_shapes_held_out_colour():
+    from demo.world.render import COLORS, OFF_PALETTE_GAP
+
+    g = torch.Generator().manual_seed(0)
+    shapes = torch.arange(len(world.SHAPES)).repeat(500)
+    hues = world.off_palette_hues(shapes, g)
+    held = {s: COLORS[c][0] for c, s in world.HELD_OUT}
+    for i, name in enumerate(world.SHAPES):
+        mine = hues[shapes == i]
+        assert _hue_distance(mine, torch.tensor(held[name])).min() >= OFF_PALETTE_GAP
+        # ...and cover the rest of the circle: every other 30-degree sector gets some
+        covered = {int(h // 30) for h in mine.tolist()}
+        assert len(covered) >= 10
+
+
+def test_off_palette_rendering_uses_the_given_hue():
+    g = torch.Generator().manual_seed(1)
+    scenes = world.sample_scenes(6, g, "all")
+    scenes.size[:] = 1  # large shapes, so the centre pixel is on the shape for most of them
+    hues = torch.tensor([0.0, 60.0, 120.0, 180.0, 240.0, 300.0])
+    a = world.render(scenes, 64, torch.Generator().manual_seed(2), hues)
+    b = world.render(scenes, 64, torch.Generator().manual_seed(2), (hues + 180) % 360)
+    assert torch.equal(torch.round(a * 255) / 255, a)
+    # same geometry and background, opposite hues: the images differ only where the shape is
+    differs = (a - b).abs().amax(1) > 0.2
+    assert 0.02 < differs.float().mean() < 0.8
+    # the dominant channel of the shape's pixels follows the hue (red at 0, green at 120, blue at 240)
+    for i, channel in ((0, 0), (2, 1), (4, 2)):
+        pixels = a[i][:, differs[i]]
+        assert pixels.mean(1).argmax() == channel
