@@ -94,8 +94,9 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
     remap = torch.full((len(world.CLASSNAMES),), -1, dtype=torch.long)
     remap[torch.tensor(world.SEEN_CLASSES)] = torch.arange(len(world.SEEN_CLASSES))
     clf = _classifier(base, visual, seen_feats, seen_names, logit_scale)
-    shape_feats = build_text_features(base.clip, base.tokenizer, world.SHAPES, ["a photo of a {}."])
-    hue_gen = torch.Generator().manual_seed(seed + 7)
+    if shape_hues:
+        shape_feats = build_text_features(base.clip, base.tokenizer, world.SHAPES, ["a photo of a {}."])
+        hue_gen = torch.Generator().manual_seed(seed + 7)
     original = _classifier(base, frozen, seen_feats, seen_names, logit_scale)
     opt = torch.optim.AdamW(visual.parameters(), lr=lr, weight_decay=1e-4)
     warmup = max(1, steps // 10)
