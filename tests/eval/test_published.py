@@ -107,5 +107,6 @@ def test_two_autoattack_runs_of_one_defense_both_count(runs, tmp_path):
     assert number["leaderboard_worst"] <= expected <= worsts[0]
     text = tables.aa_eot_text(P.rows(results))
     assert "at 1 draws" in text and "at 2 draws" in text and "survives both" in text
+    assert f"{tables.fmt_ci(expected, 6)} of the 6 images do" in text  # the per-image count over both runs
     # The held-out worst case of the leaderboard counts every held-out attack, with its n.
     assert P.defense_numbers(results)["fare"]["leaderboard_held_out_n"] == 6
