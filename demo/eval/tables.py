@@ -185,10 +185,11 @@ def aa_eot_text(tables: dict) -> str:
         both, n = P.per_image_worst(runs)
         lines.append(f"{row['title']} under AutoAttack: " + ", ".join(f"{fmt_ci(a, n)} at {d} draws" for d, a, n in points)
                      + f"; the lower, {pct(row['robust_accuracy_worst'])}, is published, and the leaderboard counts "
-                       f"an image only if it survives both: {fmt_ci(both, n)} of the {n} images do. That is below "
-                       "either run because each run's images meet fresh random draws of the defense when they are "
-                       "scored, so two runs give the attacker two tries at an unlucky draw; for a randomized "
-                       "defense this is what the worst case over attacks measures.")
+                       f"an image only if it survives both: {fmt_ci(both, n)} of the {n} images do."
+                     + (" That is below either run because each run's images meet fresh random draws of the defense "
+                        "when they are scored, so two runs give the attacker two tries at an unlucky draw; for a "
+                        "randomized defense this is what the worst case over attacks measures."
+                        if both < min(a for _, a, _ in points) else ""))
     return ("\n\n".join(lines) + "\n") if lines else ""
 
 
