@@ -11,15 +11,16 @@ import torch
 @pytest.fixture()
 def restore_registries():
     """The benchmark registers stand-in twins and prompts in process-wide tables; put them back afterwards."""
-    from demo.defenses.training_time import apt
+    from demo.defenses.test_time import tapt
+    from demo.defenses.training_time import apt, fap
     from demo.models.zoo import ZOO
 
-    zoo, prompts = dict(ZOO), dict(apt.PROMPTS)
+    tables = (ZOO, apt.PROMPTS, fap.PROMPTS, tapt.ASSETS)
+    saved = [dict(t) for t in tables]
     yield
-    ZOO.clear()
-    ZOO.update(zoo)
-    apt.PROMPTS.clear()
-    apt.PROMPTS.update(prompts)
+    for table, before in zip(tables, saved):
+        table.clear()
+        table.update(before)
 
 
 def test_quick_bench_table_is_consistent(tiny_dir, tmp_path, restore_registries):
@@ -88,6 +89,38 @@ def test_random_weights_go_through_the_loader(tiny_dir, tmp_path, restore_regist
     assert checkpoint_id(key, tmp_path).startswith("bench-tiny-arch=")
     again = load_model(checkpoint_id(key, tmp_path), "cpu")  # what a fresh process (cold start) loads
     assert torch.equal(again.clip.visual.conv1.weight, weights[0])
+
+
+def test_prompt_methods_get_stand_ins_on_a_vit_and_are_not_available_on_a_resnet(tiny_model, teaching_model,
+                                                                                   tmp_path, restore_registries):
+    """TAPT and FAP rows measure untrained prompts of the right shapes on a ViT without its own; on a
+    ModifiedResNet the report says they are not available, not that they failed."""
+    from demo.bench.models import ensure_visual_prompts
+    from demo.bench.report import _why_not
+    from demo.defenses import DEFENSES
+    from demo.defenses.base import DefenseError
+    from demo.defenses.test_time import tapt
+    from demo.defenses.training_time import fap
+
+    clf = tiny_model.classifier(["cat", "dog"])
+    tapt.ASSETS.pop(clf.model_key, None)
+    fap.PROMPTS.pop(clf.model_key, None)
+    notes = ensure_visual_prompts(clf, tmp_path)
+    assert [n.split(":")[0] for n in notes] == ["TAPT", "FAP"]
+    images = torch.rand(1, 3, 32, 32)
+    for name in ("tapt", "fap"):
+        pred = DEFENSES.create(name).predict(clf, images, seed=0)
+        assert pred.logits.shape == (1, 2) and torch.isfinite(pred.logits).all()
+    assert ensure_visual_prompts(clf, tmp_path) == []  # registered once
+
+    resnet = teaching_model.classifier(["red star", "blue heart"])
+    before = (dict(fap.PROMPTS), dict(tapt.ASSETS))
+    (note,) = ensure_visual_prompts(resnet, tmp_path)
+    assert note.startswith("TAPT and FAP: not available") and (dict(fap.PROMPTS), dict(tapt.ASSETS)) == before
+    with pytest.raises(DefenseError) as err:
+        DEFENSES.create("tapt").predict(resnet, torch.rand(1, 3, 128, 128), seed=0)
+    assert _why_not(f"DefenseError: {err.value}").startswith("not available on this model: multi-modal")
+    assert _why_not("RuntimeError: boom") == "failed: RuntimeError: boom"
 
 
 def test_report_keeps_the_load_test_section(tmp_path):

@@ -117,3 +117,50 @@ def ensure_apt_prompt(clf, workdir: Path) -> str | None:
     save_file({"ctx": ctx}, str(path))
     apt.PROMPTS[key] = path
     return f"APT prompt: the initial context {CTX_INIT!r} (no tuned prompt exists for this model)"
+
+
+def ensure_visual_prompts(clf, workdir: Path) -> list[str]:
+    """Give TAPT and FAP stand-in prompts of the right shapes when a ViT model has none, so their rows
+    measure the same compute (the prompts are untrained; TAPT's statistics are those of random images).
+
+    A tower that takes no prompt tokens (ModifiedResNet) gets none: its rows say the methods are not
+    available there, as the app does. Returns notes for the report.
+    """
+    from safetensors.torch import save_file
+
+    from ..defenses.base import DefenseError
+    from ..defenses.test_time import maple, tapt
+    from ..defenses.training_time import fap
+
+    try:
+        maple.check_tower(clf.clip.visual)
+    except DefenseError as exc:
+        return [f"TAPT and FAP: not available ({exc})"]
+    key = getattr(clf, "model_key", None)
+    tag = f"{abs(hash(key)) % 10**8}-{os.getpid()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    notes = []
+    with torch.random.fork_rng(devices=[]):
+        if key not in tapt.ASSETS or not all(p.is_file() for p in tapt.ASSETS[key]):
+            prompts = maple.fresh_prompts(clf, torch.Generator().manual_seed(0))
+            size = clf.clip.visual.image_size
+            size = size[0] if isinstance(size, (tuple, list)) else size
+            g = torch.Generator().manual_seed(1)
+            with torch.no_grad():
+                _, inputs = maple.encode_image(clf, torch.rand(4, 3, size, size, generator=g), prompts,
+                                               prompts.depth - 1)
+            mean, var = tapt.token_stats([i.float() for i in inputs])
+            paths = (workdir / f"tapt-standin-{tag}.safetensors", workdir / f"tapt-stats-standin-{tag}.safetensors")
+            save_file({k: v.detach().float().contiguous() for k, v in prompts.state_dict().items()}, str(paths[0]))
+            save_file({"adv_mean": mean.contiguous(), "adv_var": var.contiguous(),
+                       "clean_mean": mean.clone(), "clean_var": var.clone()}, str(paths[1]))
+            tapt.ASSETS[key] = paths
+            notes.append("TAPT: untrained stand-in prompts, statistics of random images (no pre-trained prompts "
+                         "exist for this model)")
+        if key not in fap.PROMPTS or not fap.PROMPTS[key].is_file():
+            prompts = fap.fresh_prompts(clf, torch.Generator().manual_seed(0))
+            path = workdir / f"fap-standin-{tag}.safetensors"
+            save_file({k: v.detach().float().contiguous() for k, v in prompts.state_dict().items()}, str(path))
+            fap.PROMPTS[key] = path
+            notes.append("FAP: untrained stand-in prompts (no learned prompts exist for this model)")
+    return notes

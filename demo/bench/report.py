@@ -61,6 +61,14 @@ def _verdict(value, limit, below: bool = True) -> str:
     return "yes" if (value <= limit if below else value >= limit) else "**no**"
 
 
+def _why_not(error: str) -> str:
+    """A row that did not run: a method this model cannot take (the app refuses it the same way) is not a failure."""
+    prefix = "DefenseError: "
+    if error.startswith(prefix):
+        return f"not available on this model: {error[len(prefix):][:200]}"
+    return f"failed: {error[:160]}"
+
+
 def _params(params: dict) -> str:
     out = []
     for k, v in params.items():
@@ -79,7 +87,7 @@ def _method_table(rows: list[dict], kind: str) -> list[str]:
     for r in rows:
         para = f" {r.get('paradigm', '')} |" if extra else ""
         if r["error"]:
-            lines.append(f"| {r['name']} |{para} {_params(r['params'])} | failed: {r['error'][:120]} | | | | | | | |")
+            lines.append(f"| {r['name']} |{para} {_params(r['params'])} | {_why_not(r['error'])} | | | | | | | |")
             continue
         ref = r.get("reference")
         alongside = f"{_f(ref['forward_ms'])} / {_f(ref['grad_ms'])}" if ref else "-"

@@ -15,7 +15,7 @@ from ..defenses import DEFENSES
 from ..models.loading import load_image_tower, load_model, pick_device
 from ..models.zoo import ZOO
 from . import measure, probes
-from .models import checkpoint_id, ensure_apt_prompt, prepare
+from .models import checkpoint_id, ensure_apt_prompt, ensure_visual_prompts, prepare
 from .report import machine, write
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,10 @@ def run_model(model_id: str, device: str, cfg: Config) -> dict:
         notes += [note] if note else []
     except Exception as exc:
         notes.append(f"no APT prompt ({exc})")
+    try:
+        notes += ensure_visual_prompts(clf, cfg.workdir)
+    except Exception as exc:
+        notes.append(f"no TAPT or FAP stand-in prompts ({exc})")
     res.update(model_key=key, labels=clf.num_classes, batch=cfg.batch, images=[p.name for p in paths],
                repeats=cfg.repeats, min_seconds=cfg.min_seconds, warmup=cfg.warmup, notes=notes)
     attacks = cfg.attacks if cfg.attacks is not None else ATTACKS.names()
