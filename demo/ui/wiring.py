@@ -396,9 +396,10 @@ def wire_links(demo: gr.Blocks, page: Page) -> None:
     for button, scene in page.scene_btns:
         def play(model_key, scene=scene):
             measured = published.fill(scene.population)
-            note = f"**{scene.title}.** {scene.notice}" + (f"  \n*Measured:* {measured}" if measured else "")
-            if model_key != scenes.MEASURED_ON:
-                note += "  \n" + scenes.OTHER_MODEL_NOTE
+            where = "" if model_key == scenes.MEASURED_ON else " on the ResNet teaching model"
+            note = f"**{scene.title}.** {scene.notice}" + (f"  \n*Measured{where}:* {measured}" if measured else "")
+            extra = scenes.model_note(scene, model_key)
+            note += f"  \n{extra}" if extra else ""
             return setup_updates(page, share.apply_query(scene.query())) + [note]
 
         # The run starts once the new settings are on the page (a click on the primary button, so it is

@@ -23,21 +23,48 @@ def test_the_default_comparison_shows_all_three_paradigms_at_work(teaching_model
     assert {c.defense for c in defended} == {"tecoa", "rtpt", "jpeg"}
 
 
-@pytest.mark.parametrize("scene", scenes.SCENES, ids=lambda s: s.title)
-def test_each_lesson_scene_shows_what_it_says(scene, teaching_model):
+def _claims(scene, model):
+    """(column, promised correct, actually correct, prediction) for each claim of the scene on `model`."""
+    out = []
     for changes, column, correct in scene.claims:
         values = share.apply_query(scene.query(**changes))
         assert {"image", "labels", "attack", "eps", "steps", "mode"} <= set(values), "the scene must set everything"
-        x = pipeline.to_model_input(teaching_model, Image.open(values["image"]))
+        x = pipeline.to_model_input(model, Image.open(values["image"]))
         defenses = {p: (values[p.value], {}) for p in pipeline.PARADIGMS if values[p.value] != "none"}
         labels = values["labels"].splitlines()
         assert values["true"] in labels, "an example's class is its true label"
-        result = pipeline.run_comparison(teaching_model, x, labels, labels.index(values["true"]), values["attack"],
+        result = pipeline.run_comparison(model, x, labels, labels.index(values["true"]), values["attack"],
                                          {"eps": values["eps"] / 255, "steps": values["steps"]}, None, defenses,
                                          values["mode"] == "adaptive", values["seed"])
         col = result.column(column)
-        assert col.correct == correct, (f"{scene.title!r} promises {column} {'right' if correct else 'wrong'} "
-                                        f"with {changes or 'its setup'}; it says {col.pred_label}")
+        out.append((f"{column} with {changes or 'its setup'}", correct, col.correct, col.pred_label))
+    return out
+
+
+@pytest.fixture(scope="module")
+def vit_model():
+    from demo.models.loading import load_model
+
+    return load_model(scenes.VIT, "cpu")
+
+
+@pytest.mark.parametrize("scene", scenes.SCENES, ids=lambda s: s.title)
+def test_each_lesson_scene_shows_what_it_says(scene, teaching_model):
+    for what, promised, got, pred in _claims(scene, teaching_model):
+        assert got == promised, f"{scene.title!r} promises {what} {'right' if promised else 'wrong'}; it says {pred}"
+
+
+@pytest.mark.parametrize("scene", scenes.SCENES, ids=lambda s: s.title)
+def test_each_scene_says_truly_whether_it_shows_on_the_vit(scene, vit_model):
+    """On the ViT teaching model a scene either shows the same (and the page says so) or gives the reason."""
+    claims = _claims(scene, vit_model)
+    holds = all(got == promised for _, promised, got, _ in claims)
+    assert holds == (scenes.VIT in scene.holds_on), f"{scene.title!r} on the ViT: {claims}"
+    note = scenes.model_note(scene, scenes.VIT)
+    if holds:
+        assert note == scenes.SAME_ON_VIT
+    else:
+        assert scene.vit and "does not show" in note and "n/a" not in note and "{{" not in note, note
 
 
 @pytest.mark.parametrize("scene", scenes.SCENES, ids=lambda s: s.title)
@@ -49,3 +76,24 @@ def test_each_scene_quotes_its_population_number(scene):
     text = published.fill(scene.population)
     assert "n/a" not in text and "{{" not in text, f"{scene.title!r} quotes a number docs/results does not hold: {text}"
     assert text.count("%") >= 2
+
+
+def test_scene_notes_by_model():
+    scene = scenes.SCENES[1]  # holds on the ResNet only
+    assert scenes.model_note(scene, scenes.MEASURED_ON) == ""
+    assert scenes.model_note(scene, "vit-b-32") == scenes.OTHER_MODEL_NOTE
+    fake = {"tecoa": {"seen": {"n": 7, "clean": 0.5, "adaptive": 0.25}}, "none": {"seen": {"worst": 0.0}}}
+    note = scenes.model_note(scene, scenes.VIT, fake)
+    assert "On 7 seen" in note and "50.0%" in note and "25.0%" in note
+
+
+def test_the_jpeg_scene_reason_on_the_vit_is_measured():
+    """'the ViT's perturbations survive compression': JPEG against the oblivious attack keeps far fewer
+    images right on the ViT than on the ResNet."""
+    from demo.eval import published
+    from demo.eval.architectures import model_results
+
+    results = published.load()
+    resnet = published.defense_numbers(model_results(results, "teaching"))["jpeg"]["seen"]["oblivious"]
+    vit = published.defense_numbers(model_results(results, scenes.VIT))["jpeg"]["seen"]["oblivious"]
+    assert vit < resnet / 2, (vit, resnet)
