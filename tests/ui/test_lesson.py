@@ -97,3 +97,13 @@ def test_the_jpeg_scene_reason_on_the_vit_is_measured():
     resnet = published.defense_numbers(model_results(results, "teaching"))["jpeg"]["seen"]["oblivious"]
     vit = published.defense_numbers(model_results(results, scenes.VIT))["jpeg"]["seen"]["oblivious"]
     assert vit < resnet / 2, (vit, resnet)
+
+
+def test_the_readme_counts_the_scenes_that_show_on_the_vit():
+    from pathlib import Path
+
+    words = ["none", "one", "two", "three", "four", "five"]
+    same = sum(scenes.VIT in s.holds_on for s in scenes.SCENES)
+    readme = " ".join(Path(__file__).resolve().parents[2].joinpath("README.md").read_text().split())
+    assert (f"on the ViT, {words[same]} show the same and {words[len(scenes.SCENES) - same]} say why they do not"
+            in readme)
