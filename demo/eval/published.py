@@ -102,7 +102,8 @@ def defense_numbers(results: dict[str, dict] | None = None) -> dict[str, dict]:
     return out
 
 
-_TOKEN = re.compile(r"\{\{(\w+)\.(\w+)\.(\w+)\}\}")
+# {{defense.split.field}}, or {{vit:defense.split.field}} for the ViT teaching model's runs (docs/results/vit_*).
+_TOKEN = re.compile(r"\{\{(?:(\w+):)?(\w+)\.(\w+)\.(\w+)\}\}")
 
 
 def sanity_eps(results: dict[str, dict] | None = None) -> dict[str, dict[str, float]]:
@@ -116,18 +117,27 @@ def sanity_eps(results: dict[str, dict] | None = None) -> dict[str, dict[str, fl
 def fill(text: str, numbers: dict[str, dict] | None = None, sweep: dict | None = None) -> str:
     """Replace {{defense.split.field}} (e.g. {{ttc.seen.worst}}) by the published accuracy in percent, and
     {{defense.split.n}} by its number of images, so teaching texts quote the results instead of copies of
-    them; {{sanity.model.eps}} (e.g. {{sanity.tecoa.16}}) quotes the sanity checks' budget sweep. "n/a"
-    where it was not run."""
+    them; {{vit:defense.split.field}} quotes the ViT teaching model's runs; {{sanity.model.eps}} (e.g.
+    {{sanity.tecoa.16}}) quotes the sanity checks' budget sweep. "n/a" where it was not run."""
     numbers = defense_numbers() if numbers is None else numbers
+    by_model = {None: numbers}
+
+    def model_numbers(prefix: str) -> dict:
+        if prefix not in by_model:  # read once per call, only when a text quotes that model
+            from .architectures import PREFIXES, model_results
+            model = next((m for m, p in PREFIXES.items() if p and p.rstrip("_") == prefix), None)
+            by_model[prefix] = defense_numbers(model_results(load(), model)) if model else {}
+        return by_model[prefix]
 
     def sub(m: re.Match) -> str:
-        if m[1] == "sanity":
-            value = (sanity_eps() if sweep is None else sweep).get(m[2], {}).get(m[3])
+        name, split, field = m[2], m[3], m[4]
+        if name == "sanity" and m[1] is None:
+            value = (sanity_eps() if sweep is None else sweep).get(split, {}).get(field)
         else:
-            value = numbers.get(m[1], {}).get(m[2], {}).get(m[3])
+            value = model_numbers(m[1]).get(name, {}).get(split, {}).get(field)
         if value is None:
             return "n/a"
-        return str(int(value)) if m[3] == "n" else f"{100 * value:.1f}%"
+        return str(int(value)) if field == "n" else f"{100 * value:.1f}%"
 
     return _TOKEN.sub(sub, text)
 

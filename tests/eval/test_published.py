@@ -65,6 +65,16 @@ def test_fill_quotes_the_results_and_says_when_missing():
     assert P.fill("TTC {{ttc.seen.worst}}, R-TPT {{rtpt.seen.worst}}", numbers) == "TTC 9.4%, R-TPT n/a"
 
 
+def test_fill_quotes_the_vit_teaching_model_by_prefix():
+    from demo.eval.architectures import model_results
+
+    vit = P.defense_numbers(model_results(P.load(), "teaching-vit"))["tecoa"]["seen"]
+    resnet = {"tecoa": {"seen": {"clean": 0.5}}}
+    text = P.fill("ResNet {{tecoa.seen.clean}}, ViT {{vit:tecoa.seen.clean}} of {{vit:tecoa.seen.n}}", resnet)
+    assert text == f"ResNet 50.0%, ViT {100 * vit['clean']:.1f}% of {vit['n']}"
+    assert P.fill("{{nomodel:tecoa.seen.clean}}", resnet) == "n/a"
+
+
 def test_every_number_the_learn_tab_quotes_is_published():
     numbers = P.defense_numbers()
     for name in ("training_time", "test_time", "training_free", "adaptive", "walkthrough"):
