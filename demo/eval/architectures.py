@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from . import published as P
 from .metrics import fmt_ci
+from .published import PREFIXES, model_results
 
-PREFIXES = {"teaching": "", "teaching-vit": "vit_"}
 TITLES = {"teaching": "ResNet", "teaching-vit": "ViT"}
 
 INTRO = """Both teaching models see the same world through the same text tower (the ViT was trained against
@@ -20,14 +20,6 @@ worst case = an image counts only if it survives both; AutoAttack where the row 
 prompt the image tokens, so they have no ResNet entry.
 """
 
-
-def model_results(results: dict[str, dict], model: str) -> dict[str, dict]:
-    """One teaching model's runs, under the names `published` reads."""
-    prefix = PREFIXES[model]
-    if prefix:
-        return {k[len(prefix):]: v for k, v in results.items() if k.startswith(prefix)}
-    others = tuple(p for p in PREFIXES.values() if p)
-    return {k: v for k, v in results.items() if not k.startswith(others)}
 
 
 def _cell(d: dict | None, key: str, field: str = "worst") -> str:

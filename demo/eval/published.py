@@ -102,6 +102,19 @@ def defense_numbers(results: dict[str, dict] | None = None) -> dict[str, dict]:
     return out
 
 
+# Runs of the ViT teaching model are published under the ResNet model's names with a `vit_` prefix.
+PREFIXES = {"teaching": "", "teaching-vit": "vit_"}
+
+
+def model_results(results: dict[str, dict], model: str) -> dict[str, dict]:
+    """One teaching model's runs, under the names the functions here read."""
+    prefix = PREFIXES[model]
+    if prefix:
+        return {k[len(prefix):]: v for k, v in results.items() if k.startswith(prefix)}
+    others = tuple(p for p in PREFIXES.values() if p)
+    return {k: v for k, v in results.items() if not k.startswith(others)}
+
+
 # {{defense.split.field}}, or {{vit:defense.split.field}} for the ViT teaching model's runs (docs/results/vit_*).
 _TOKEN = re.compile(r"\{\{(?:(\w+):)?(\w+)\.(\w+)\.(\w+)\}\}")
 
@@ -124,7 +137,6 @@ def fill(text: str, numbers: dict[str, dict] | None = None, sweep: dict | None =
 
     def model_numbers(prefix: str) -> dict:
         if prefix not in by_model:  # read once per call, only when a text quotes that model
-            from .architectures import PREFIXES, model_results
             model = next((m for m, p in PREFIXES.items() if p and p.rstrip("_") == prefix), None)
             by_model[prefix] = defense_numbers(model_results(load(), model)) if model else {}
         return by_model[prefix]

@@ -102,7 +102,6 @@ def model_note(scene: Scene, model_key: str, vit_numbers: dict | None = None) ->
         return SAME_ON_VIT if model_key == VIT else ""
     if model_key == VIT and scene.vit:
         if vit_numbers is None:
-            from ..eval.architectures import model_results
-            vit_numbers = published.defense_numbers(model_results(published.load(), VIT))
+            vit_numbers = published.defense_numbers(published.model_results(published.load(), VIT))
         return "*On the ViT teaching model this scene does not show what it says:* " + published.fill(scene.vit, vit_numbers)
     return OTHER_MODEL_NOTE

@@ -66,7 +66,7 @@ def test_fill_quotes_the_results_and_says_when_missing():
 
 
 def test_fill_quotes_the_vit_teaching_model_by_prefix():
-    from demo.eval.architectures import model_results
+    from demo.eval.published import model_results
 
     vit = P.defense_numbers(model_results(P.load(), "teaching-vit"))["tecoa"]["seen"]
     resnet = {"tecoa": {"seen": {"clean": 0.5}}}

@@ -91,7 +91,7 @@ def test_the_jpeg_scene_reason_on_the_vit_is_measured():
     """'the ViT's perturbations survive compression': JPEG against the oblivious attack keeps far fewer
     images right on the ViT than on the ResNet."""
     from demo.eval import published
-    from demo.eval.architectures import model_results
+    from demo.eval.published import model_results
 
     results = published.load()
     resnet = published.defense_numbers(model_results(results, "teaching"))["jpeg"]["seen"]["oblivious"]
