@@ -207,7 +207,7 @@ def _split_runs(results: dict, split: str) -> list[dict]:
 
 def write_all(folder: Path | None = None, docs: Path | None = None) -> list[Path]:
     """Write results.md and leaderboard.md into `docs` (default docs/) from the runs in `folder`."""
-    from . import architectures, prose
+    from . import architectures, interim, prose
 
     everything = P.load() if folder is None else P.load(folder)
     results = architectures.model_results(everything, "teaching")
@@ -251,9 +251,11 @@ def write_all(folder: Path | None = None, docs: Path | None = None) -> list[Path
     path.write_text("\n".join(parts))
     out.append(path)
     board = docs / "leaderboard.md"
+    under_way = interim.text(interim.interim(results, where))
+    under_way += "\n" if under_way else ""
     board.write_text(prose.LEADERBOARD.format(aa_rows=prose.aa_rows_text(numbers), aa_gap=prose.aa_gap(numbers),
                                              dagger_rows=prose.dagger_rows_text(numbers))
-                     + "\n" + leaderboard(numbers) + "\n" + prose.LEADERBOARD_NOTES
+                     + "\n" + leaderboard(numbers) + "\n" + under_way + prose.LEADERBOARD_NOTES
                      + "\n## The same rows on the ViT teaching model\n\n" + architectures.INTRO + "\n"
                      + architectures.side_by_side(everything))
     out.append(board)

@@ -89,3 +89,34 @@ def test_suite_runs_shards_resumes_and_merges(tmp_path, monkeypatch):
     assert kept.read_text() == kept_bytes
     assert _outcome(json.loads((tmp_path / f"{name}.json").read_text())) == _outcome(first)
     assert not R.shard_dir(name).exists()  # nothing (not even a log) written beside the published results
+
+
+def test_an_unfinished_autoattack_run_is_reported_beside_pgd_on_the_same_images(tmp_path, monkeypatch):
+    from demo.eval import interim, published as P
+
+    main(_argv(["--n", "8", "--out", str(tmp_path / "pgd4_tiny_seen")]))
+    name = "aa4_tiny_seen"
+    stronger = _argv(["--n", "8"])
+    stronger[stronger.index("--eps") + 1], stronger[stronger.index("--steps") + 1] = "8", "5"
+    monkeypatch.setitem(R.RUNS, name, "python -m demo.eval " + " ".join(stronger) + f" --out {tmp_path / name}")
+    monkeypatch.setitem(R.SHARD_SIZE, name, 4)
+    first = R.shards(name, tmp_path)[0]
+    main(stronger[:stronger.index("--n")] + ["--start", "0", "--n", "4", "--out", str(first.path.with_suffix(""))]
+         + stronger[stronger.index("--n") + 2:])
+
+    (entry,) = interim.interim(P.load(tmp_path), tmp_path)
+    assert (entry["name"], entry["run"], entry["n"], entry["total"]) == ("jpeg", name, 4, 8)
+    # Per image: PGD-10's oblivious and adaptive predictions on the first 4 images, and the new run's.
+    pgd = next(r for r in P.load(tmp_path)["pgd4_tiny_seen"]["defenses"] if r["name"] == "jpeg")["per_image"]
+    aa = next(r for r in json.loads(first.path.read_text())["defenses"] if r["name"] == "jpeg")["per_image"]
+    labels = P.load(tmp_path)["pgd4_tiny_seen"]["per_image"]["labels"][:4]
+    alone = [pgd["oblivious_pred"][i] == pgd["adaptive_pred"][i] == y for i, y in enumerate(labels)]
+    both = [a and aa["oblivious_pred"][i] == aa["adaptive_pred"][i] == labels[i] for i, a in enumerate(alone)]
+    assert (entry["pgd_worst"], entry["worst"]) == (sum(alone) / 4, sum(both) / 4)
+    assert entry["worst"] < entry["pgd_worst"]  # not vacuous: the stronger attack found more
+    assert "first 4 of 8" in interim.text([entry]) and interim.text([]) == ""
+
+    # Once the run is complete it is published, and no longer reported as under way.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert suite.run([name], jobs=1, folder=tmp_path) == 0
+    assert interim.interim(P.load(tmp_path), tmp_path) == []
