@@ -97,6 +97,9 @@ def _runs() -> tuple[dict[str, str], dict[str, int]]:
     vit["vit_aa4_fap_seen"], shard["vit_aa4_fap_seen"] = f"{AA4} --n 200 --defenses fap", 50  # a ViT-only row
     # FAP's prompts were trained at its paper's 1/255: measured there too.
     vit["vit_pgd1_fap_seen"] = "--attack pgd --eps 1 --steps 10 --n 200 --adaptive --defenses none,fap"
+    # TAPT's prompts too (`demo.train tapt-prompts`, its paper's 1/255); ~18 s per image on one core.
+    vit["vit_pgd1_tapt_seen"] = "--attack pgd --eps 1 --steps 10 --n 200 --adaptive --batch-size 10 --defenses none,tapt"
+    shard["vit_pgd1_tapt_seen"] = 50
     commands |= {name: f"python -m demo.eval --model teaching-vit {args} --out docs/results/{name}"
                  for name, args in vit.items()}
     return commands | {"sanity": "python -m demo.eval.sanity --n 200 --out docs/results/sanity"}, shard
@@ -108,7 +111,7 @@ RUNS, SHARD_SIZE = _runs()
 PRIORITY = ("aa4_ttc_seen", "aa4_rrp_seen", "aa4_anti_seen", "aa4_training_time_held_out",
             "aa4_training_free_held_out", "aa4_ttc_held_out", "aa4_rrp_held_out", "aa4_anti_held_out",
             "aa4_rrp16_seen", "vit_pgd4_main_seen", "vit_pgd4_main_held_out", "vit_aa4_training_time_seen",
-            "vit_pgd4_fap_seen", "vit_pgd4_fap_held_out", "vit_aa4_fap_seen", "vit_pgd4_counter_seen", "vit_pgd4_tapt_seen", "vit_pgd4_tpt_seen", "vit_pgd4_rtpt_seen",
+            "vit_pgd4_fap_seen", "vit_pgd4_fap_held_out", "vit_aa4_fap_seen", "vit_pgd4_counter_seen", "vit_pgd4_tapt_seen", "vit_pgd1_tapt_seen", "vit_pgd4_tpt_seen", "vit_pgd4_rtpt_seen",
             "vit_pgd4_counter_held_out", "vit_pgd4_tapt_held_out", "vit_pgd4_tpt_held_out", "vit_pgd4_rtpt_held_out",
             "aa4_tpt_seen", "aa4_rtpt_seen", "aa4_tpt_held_out", "aa4_rtpt_held_out")
 
