@@ -83,6 +83,16 @@ def test_every_number_the_learn_tab_quotes_is_published():
             assert P.fill(token, numbers) != "n/a", f"{name}.md quotes {token}, which docs/results/ does not hold"
 
 
+def test_the_learn_tabs_comparisons_hold_in_the_published_numbers():
+    from demo.eval.published import model_results
+
+    vit = P.defense_numbers(model_results(P.load(), "teaching-vit"))
+    text = " ".join(assets.content("test_time").split())
+    assert "right through its adaptation, below the undefended ViT's {{vit:none.pgd1.worst}}" in text
+    assert vit["tapt"]["pgd1"]["worst"] < vit["none"]["pgd1"]["worst"]
+    assert vit["tapt"]["pgd1"]["clean"] < vit["none"]["pgd1"]["clean"]
+
+
 def test_the_readme_quotes_the_published_evaluation():
     from pathlib import Path
 
