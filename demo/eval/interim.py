@@ -13,8 +13,8 @@ from pathlib import Path
 
 from . import published as P
 from .assemble import merge
-from .runs import RESULTS_DIR, SHARD_SIZE, progress, shards
 from .metrics import fmt_ci
+from .runs import RESULTS_DIR, SHARD_SIZE, progress, shards
 
 SPLIT_WORDS = {"seen": "seen", "held_out": "held-out"}
 
@@ -67,6 +67,6 @@ def text(entries: list[dict]) -> str:
                      f"of {e['total']} (`{e['run']}`, {e['seconds']:.0f} s so far). {fmt_ci(e['worst'], e['n'])} "
                      f"of them survive every attack, where PGD-10 alone leaves {fmt_ci(e['pgd_worst'], e['n'])} "
                      f"of the same {e['n']}.")
-    return ("**AutoAttack under way on the † rows.** What the finished image shards show so far (too few images "
-            "to rank by; the rows keep their PGD-10 numbers and their † until the run is complete):\n\n"
+    return ("**AutoAttack under way on the † rows.** What the finished image shards show so far (not ranked by: "
+            "the rows keep their PGD-10 numbers and their † until the run is complete):\n\n"
             + "\n".join(lines) + "\n")
