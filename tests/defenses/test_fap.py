@@ -128,3 +128,15 @@ def test_the_deviation_text_states_the_shipped_training_run():
     assert f"batch {meta['batch_size']}" in text and f"lr {meta['lr']:g}" in text
     assert f"at {meta['eps'] * 255:g}/255" in text and f"lambda {meta['lambda']:g}" in text
     assert meta["history"][-1]["epochs"] == meta["epochs"]  # the shipped prompts finished their schedule
+
+
+def test_fap_class_features_are_computed_once_per_label_set_and_equal_fresh_ones(clf):
+    prompts = fap.learned_prompts(clf)
+    first = fap.Prompted(clf, prompts).text
+    assert fap.Prompted(clf, prompts).text is first  # the second prediction reuses them
+    with torch.no_grad():
+        fresh = maple.text_features(maple.learner(clf), prompts)
+    assert torch.allclose(first, fresh, atol=1e-6)
+    other = fap.Prompted(load_model(clf.model_key, "cpu").classifier(["dog", "cat", "bus"]), prompts).text
+    assert other.shape == first.shape and not torch.allclose(other, first)
+    assert torch.allclose(other[0], first[1], atol=1e-5)  # "dog" is "dog" whichever list it is in

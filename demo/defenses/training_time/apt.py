@@ -11,8 +11,6 @@ for any labels the user types, so only the teaching model has one.
 from __future__ import annotations
 
 import threading
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -22,15 +20,13 @@ import torch.nn.functional as F
 from ...models import teaching
 from ...registry import DEFENSES
 from ..base import DefenseError, DefenseOutput, Paradigm, Defense, label_names
+from ..text_cache import TextFeatureCache
 from ..test_time.prompt_learner import PromptLearner
 from .twin import twin_visual
 
 _CTX: dict[str, torch.Tensor] = {}
 _LOCK = threading.Lock()
-# The learned prompt is fixed, so its class text features depend only on (model, labels): computing
-# them once per label set keeps a defended prediction at one image-tower pass, like the plain model.
-_TEXT: "OrderedDict[tuple, tuple[weakref.ref, torch.Tensor]]" = OrderedDict()
-_TEXT_CACHE_SIZE = 32
+_TEXT = TextFeatureCache()
 PROMPTS = {key: model.apt_prompt for key, model in teaching.MODELS.items()}
 
 
@@ -51,22 +47,8 @@ def learned_context(model_key: str | None) -> torch.Tensor:
 
 def prompt_text_features(clf) -> torch.Tensor:
     """L2-normalized text features of the learned prompt for the classifier's labels, cached."""
-    model_key = getattr(clf, "model_key", None)
-    key = (id(clf.clip), model_key, str(clf.device), tuple(clf.classnames))
-    with _LOCK:
-        hit = _TEXT.get(key)
-        # ids are reused after garbage collection; the weak reference tells a stale entry apart.
-        if hit is not None and hit[0]() is clf.clip:
-            _TEXT.move_to_end(key)
-            return hit[1]
-    ctx = learned_context(model_key).to(clf.device)
-    with torch.no_grad():
-        text = F.normalize(PromptLearner.for_classifier(clf).text_features(ctx), dim=-1)
-    with _LOCK:
-        _TEXT[key] = (weakref.ref(clf.clip), text)
-        while len(_TEXT) > _TEXT_CACHE_SIZE:
-            _TEXT.popitem(last=False)
-    return text
+    ctx = learned_context(getattr(clf, "model_key", None)).to(clf.device)
+    return _TEXT.get(clf, lambda: F.normalize(PromptLearner.for_classifier(clf).text_features(ctx), dim=-1))
 
 
 class _APTClassifier(nn.Module):

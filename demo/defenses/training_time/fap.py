@@ -25,11 +25,13 @@ from safetensors.torch import load_file
 from ...models import teaching
 from ...registry import DEFENSES
 from ..base import Defense, DefenseError, DefenseOutput, Paradigm, label_names
+from ..text_cache import TextFeatureCache
 from ..test_time import maple
 
 PROMPTS = {key: m.folder / "fap_prompts.safetensors" for key, m in teaching.MODELS.items()}
 _LOADED: dict[str, "FAPPrompts"] = {}
 _LOCK = threading.Lock()
+_TEXT = TextFeatureCache()
 
 
 class FAPPrompts(nn.Module):
@@ -91,15 +93,14 @@ def learned_prompts(clf: nn.Module) -> FAPPrompts:
 
 
 class Prompted(nn.Module):
-    """The frozen model with the prompts; differentiable in the image. The class features are computed
-    once (they do not depend on the image)."""
+    """The frozen model with the learned prompts; differentiable in the image. The class features do not
+    depend on the image, so they are computed once per (model, labels) and shared."""
 
     def __init__(self, clf: nn.Module, prompts: FAPPrompts):
         super().__init__()
         self.clf, self.prompts = clf, prompts
         self.num_classes = clf.num_classes
-        with torch.no_grad():
-            self.text = maple.text_features(maple.learner(clf), prompts)
+        self.text = _TEXT.get(clf, lambda: maple.text_features(maple.learner(clf), prompts), extra=(id(prompts),))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         feats, _ = maple.encode_image(self.clf, images, self.prompts)
