@@ -9,7 +9,7 @@ from ..defenses.base import Paradigm
 from .. import pipeline
 from ..pipeline import PARADIGMS
 from ..registry import ATTACKS, DEFENSES
-from . import assets, handlers, views
+from . import assets, explore, handlers, views
 from .components import ImageInput, NumberBox, NumberSlider, figure_box, image_box, param_control
 
 DEFAULT_ATTACK = "pgd"
@@ -350,7 +350,7 @@ def _results(page: Page) -> None:
                                       elem_classes=["figure", "chart"])
     with gr.Accordion("Robustness curve for this image", open=False):
         with gr.Row():
-            page.curve_eps = gr.Textbox(value=handlers.DEFAULT_CURVE_EPS, label="eps values (in the attack's unit, /255 for L-inf)",
+            page.curve_eps = gr.Textbox(value=explore.DEFAULT_CURVE_EPS, label="eps values (in the attack's unit, /255 for L-inf)",
                                         elem_id="curve-eps")
             page.curve_btn = gr.Button("Compute curve", elem_id="curve-btn")
         page.curve_chart = figure_box(label="True-label probability vs eps", elem_id="curve-chart",

@@ -15,7 +15,7 @@ import gradio as gr
 from ..pipeline import PARADIGMS
 from ..registry import ATTACKS, DEFENSES
 from ..eval import published
-from . import assets, handlers
+from . import assets, explore, handlers
 from . import jobs, scenes
 from .panels import Page, defense_note, eps_slider_spec, steps_slider_spec
 
@@ -318,7 +318,7 @@ def wire(page: Page, allowed: set[str]) -> None:
     curve_inputs = [page.image, page.labels, page.true_label, page.model, page.attack, page.steps, page.target,
                     page.mode, page.seed, *defenses, page.attack_json, page.defense_json, page.curve_eps]
     curve_outputs = [page.curve_chart, page.curve_table, page.curve_file]
-    ev_curve = chained(page.curve_btn, handlers.curve, curve_inputs, curve_outputs, "curve", [page.curve_chart])
+    ev_curve = chained(page.curve_btn, explore.curve, curve_inputs, curve_outputs, "curve", [page.curve_chart])
 
     clean_first = clean_first_event(classify, LIGHT_LIMIT)
     page.run_btn.click(clean_first, classify_inputs, cols[0], api_visibility="private", show_progress="hidden",
@@ -327,9 +327,9 @@ def wire(page: Page, allowed: set[str]) -> None:
                     page.target, page.seed, page.attack_json]
     steps_outputs = [page.steps_state, page.steps_slider, page.steps_frame, page.steps_heatmap, page.steps_chart,
                      page.steps_caption]
-    ev_steps = chained(page.steps_btn, handlers.record_steps, steps_inputs, steps_outputs, "attack_steps",
+    ev_steps = chained(page.steps_btn, explore.record_steps, steps_inputs, steps_outputs, "attack_steps",
                        [page.steps_frame])
-    scrub = lambda state, k: handlers.show_step(state, k)  # noqa: E731
+    scrub = lambda state, k: explore.show_step(state, k)  # noqa: E731
     page.steps_slider.input(scrub, [page.steps_state, page.steps_slider],
                             [page.steps_frame, page.steps_heatmap, page.steps_chart, page.steps_caption],
                             trigger_mode="always_last", api_visibility="private", concurrency_id=LIGHT,

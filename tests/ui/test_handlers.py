@@ -11,7 +11,7 @@ from PIL import Image
 
 from demo.pipeline import PARADIGMS
 from demo.registry import ATTACKS, DEFENSES
-from demo.ui import handlers, jobs, views
+from demo.ui import explore, handlers, jobs, views
 from demo.ui.handlers import ADAPTIVE, AUTO_TRUE, NO_TARGET, OBLIVIOUS
 
 LABELS_TEXT = "cat\ndog\ncar\ntree"
@@ -132,7 +132,7 @@ def test_curve(image_file, model_key, allowed, attack_name):
     if not any(f.name == "eps" for f in ATTACKS.get(attack_name).params()):
         pytest.skip("attack has no eps")
     free = cheap_free_defense()
-    view = handlers.curve(image_file, LABELS_TEXT, AUTO_TRUE, model_key, attack_name, 2, NO_TARGET, OBLIVIOUS, 0,
+    view = explore.curve(image_file, LABELS_TEXT, AUTO_TRUE, model_key, attack_name, 2, NO_TARGET, OBLIVIOUS, 0,
                           "none", "none", free, "", "", "0, 4", allowed=allowed)
     assert view.chart.dtype == np.uint8
     assert len(view.table) == 2 * (2 if free != "none" else 1)
@@ -422,7 +422,7 @@ def test_the_model_view_is_the_cropped_and_resized_input(tmp_path, model_key, al
 
 
 def test_attack_steps_for_the_scrubber(image_file, model_key, allowed):
-    view = handlers.record_steps(image_file, LABELS_TEXT, AUTO_TRUE, model_key, "pgd", 8, 4, NO_TARGET, 0, "",
+    view = explore.record_steps(image_file, LABELS_TEXT, AUTO_TRUE, model_key, "pgd", 8, 4, NO_TARGET, 0, "",
                                  allowed=allowed)
     frames = view.state["frames"]
     assert len(frames) == 5  # the start of each of the 4 steps, then the final image
@@ -430,12 +430,12 @@ def test_attack_steps_for_the_scrubber(image_file, model_key, allowed):
     for f in frames:  # every frame is a real 8-bit image inside the budget
         assert np.abs(np.asarray(f, dtype=np.int16) - clean).max() <= 8
     assert np.array_equal(frames[-1], view.frame) and "Step 4 of 4" in view.caption
-    frame, heat, chart, caption = handlers.show_step(view.state, 2)
+    frame, heat, chart, caption = explore.show_step(view.state, 2)
     assert np.array_equal(frame, frames[2]) and "Step 2 of 4" in caption and chart.ndim == 3
     with pytest.raises(gr.Error, match="Record"):
-        handlers.show_step(None, 0)
+        explore.show_step(None, 0)
     with pytest.raises(gr.Error, match="does not expose its steps"):
-        handlers.record_steps(image_file, LABELS_TEXT, AUTO_TRUE, model_key, "embedding_pgd", 4, 2, NO_TARGET, 0,
+        explore.record_steps(image_file, LABELS_TEXT, AUTO_TRUE, model_key, "embedding_pgd", 4, 2, NO_TARGET, 0,
                               "", allowed=allowed)
 
 
