@@ -6,9 +6,7 @@ cheap request (a classification, a one-step attack) runs beside them instead of 
 """
 from __future__ import annotations
 
-import inspect
 import json
-import threading
 
 import gradio as gr
 
@@ -17,6 +15,7 @@ from ..registry import ATTACKS, DEFENSES
 from ..eval import published
 from . import assets, explore, handlers
 from . import jobs, scenes
+from .events import clean_first_event, long_event, quick_event, stream_event
 from .panels import Page, defense_note, eps_slider_spec, steps_slider_spec
 
 COMPUTE = "compute"     # concurrency group of the heavy events
@@ -31,73 +30,6 @@ START_JS = """() => {
 PRESENTER_FROM_URL = ("() => { const v = new URLSearchParams(window.location.search).get('presenter'); "
                       "if (v && v !== '0') document.body.classList.add('presenter'); }")
 STOP_JS = "() => { document.getElementById('results-area')?.classList.add('stale'); }"
-
-
-def _named(fn, handler, extra: tuple = (), extra_kw: dict | None = None):
-    """Give `fn` the handler's positional parameters as its signature, so the API documents real names."""
-    params = [p for p in inspect.signature(handler).parameters.values()
-              if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
-    params += [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for k in extra]
-    params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in (extra_kw or {}).items()]
-    fn.__signature__ = inspect.Signature(params)
-    fn.__name__ = handler.__name__
-    fn.__doc__ = handler.__doc__
-    return fn
-
-
-def long_event(handler, allowed: set[str]):
-    """An event around a long handler: progress bar, flat outputs, and a run that stops when the
-    session's stop token (last input) is set, the event is cancelled or the client goes away."""
-
-    async def run(*args, progress=gr.Progress()):
-        *values, token = args
-        jobs.start(token)
-        work = jobs.on_gpu(
-            lambda: _flat(handler(*values, allowed=allowed, progress=jobs.guarded(progress, token))),
-            lambda: handler(*values, allowed=allowed, progress=None))
-        try:
-            return await jobs.run_stoppable(work, token)
-        except jobs.Cancelled:
-            raise gr.Error("Stopped.", title="Stopped", print_exception=False) from None
-
-    return _named(run, handler, ("stop_token",), {"progress": gr.Progress()})
-
-
-def stream_event(handler, allowed: set[str]):
-    """`long_event` for a handler that takes `emit`: each partial result it emits reaches the page at
-    once (the clean column first, then the attacked one, then each defense), the full result last."""
-
-    async def run(*args, progress=gr.Progress()):
-        *values, token = args
-        jobs.start(token)
-
-        def work(emit):
-            def relay(view):
-                emit(_flat(view))
-
-            return jobs.on_gpu(
-                lambda: _flat(handler(*values, allowed=allowed, progress=jobs.guarded(progress, token), emit=relay)),
-                lambda: handler(*values, allowed=allowed, progress=None))()
-
-        try:
-            async for _, value in jobs.run_streaming(work, token):
-                yield value
-        except jobs.Cancelled:
-            raise gr.Error("Stopped.", title="Stopped", print_exception=False) from None
-
-    return _named(run, handler, ("stop_token",), {"progress": gr.Progress()})
-
-
-def _flat(value):
-    return handlers.flat(value) if isinstance(value, tuple) else value
-
-
-def quick_event(handler, allowed: set[str]):
-    def run(*args):
-        value = handler(*args, allowed=allowed)
-        return handlers.flat(value) if isinstance(value, tuple) else value
-
-    return _named(run, handler)
 
 
 def _collector(page: Page):
@@ -168,26 +100,6 @@ def _defense_changed(page: Page, paradigm):
         return [note] + [gr.Group(visible=g.owner == name) for g in groups]
 
     return changed, [page.defense_info[paradigm]] + [g.group for g in groups]
-
-
-def clean_first_event(classify, limit: int):
-    """The clean column at once, outside the queue (its round trips cost ~150 ms), beside the comparison,
-    which sends the same column again and reports any input problem once. Bounded by its own `limit`
-    slots instead of the queue: when they are all taken it skips, it never waits."""
-    slots = threading.BoundedSemaphore(limit)
-    skip = (gr.skip(), gr.skip(), gr.skip())
-
-    def clean_first(*args):
-        if not slots.acquire(blocking=False):
-            return skip
-        try:
-            return classify(*args)
-        except gr.Error:
-            return skip
-        finally:
-            slots.release()
-
-    return clean_first
 
 
 def wire(page: Page, allowed: set[str]) -> None:

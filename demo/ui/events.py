@@ -1,0 +1,101 @@
+"""Event wrappers: a handler of `handlers` (or `explore`) as a Gradio event function.
+
+Long handlers show a progress bar and can be stopped (`jobs`); a streaming one sends each column as it
+is ready; quick ones return at once. Each wrapper keeps the handler's parameter names as its signature,
+so the page's API documents real names.
+"""
+from __future__ import annotations
+
+import inspect
+import threading
+
+import gradio as gr
+
+from . import handlers, jobs
+
+
+def _named(fn, handler, extra: tuple = (), extra_kw: dict | None = None):
+    """Give `fn` the handler's positional parameters as its signature, so the API documents real names."""
+    params = [p for p in inspect.signature(handler).parameters.values()
+              if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    params += [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for k in extra]
+    params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in (extra_kw or {}).items()]
+    fn.__signature__ = inspect.Signature(params)
+    fn.__name__ = handler.__name__
+    fn.__doc__ = handler.__doc__
+    return fn
+
+
+def long_event(handler, allowed: set[str]):
+    """An event around a long handler: progress bar, flat outputs, and a run that stops when the
+    session's stop token (last input) is set, the event is cancelled or the client goes away."""
+
+    async def run(*args, progress=gr.Progress()):
+        *values, token = args
+        jobs.start(token)
+        work = jobs.on_gpu(
+            lambda: _flat(handler(*values, allowed=allowed, progress=jobs.guarded(progress, token))),
+            lambda: handler(*values, allowed=allowed, progress=None))
+        try:
+            return await jobs.run_stoppable(work, token)
+        except jobs.Cancelled:
+            raise gr.Error("Stopped.", title="Stopped", print_exception=False) from None
+
+    return _named(run, handler, ("stop_token",), {"progress": gr.Progress()})
+
+
+def stream_event(handler, allowed: set[str]):
+    """`long_event` for a handler that takes `emit`: each partial result it emits reaches the page at
+    once (the clean column first, then the attacked one, then each defense), the full result last."""
+
+    async def run(*args, progress=gr.Progress()):
+        *values, token = args
+        jobs.start(token)
+
+        def work(emit):
+            def relay(view):
+                emit(_flat(view))
+
+            return jobs.on_gpu(
+                lambda: _flat(handler(*values, allowed=allowed, progress=jobs.guarded(progress, token), emit=relay)),
+                lambda: handler(*values, allowed=allowed, progress=None))()
+
+        try:
+            async for _, value in jobs.run_streaming(work, token):
+                yield value
+        except jobs.Cancelled:
+            raise gr.Error("Stopped.", title="Stopped", print_exception=False) from None
+
+    return _named(run, handler, ("stop_token",), {"progress": gr.Progress()})
+
+
+def _flat(value):
+    return handlers.flat(value) if isinstance(value, tuple) else value
+
+
+def quick_event(handler, allowed: set[str]):
+    def run(*args):
+        value = handler(*args, allowed=allowed)
+        return handlers.flat(value) if isinstance(value, tuple) else value
+
+    return _named(run, handler)
+
+
+def clean_first_event(classify, limit: int):
+    """The clean column at once, outside the queue (its round trips cost ~150 ms), beside the comparison,
+    which sends the same column again and reports any input problem once. Bounded by its own `limit`
+    slots instead of the queue: when they are all taken it skips, it never waits."""
+    slots = threading.BoundedSemaphore(limit)
+    skip = (gr.skip(), gr.skip(), gr.skip())
+
+    def clean_first(*args):
+        if not slots.acquire(blocking=False):
+            return skip
+        try:
+            return classify(*args)
+        except gr.Error:
+            return skip
+        finally:
+            slots.release()
+
+    return clean_first
