@@ -47,8 +47,12 @@ class ZeroShotClassifier(nn.Module):
     ):
         super().__init__()
         self.clip = clip
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        # On the text features' device, which is the model's: a GPU model's inputs meet them there.
+        device = text_features.device
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+                             persistent=False)
         self.register_buffer("text_features", text_features.detach(), persistent=False)
         self.classnames = list(classnames)
         self.logit_scale = float(min(logit_scale, MAX_LOGIT_SCALE))

@@ -37,3 +37,18 @@ def test_passes_are_counted_per_context(tiny_clf, tiny_images):
         x = tiny_images.clone().requires_grad_(True)
         tiny_clf(x).sum().backward()
     assert c.forward == 3 and c.grad == 3
+
+
+def test_a_classifier_keeps_its_whole_forward_on_the_models_device(tiny_model):
+    """On a GPU the inputs, the model and the normalisation constants must all be on the GPU. The `meta`
+    device stands in for one: any CPU tensor mixed into the forward pass raises there as it would on cuda."""
+    import copy
+
+    from demo.models.classifier import ZeroShotClassifier, build_text_features
+
+    clip = copy.deepcopy(tiny_model.clip).to("meta")
+    feats = build_text_features(clip, tiny_model.tokenizer, ["cat", "dog"], ["a photo of a {}."])
+    clf = ZeroShotClassifier(clip, tiny_model.mean, tiny_model.std, feats, ["cat", "dog"], 10.0)
+    size = tiny_model.image_size
+    logits = clf(torch.rand(3, 3, size, size, device="meta"))
+    assert logits.shape == (3, 2) and logits.device.type == "meta" and clf.mean.device.type == "meta"
