@@ -74,12 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--n", type=int, default=500, help="calibration images")
     t.add_argument("--max-drop", type=float, default=2.0, help="clean accuracy TTC may cost, in points")
     t.add_argument("--out", type=Path, default=None, help="output .json (default: the model's assets)")
-    for s in sub.choices.values():
+    for name, s in sub.choices.items():
         s.add_argument("--model", choices=sorted(teaching.MODELS), default="teaching",
                        help="which teaching model (teaching-vit borrows the ResNet model's text tower)")
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--minutes", type=float, default=None, help="stop (and save) after this much wall time")
         s.add_argument("--threads", type=int, default=None)
+        if name in ("clip", "finetune", "tecoa", "fare", "pmg_aft"):
+            s.add_argument("--device", default="cpu", help="cpu or cuda (the world is rendered on the CPU either way)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
@@ -89,19 +91,19 @@ def main(argv: list[str] | None = None) -> int:
         from .clip_pretrain import train_clip
 
         result = train_clip(args.steps, args.batch_size, args.lr, args.seed, args.minutes, args.out or which.folder,
-                            args.eval_every, args.init, which, args.distill, args.hints, args.factors)
+                            args.eval_every, args.init, which, args.distill, args.hints, args.factors, args.device)
     elif args.what in ("tecoa", "fare", "pmg_aft"):
         from .robust import train_robust
 
         result = train_robust(args.what, args.steps, args.batch_size, args.lr, args.eps / 255, args.inner_steps,
                               args.inner_alpha / 255, args.seed, args.minutes, args.out or which.visual_weights(args.what),
-                              args.eval_every, model=args.model)
+                              args.eval_every, model=args.model, device=args.device)
     elif args.what == "finetune":
         from .robust import finetune_teaching
 
         result = finetune_teaching(args.steps, args.batch_size, args.lr, args.seed, args.minutes,
                                    args.out or which.folder, args.eval_every, args.logit_scale, args.model,
-                                   args.shape_hues, args.hue_batch)
+                                   args.shape_hues, args.hue_batch, args.device)
     elif args.what == "apt":
         from .apt import train_apt
 

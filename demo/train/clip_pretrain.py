@@ -53,11 +53,15 @@ def load_trained(which: teaching.TeachingModel, folder) -> dict[str, torch.Tenso
 
 def train_clip(steps: int, batch_size: int, lr: float, seed: int, minutes: float | None, out_dir, eval_every: int,
                init=None, which: teaching.TeachingModel = teaching.MODELS["teaching"], distill: float = 0.0,
-               hints: float = 0.0, factors: float = 0.0) -> dict:
+               hints: float = 0.0, factors: float = 0.0, device: str = "cpu") -> dict:
+    device = torch.device(device)
     model, tokenizer = build_fresh(seed, which)
     distiller = Distiller(which, model, tokenizer, distill, hints, factors) if distill or hints or factors else None
     if init is not None:  # continue from an earlier run's weights (a new schedule, new data seeds)
         model.load_state_dict(load_trained(which, init), strict=which.tower is None)
+    model.to(device)
+    if distiller is not None:
+        distiller.to(device)
     model.train()
     trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if distiller is not None and distiller.regressor is not None:  # used in training only, never saved
@@ -69,16 +73,17 @@ def train_clip(steps: int, batch_size: int, lr: float, seed: int, minutes: float
     warmup = max(1, steps // 20)
     loader = iter(world_loader(batch_size, seed))
     for step in range(steps):
-        images, _, caps, match = next(loader)
+        images, _, caps, match = next(loader)  # rendered on the CPU by the loader's worker
+        images, match, tokens = images.to(device), match.to(device), tokenizer(caps).to(device)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, steps, warmup, lr)
         x = _normalize(images)  # the inputs inference sees
         if distiller is None:
-            img, txt, scale = model(x, tokenizer(caps))
+            img, txt, scale = model(x, tokens)
             loss = contrastive_loss(img, txt, scale, match)
         else:
             img, hint = distiller.encode(model.visual, x)
-            txt, scale = model.encode_text(tokenizer(caps)), model.logit_scale.exp()
+            txt, scale = model.encode_text(tokens), model.logit_scale.exp()
             loss = contrastive_loss(img, txt, scale, match) + distiller.loss(x, img, hint, scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -106,8 +111,8 @@ def train_clip(steps: int, batch_size: int, lr: float, seed: int, minutes: float
 
 
 def _normalize(images: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(teaching.MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(teaching.STD).view(1, 3, 1, 1)
+    mean = torch.tensor(teaching.MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(teaching.STD, device=images.device).view(1, 3, 1, 1)
     return (images - mean) / std
 
 

@@ -60,14 +60,15 @@ def zero_shot_accuracy(clf: ZeroShotClassifier, n: int = 500, seed: int = 1, spl
     correct = 0
     for i in range(0, n, batch):
         images, labels, _ = world.make_batch(min(batch, n - i), seed * 1000 + i, teaching.IMAGE_SIZE, split)
-        correct += int((clf(images).argmax(1) == labels).sum())
+        correct += int((clf(images.to(clf.device)).argmax(1).cpu() == labels).sum())
     return correct / n
 
 
 def save_half(state: dict[str, torch.Tensor], path: Path, meta: dict | None = None) -> None:
     """fp16 safetensors: halves the shipped size; weights are cast back to fp32 on load."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: (v.detach().half() if v.is_floating_point() else v.detach()).contiguous() for k, v in state.items()}
+    tensors = {k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu().contiguous()
+               for k, v in state.items()}
     save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in (meta or {}).items()})
 
 

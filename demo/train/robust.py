@@ -79,13 +79,14 @@ def _classifier(base, visual, feats, classnames, logit_scale: float | None = Non
 def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float, inner_steps: int,
                  inner_alpha: float, seed: int, minutes: float | None, out_path, eval_every: int,
                  logit_scale: float | None = None, model: str = "teaching", shape_hues: float = 0.0,
-                 hue_batch: int = 32) -> dict:
+                 hue_batch: int = 32, device: str = "cpu") -> dict:
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if shape_hues and method != "finetune":
         raise ValueError("shape_hues is a term of clean fine-tuning (method 'finetune')")
     torch.manual_seed(seed)
-    base = load_model(model, "cpu")
+    base = load_model(model, device)
+    device = base.device
     frozen = base.clip.visual  # phi_0: shared, frozen, never updated
     visual = copy.deepcopy(frozen).requires_grad_(True)
     visual.eval()  # frozen BatchNorm statistics; affine parameters still train
@@ -93,6 +94,7 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
     seen_feats = build_text_features(base.clip, base.tokenizer, seen_names, [world.EVAL_TEMPLATE])
     remap = torch.full((len(world.CLASSNAMES),), -1, dtype=torch.long)
     remap[torch.tensor(world.SEEN_CLASSES)] = torch.arange(len(world.SEEN_CLASSES))
+    remap = remap.to(device)
     clf = _classifier(base, visual, seen_feats, seen_names, logit_scale)
     if shape_hues:
         shape_feats = build_text_features(base.clip, base.tokenizer, world.SHAPES, ["a photo of a {}."])
@@ -100,12 +102,13 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
     original = _classifier(base, frozen, seen_feats, seen_names, logit_scale)
     opt = torch.optim.AdamW(visual.parameters(), lr=lr, weight_decay=1e-4)
     warmup = max(1, steps // 10)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
     attack = ATTACKS.create("pgd", eps=eps, alpha=inner_alpha, steps=inner_steps) if method in ("tecoa", "pmg_aft") else None
     loader = iter(world_loader(batch_size, seed + 100))
     clock, history = Clock(minutes), []
     for step in range(steps):
-        images, labels, _, _ = next(loader)
+        images, labels, _, _ = next(loader)  # rendered on the CPU by the loader's worker
+        images, labels = images.to(device), labels.to(device)
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, steps, warmup, lr)
         if method in ("tecoa", "finetune"):
@@ -115,8 +118,8 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
             if shape_hues:
                 scenes = world.sample_scenes(hue_batch, hue_gen, "all")
                 shapes = world.render(scenes, teaching.IMAGE_SIZE, hue_gen, world.off_palette_hues(scenes.shape, hue_gen))
-                loss = loss + shape_hues * F.cross_entropy(clf.logits_from_features(clf.encode(shapes), shape_feats),
-                                                           scenes.shape)
+                loss = loss + shape_hues * F.cross_entropy(
+                    clf.logits_from_features(clf.encode(shapes.to(device)), shape_feats), scenes.shape.to(device))
         elif method == "pmg_aft":
             y = remap[labels]
             adv = attack(clf, images, y, seed=seed * 100_003 + step).adv_images
@@ -155,6 +158,7 @@ def _evaluate(base, visual, step: int, loss: float, seconds: float, eps: float, 
     feats = build_text_features(base.clip, base.tokenizer, world.CLASSNAMES, [world.EVAL_TEMPLATE])
     clf = _classifier(base, visual, feats, world.CLASSNAMES, logit_scale)
     images, labels, _ = world.make_batch(n, 7, teaching.IMAGE_SIZE, "seen")
+    images, labels = images.to(clf.device), labels.to(clf.device)
     adv = ATTACKS.create("pgd", eps=eps, alpha=eps / 4, steps=10)(clf, images, labels, seed=0).adv_images
     with torch.no_grad():
         robust = float((clf(adv).argmax(1) == labels).float().mean())
@@ -166,7 +170,7 @@ def _evaluate(base, visual, step: int, loss: float, seconds: float, eps: float, 
 
 def finetune_teaching(steps: int, batch_size: int, lr: float, seed: int, minutes: float | None, out_dir,
                       eval_every: int, logit_scale: float | None = None, model: str = "teaching",
-                      shape_hues: float = 0.0, hue_batch: int = 32) -> dict:
+                      shape_hues: float = 0.0, hue_batch: int = 32, device: str = "cpu") -> dict:
     """Clean fine-tuning of the teaching model's image tower, written back into its checkpoint.
 
     `logit_scale`, when given, is used for the loss and written into the checkpoint. Pretrained CLIPs
@@ -184,7 +188,7 @@ def finetune_teaching(steps: int, batch_size: int, lr: float, seed: int, minutes
         raise ValueError(f"{model} borrows its logit scale with its text tower; fine-tune it without --logit-scale")
     tmp = out_dir / "visual_finetune.tmp.safetensors"
     result = train_robust("finetune", steps, batch_size, lr, 4 / 255, 0, 0.0, seed, minutes, tmp, eval_every,
-                          logit_scale, model, shape_hues, hue_batch)
+                          logit_scale, model, shape_hues, hue_batch, device)
     meta = json.loads(tmp.with_suffix(".json").read_text())
     if which.tower is not None:  # the tower file is the whole of this model's own weights
         save_half(load_file(str(tmp)), out_dir / which.tower.name, {"training": {"stage": "finetune", **meta}})

@@ -93,3 +93,21 @@ def test_the_off_palette_shape_term_belongs_to_clean_fine_tuning_only(tmp_path):
     with pytest.raises(ValueError, match="clean fine-tuning"):
         robust.train_robust("tecoa", 1, 4, 1e-3, 4 / 255, 1, 1 / 255, 0, None, tmp_path / "x.safetensors", 1,
                             shape_hues=1.0)
+
+
+@pytest.mark.parametrize("command, module, function", [
+    ("clip", "clip_pretrain", "train_clip"), ("finetune", "robust", "finetune_teaching"),
+    ("fare", "robust", "train_robust")])
+def test_the_training_commands_pass_their_device_on(command, module, function, monkeypatch, tmp_path):
+    """`--device cuda` reaches the training function (whose tensors then follow the model there); the
+    default stays the CPU, where the shipped weights were trained."""
+    import importlib
+
+    from demo.train.__main__ import main
+
+    target = importlib.import_module(f"demo.train.{module}")
+    seen = []
+    monkeypatch.setattr(target, function, lambda *a, **k: seen.append(k.get("device", a[-1])) or {})
+    main([command, "--steps", "1", "--out", str(tmp_path / "out"), "--device", "cuda"])
+    main([command, "--steps", "1", "--out", str(tmp_path / "out")])
+    assert seen == ["cuda", "cpu"]
