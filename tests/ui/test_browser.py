@@ -24,6 +24,9 @@ if not os.path.exists(CHROMIUM):
     pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)",
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+# Playwright's assertions wait 5 s by default, set apart from the page's timeout: on a loaded 2-core machine
+# a model switch or a scene's first update can take longer, which made a scene check fail now and then.
+sync_api.expect.set_options(timeout=60_000)
 
 
 @pytest.fixture(scope="module")
