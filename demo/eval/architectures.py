@@ -46,3 +46,31 @@ def side_by_side(results: dict[str, dict]) -> str:
                 [_cell(d, "held_out") for d in ds] + [_cell(d, "aa4") for d in ds]
         lines.append(f"| {first['title']} | {first['paradigm']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+PROBE_TEXT = """**Why the ViT names held-out pairs less often.** Linear probes learn to read the shape (or the colour)
+from one stage of each image tower, trained on images of seen pairs only, and are tested on images of the
+held-out pairs, whose colour and shape the towers never saw together. Colour is read at every stage of both
+towers (at least {colour_min} on held-out pairs). The shape of a held-out pair is read from the ResNet's image
+embedding {resnet} of the time and from the ViT's {vit}: the ViT's features tie a shape to the colours it was
+seen in, so it names a held-out pair by a seen shape of the right colour; the ResNet's deep features keep
+more of the shape apart from the colour. Probe accuracy is not zero-shot accuracy (that reads the
+embedding with the text tower's class prompts), but both rank the two towers the same way.
+
+"""
+
+
+def probe_section(results: dict[str, dict]) -> str:
+    """The shape-probe finding and its table, from docs/results/shape_probe.json; '' before it is run."""
+    from .probe import table
+
+    probe = results.get("shape_probe")
+    if not probe:
+        return ""
+    models, n = probe["models"], probe["n_test"]
+    colour = min(s["colour_held_out"] for r in models.values() for s in r["stages"])
+    last = {m: r["stages"][-1]["shape_held_out"] for m, r in models.items()}
+    return (PROBE_TEXT.format(colour_min=f"{100 * colour:.1f}%", resnet=fmt_ci(last["teaching"], n),
+                              vit=fmt_ci(last["teaching-vit"], n))
+            + f"`{probe['command']}` ({probe['n_train']} seen images to learn from, {n} test images per split):\n\n"
+            + table(probe))

@@ -1,0 +1,54 @@
+"""The linear probes behind the ResNet/ViT comparison of what each tower's features say about held-out pairs."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from demo.eval import architectures, probe
+from demo.eval import published as P
+
+
+def test_a_probe_reads_what_the_features_carry_and_nothing_else():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (400,), generator=g)
+    x = torch.randn(400, 6, generator=g)
+    x[:, 2] += 6.0 * y  # the class is written in one feature
+    predict = probe.fit_probe(x[:300], y[:300], 4)
+    assert float((predict(x[300:]) == y[300:]).float().mean()) > 0.9
+    noise = torch.randn(400, 6, generator=g)  # no class in these features: held-out accuracy near chance
+    predict = probe.fit_probe(noise[:300], y[:300], 4)
+    assert float((predict(noise[300:]) == y[300:]).float().mean()) < 0.45
+
+
+def test_the_probe_command_writes_every_stage_of_both_towers(tmp_path):
+    out = tmp_path / "probe"
+    assert probe.main(["--n-train", "64", "--n-test", "32", "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["command"] == f"python -m demo.eval.probe --n-train 64 --n-test 32 --out {out}"
+    for model in probe.MODELS:
+        r = result["models"][model]
+        assert len(r["stages"]) == len(r["stage_names"]) == 5 and r["stage_names"][-1] == "image embedding"
+        for stage in r["stages"]:
+            assert all(0.0 <= stage[f"{w}_{s}"] <= 1.0 for w in probe.TARGETS for s in ("seen", "held_out"))
+    assert out.with_suffix(".md").read_text().count("| ViT |") == 5
+
+
+def test_the_published_probe_is_what_the_results_page_quotes():
+    results = P.load()
+    text = architectures.probe_section(results)
+    assert architectures.probe_section({}) == ""
+    probe_result = results["shape_probe"]
+    n = probe_result["n_test"]
+    for model in probe.MODELS:
+        last = probe_result["models"][model]["stages"][-1]["shape_held_out"]
+        assert f"{100 * last:.1f}% [" in text
+    assert text in (P.RESULTS_DIR.parent / "results.md").read_text()
+    assert f"{n} test images per split" in text
+
+
+def test_the_readme_quotes_the_published_probe():
+    models = P.load()["shape_probe"]["models"]
+    readme = (P.RESULTS_DIR.parents[1] / "README.md").read_text()
+    resnet, vit = (round(100 * models[m]["stages"][-1]["shape_held_out"]) for m in ("teaching", "teaching-vit"))
+    assert f"from the ResNet's image embedding {resnet}% of the time and from the ViT's {vit}%" in " ".join(readme.split())
