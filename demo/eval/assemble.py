@@ -119,10 +119,16 @@ def _setting(result: dict) -> tuple:
             result["adaptive"], result["eot"], [r["name"] for r in result["defenses"]])
 
 
-def _concat(raws: list[dict]) -> dict:
+def _concat(raws: list[dict], ms_weights: list[float] | None = None) -> dict:
+    """`ms_weights`: how much each shard's measured milliseconds count (see `timing_weights`)."""
+    w = ms_weights or [1.0] * len(raws)
+
+    def total(costs: list[dict]) -> dict:
+        return {k: sum(c[k] * (wi if k == "ms" else 1.0) for c, wi in zip(costs, w)) for k in ("ms", "forward", "grad")}
+
     out = {k: [v for r in raws for v in r[k]] for k in ("labels", "clean_pred", "adv_pred", "linf", "l2")}
     out["target"] = None if raws[0]["target"] is None else [v for r in raws for v in r["target"]]
-    out["cost"] = {"attack": {k: sum(r["cost"]["attack"][k] for r in raws) for k in ("ms", "forward", "grad")}}
+    out["cost"] = {"attack": total([r["cost"]["attack"] for r in raws])}
     out["rows"] = []
     for i, first in enumerate(raws[0]["rows"]):
         parts = [r["rows"][i] for r in raws]
@@ -133,8 +139,7 @@ def _concat(raws: list[dict]) -> dict:
             continue
         row["per_image"] = {k: [v for p in parts for v in p["per_image"][k]] for k in first["per_image"]}
         row["variants"] = {v: [x for p in parts for x in p["variants"][v]] for v in first.get("variants", {})}
-        row["cost"] = {c: {k: sum(p["cost"][c][k] for p in parts) for k in ("ms", "forward", "grad")}
-                       for c in first["cost"]}
+        row["cost"] = {c: total([p["cost"][c] for p in parts]) for c in first["cost"]}
         out["rows"].append(row)
     return out
 
@@ -158,6 +163,34 @@ def merge(shards: list[dict], command: str | None = None) -> dict:
     meta["seconds"] = sum(s["seconds"] for s in shards)
     meta["shards"] = [{"start": s["data"].get("start", 0), "n": s["data"]["n"], "seconds": s["seconds"],
                        "device": s["device"], "threads": s["threads"]} for s in shards]
+    weights = timing_weights(shards)
+    if any(x == 0.0 for x in weights):
+        meta["device"] = "cpu"
+        meta["timing"] = "per-image times from the CPU shards only (the others ran on a GPU)"
     if command is not None:
         meta["command"] = command
-    return summarize(meta, _concat([raw_of(s) for s in shards]))
+    return summarize(meta, _concat([raw_of(s) for s in shards], weights))
+
+
+def timing_weights(shards: list[dict]) -> list[float]:
+    """How much each shard's milliseconds count in the merged per-image times. Shards run on one kind of
+    device count once each. When some ran on the CPU and some on a GPU, a sum would be neither machine's
+    time: only the CPU shards count, scaled to every image, so the merged times stay CPU times (what the
+    published tables state) while every outcome still comes from every shard."""
+    cpu = [s["device"] == "cpu" for s in shards]
+    if all(cpu) or not any(cpu):
+        return [1.0] * len(shards)
+    n_all = sum(s["data"]["n"] for s in shards)
+    n_cpu = sum(s["data"]["n"] for s, c in zip(shards, cpu) if c)
+    return [n_all / n_cpu if c else 0.0 for c in cpu]
+
+
+def shard_wall(shards: list[dict]) -> str:
+    """The wall time of image shards in words, CPU and GPU shards apart ('40 s in 4 image shards')."""
+    gpu = [s for s in shards if s["device"] != "cpu"]
+    cpu = [s for s in shards if s["device"] == "cpu"]
+    if not gpu or not cpu:
+        where = " on a GPU" if gpu else ""
+        return f"{sum(s['seconds'] for s in shards):.0f} s in {len(shards)} image shards{where}"
+    return (f"{len(shards)} image shards: {sum(s['seconds'] for s in cpu):.0f} s for {len(cpu)} on the CPU, "
+            f"{sum(s['seconds'] for s in gpu):.0f} s for {len(gpu)} on a GPU")

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from . import published as P
-from .assemble import merge
+from .assemble import merge, shard_wall
 from .metrics import fmt_ci
 from .runs import RESULTS_DIR, SHARD_SIZE, progress, shards
 
@@ -53,7 +53,7 @@ def interim(results: dict[str, dict], folder: Path = RESULTS_DIR) -> list[dict]:
             alone, _ = P.per_image_worst(before, k)
             out.append({"name": name, "title": row["title"], "split": m["split"], "run": run, "n": k,
                         "total": progress(run, folder)[1], "worst": both, "pgd_worst": alone,
-                        "seconds": sum(s["seconds"] for s in done)})
+                        "wall": shard_wall(done)})
     return out
 
 
@@ -64,7 +64,7 @@ def text(entries: list[dict]) -> str:
     lines = []
     for e in entries:
         lines.append(f"- {e['title']}, {SPLIT_WORDS[e['split']]} images: AutoAttack has run on the first {e['n']} "
-                     f"of {e['total']} (`{e['run']}`, {e['seconds']:.0f} s so far). {fmt_ci(e['worst'], e['n'])} "
+                     f"of {e['total']} (`{e['run']}`, {e['wall']} so far). {fmt_ci(e['worst'], e['n'])} "
                      f"of them survive every attack, where PGD-10 alone leaves {fmt_ci(e['pgd_worst'], e['n'])} "
                      f"of the same {e['n']}.")
     return ("**AutoAttack under way on the † rows.** What the finished image shards show so far (not ranked by: "

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import published as P
+from .assemble import shard_wall
 from .metrics import fmt_ci, significantly_above, wilson_interval
 from .report import attack_label
 from .summary import how_attacked
@@ -167,8 +168,7 @@ def leaderboard(numbers: dict[str, dict]) -> str:
 
 def _commands(tables_runs: list[dict]) -> str:
     def wall(r: dict) -> str:
-        shards = r.get("shards")
-        return f"{r['seconds']:.0f} s" + (f" in {len(shards)} image shards" if shards else "")
+        return shard_wall(r["shards"]) if r.get("shards") else f"{r['seconds']:.0f} s"
 
     return "\n".join(f"- `{r['command']}` ({wall(r)})" for r in tables_runs) + "\n"
 

@@ -49,6 +49,29 @@ def test_shards_merge_into_the_unsharded_result(capsys):
     assert other["per_image"]["l2"] != parts[0]["per_image"]["l2"]
 
 
+def test_shards_from_a_gpu_keep_every_outcome_and_leave_the_times_to_the_cpu_shards(capsys):
+    import copy
+
+    from demo.eval.assemble import shard_wall
+
+    parts = [main(_argv(["--start", str(s), "--n", "4"])) for s in (0, 4)]
+    on_cpu = merge(copy.deepcopy(parts))
+    gpu = copy.deepcopy(parts[1])
+    gpu["device"] = "cuda:0"  # as a GPU run records it; its times are a GPU's
+    for row in gpu["defenses"]:
+        row["ms_per_image"] *= 0.01
+    gpu["undefended"]["ms_per_image"] *= 0.01
+    mixed = merge([parts[0], gpu])
+    assert _outcome({k: v for k, v in mixed.items() if k != "timing"}) == _outcome(
+        {k: v for k, v in on_cpu.items() if k != "device"} | {"device": "cpu"})
+    assert "CPU shards only" in mixed["timing"] and mixed["device"] == "cpu"
+    cpu_row = next(r for r in parts[0]["defenses"] if r["name"] == "jpeg")
+    row = next(r for r in mixed["defenses"] if r["name"] == "jpeg")
+    assert row["ms_per_image"] == pytest.approx(cpu_row["ms_per_image"])  # the CPU shard's per-image time
+    assert row["passes_per_image"] == next(r for r in on_cpu["defenses"] if r["name"] == "jpeg")["passes_per_image"]
+    assert "on a GPU" in shard_wall(mixed["shards"]) and "GPU" not in shard_wall(on_cpu["shards"])
+
+
 def test_merge_refuses_gaps_and_other_settings(capsys):
     a = main(_argv(["--start", "0", "--n", "4"]))
     c = main(_argv(["--start", "8", "--n", "4"]))
