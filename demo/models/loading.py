@@ -42,6 +42,14 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _indexed(device: torch.device) -> torch.device:
+    """'cuda' as 'cuda:<current>': a model's tensors report the indexed form, so a cache keyed by the bare
+    name would build a second copy when asked again with `model.device`."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
@@ -214,7 +222,7 @@ def load_model(name: str, device: torch.device | str | None = None) -> LoadedMod
         ModelLoadError: the weights could not be loaded (missing file, hub unreachable, bad checkpoint).
     """
     spec = spec_for(name)
-    device = torch.device(device) if device is not None else pick_device()
+    device = _indexed(torch.device(device) if device is not None else pick_device())
     key = (spec.key, str(device))
     with _CACHE_LOCK:
         if key in _CACHE:
@@ -243,7 +251,7 @@ def load_image_tower(name: str, device: torch.device | str | None = None) -> nn.
         ValueError, ModelLoadError: as `load_model`.
     """
     spec = spec_for(name)
-    device = torch.device(device) if device is not None else pick_device()
+    device = _indexed(torch.device(device) if device is not None else pick_device())
     key = (spec.key, str(device))
     with _CACHE_LOCK:
         if key in _CACHE:

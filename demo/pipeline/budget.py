@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-from ..timing import Passes, check_cancelled
+from ..timing import Passes, _sync, check_cancelled
 from .inputs import InputError
 
 LIMIT_ENV = "DEMO_MAX_SECONDS"
@@ -157,6 +157,7 @@ def pass_times(loaded) -> PassTimes:
             else:
                 with torch.no_grad():
                     clf(x)
+            _sync(loaded.device)  # a GPU runs asynchronously: without it the time is the kernels' launch
 
         run()  # warm-up
         return _best_seconds(run) / n

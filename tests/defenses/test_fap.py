@@ -30,7 +30,7 @@ def clf(local_clip):
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
     save_file({k: v.contiguous() for k, v in prompts.state_dict().items()}, str(d / "fap.safetensors"))
     fap.PROMPTS[clf.model_key] = d / "fap.safetensors"
-    fap._LOADED.pop(clf.model_key, None)
+    fap._LOADED.pop((clf.model_key, str(clf.device)), None)
     return clf
 
 
@@ -140,3 +140,16 @@ def test_fap_class_features_are_computed_once_per_label_set_and_equal_fresh_ones
     other = fap.Prompted(load_model(clf.model_key, "cpu").classifier(["dog", "cat", "bus"]), prompts).text
     assert other.shape == first.shape and not torch.allclose(other, first)
     assert torch.allclose(other[0], first[1], atol=1e-5)  # "dog" is "dog" whichever list it is in
+
+
+
+def test_the_learned_prompts_are_kept_per_device(clf):
+    """As TAPT's: one copy per device; a classifier reporting the `meta` device stands in for a GPU one."""
+    import types
+
+    on_cpu = fap.learned_prompts(clf)
+    elsewhere = types.SimpleNamespace(clip=clf.clip, tokenizer=clf.tokenizer, classnames=clf.classnames,
+                                      model_key=clf.model_key, device=torch.device("meta"))
+    on_meta = fap.learned_prompts(elsewhere)
+    assert next(on_cpu.parameters()).device.type == "cpu" and next(on_meta.parameters()).device.type == "meta"
+    assert fap.learned_prompts(clf) is on_cpu

@@ -117,3 +117,30 @@ def test_building_prompts_leaves_the_global_random_state_alone(clf):
     assert torch.equal(torch.random.get_rng_state(), state)
     b = maple.fresh_prompts(clf, torch.Generator().manual_seed(4))
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+
+
+def test_the_pretrained_prompts_are_kept_per_device(clf):
+    """A process can hold the same model on the CPU and on a GPU: each device gets its own copy of the
+    prompts and statistics. A classifier that reports the `meta` device stands in for the GPU one."""
+    import types
+
+    on_cpu, _ = tapt.pretrained(clf)
+    elsewhere = types.SimpleNamespace(clip=clf.clip, tokenizer=clf.tokenizer, classnames=clf.classnames,
+                                      model_key=clf.model_key, device=torch.device("meta"))
+    on_meta, stats = tapt.pretrained(elsewhere)
+    assert next(on_cpu.parameters()).device.type == "cpu" and next(on_meta.parameters()).device.type == "meta"
+    assert all(v.device.type == "meta" for v in stats.values())
+    assert tapt.pretrained(clf)[0] is on_cpu  # still loaded once per device
+
+
+def test_building_prompts_never_reseeds_a_gpu(clf, monkeypatch):
+    """Prompts seed their initialisation inside a fork of the CPU generator only; torch.manual_seed would
+    also reseed every GPU generator, which the fork does not restore."""
+    from demo.defenses.training_time import fap
+
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
+    maple.fresh_prompts(clf, torch.Generator().manual_seed(3))
+    fap.fresh_prompts(clf, torch.Generator().manual_seed(3))
+    assert reseeded == []

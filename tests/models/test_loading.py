@@ -116,3 +116,13 @@ def test_building_a_borrowing_model_silences_only_its_own_random_init_warning(ca
     said = [r.getMessage() for r in caplog.records]
     assert said == ["something else", "Model initialized randomly, elsewhere", "Model initialized randomly, after the build"]
     assert logging.getLogger().level != logging.ERROR
+
+
+def test_a_bare_cuda_device_is_cached_under_its_index(monkeypatch):
+    """'cuda' and 'cuda:0' are one device: a model asked for with either is built once."""
+    from demo.models.loading import _indexed
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert _indexed(torch.device("cuda")) == torch.device("cuda", 0)
+    assert _indexed(torch.device("cuda", 1)) == torch.device("cuda", 1)
+    assert _indexed(torch.device("cpu")) == torch.device("cpu")

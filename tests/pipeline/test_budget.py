@@ -121,3 +121,12 @@ def test_one_visitor_gets_one_heavy_run_at_a_time():
     t.join(5)
     with budget.request_scope(owner="visitor A"):  # and after the first one ends, the next heavy one may start
         budget._admit(budget.HEAVY_S + 1)
+
+
+def test_pass_times_wait_for_the_device_before_reading_the_clock(tiny_model, monkeypatch):
+    """On a GPU the work is queued and the clock must wait for it; every timed pass synchronises."""
+    synced = []
+    monkeypatch.setattr(budget, "_sync", lambda device: synced.append(device))
+    monkeypatch.setattr(budget, "_TIMES", {})  # measure afresh
+    budget.pass_times(tiny_model)
+    assert len(synced) >= 4 * 5 and set(synced) == {tiny_model.device}  # 4 kinds of pass, 5 timed runs each

@@ -89,7 +89,8 @@ def fresh_prompts(clf: nn.Module, generator: torch.Generator) -> MultiModalPromp
     # nn.Linear draws its initialisation from the global generator: seed it inside a fork, so that loading
     # prompts in a server never moves the random state other requests see.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        # The CPU generator only: torch.manual_seed would also reseed every GPU's, which the fork leaves alone.
+        torch.default_generator.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
         return MultiModalPrompts(text.width, visual.conv1.out_channels,
                                  prompt_depth(len(visual.transformer.resblocks)), text.init_context(), generator)
 

@@ -40,7 +40,7 @@ from .tpt import TPT, _TunedModule, entropy, kept_views, marginal_entropy, rando
 
 ASSETS = {key: (m.folder / "tapt_prompts.safetensors", m.folder / "tapt_stats.safetensors")
           for key, m in teaching.MODELS.items()}
-_LOADED: dict[str, tuple[maple.MultiModalPrompts, dict[str, torch.Tensor]]] = {}
+_LOADED: dict[tuple[str, str], tuple[maple.MultiModalPrompts, dict[str, torch.Tensor]]] = {}
 _LOCK = threading.Lock()
 
 
@@ -54,14 +54,15 @@ def pretrained(clf: nn.Module) -> tuple[maple.MultiModalPrompts, dict[str, torch
         have = ", ".join(k for k, ps in ASSETS.items() if all(p.is_file() for p in ps)) or "none"
         raise DefenseError(f"TAPT starts from adversarially pre-trained prompts, and model {key!r} has none "
                            f"(models with them: {have})")
+    where = (key, str(clf.device))  # one copy per device: a process may hold the model on the CPU and a GPU
     with _LOCK:
-        if key not in _LOADED:
+        if where not in _LOADED:
             prompts = maple.fresh_prompts(clf, torch.Generator().manual_seed(0))
             prompts.load_state_dict({k: v.float() for k, v in load_file(str(paths[0])).items()})
             prompts.requires_grad_(False)
             stats = {k: v.float().to(clf.device) for k, v in load_file(str(paths[1])).items()}
-            _LOADED[key] = (prompts.to(clf.device), stats)
-        return _LOADED[key]
+            _LOADED[where] = (prompts.to(clf.device), stats)
+        return _LOADED[where]
 
 
 def token_stats(inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,7 +29,7 @@ from ..text_cache import TextFeatureCache
 from ..test_time import maple
 
 PROMPTS = {key: m.folder / "fap_prompts.safetensors" for key, m in teaching.MODELS.items()}
-_LOADED: dict[str, "FAPPrompts"] = {}
+_LOADED: dict[tuple[str, str], "FAPPrompts"] = {}
 _LOCK = threading.Lock()
 _TEXT = TextFeatureCache()
 
@@ -70,7 +70,7 @@ def fresh_prompts(clf: nn.Module, generator: torch.Generator) -> FAPPrompts:
     # nn.Linear draws from the global generator: seeded inside a fork, so loading prompts in a server
     # never moves the random state other requests see.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        torch.default_generator.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
         return FAPPrompts(text.width, visual.conv1.out_channels,
                           maple.prompt_depth(len(visual.transformer.resblocks)), text.init_context(), generator)
 
@@ -84,12 +84,13 @@ def learned_prompts(clf: nn.Module) -> FAPPrompts:
         have = ", ".join(k for k, p in PROMPTS.items() if p.is_file()) or "none"
         raise DefenseError(f"FAP classifies with prompts learned beforehand, and model {key!r} has none "
                            f"(models with them: {have})")
+    where = (key, str(clf.device))  # one copy per device: a process may hold the model on the CPU and a GPU
     with _LOCK:
-        if key not in _LOADED:
+        if where not in _LOADED:
             prompts = fresh_prompts(clf, torch.Generator().manual_seed(0))
             prompts.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
-            _LOADED[key] = prompts.requires_grad_(False).to(clf.device)
-        return _LOADED[key]
+            _LOADED[where] = prompts.requires_grad_(False).to(clf.device)
+        return _LOADED[where]
 
 
 class Prompted(nn.Module):
