@@ -91,6 +91,11 @@ def test_the_learn_tabs_comparisons_hold_in_the_published_numbers():
     assert "right through its adaptation, below the undefended ViT's {{vit:none.pgd1.worst}}" in text
     assert vit["tapt"]["pgd1"]["worst"] < vit["none"]["pgd1"]["worst"]
     assert vit["tapt"]["pgd1"]["clean"] < vit["none"]["pgd1"]["clean"]
+    # "The ordering holds on both teaching models": R-TPT above TPT, TPT not below the undefended model
+    assert "The ordering holds on both teaching models" in text
+    resnet = P.defense_numbers()
+    for numbers in (resnet, vit):
+        assert numbers["rtpt"]["seen"]["worst"] > numbers["tpt"]["seen"]["worst"] >= numbers["none"]["seen"]["worst"]
 
 
 def test_the_readme_quotes_the_published_evaluation():
