@@ -24,6 +24,7 @@ from ..models.loading import load_model
 from .metrics import fmt_ci
 
 MODELS = ("teaching", "teaching-vit")
+TITLES = {"teaching": "ResNet", "teaching-vit": "ViT"}
 TARGETS = {"shape": len(world.SHAPES), "colour": len(world.COLOR_NAMES)}
 TRAIN_SEED, SEEN_SEED, HELD_OUT_SEED = 8_100, 8_500, 8_900  # apart from the evaluation seeds
 
@@ -105,9 +106,6 @@ def table(result: dict) -> str:
             cells = [fmt_ci(s[k], n) for k in ("shape_seen", "shape_held_out", "colour_held_out")]
             lines.append(f"| {TITLES.get(model, model)} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-TITLES = {"teaching": "ResNet", "teaching-vit": "ViT"}
 
 
 def main(argv: list[str] | None = None) -> int:
