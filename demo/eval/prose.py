@@ -53,7 +53,10 @@ oblivious and adaptive for every row; AutoAttack, oblivious and adaptive, too fo
 200 of the same images). RobustBench admits no randomized or test-time defenses; this table does, with their
 adaptive evaluation (how each was attacked: docs/results.md). `≈`: within noise of the row above (95% Wilson
 intervals overlap).
+"""
 
+# Only while some row has no AutoAttack run: the mark, and why such a row is not comparable.
+DAGGER = """
 **† Not yet attacked with AutoAttack** (only PGD-10, oblivious and adaptive): AutoAttack found up to
 {aa_gap:.0f} points fewer robust images than PGD-10 did on the rows where both ran, so a † row is an upper
 bound and is not comparable with the AutoAttack rows; do not read the order between † rows and the others as
@@ -63,6 +66,17 @@ draws, 64 views, inner gradients), so their AutoAttack runs are computed in imag
 they stopped (`python -m demo.eval.suite status` shows how far each is); a row loses its † when its run is
 complete.
 """
+
+
+def leaderboard_intro(numbers: dict) -> str:
+    """The leaderboard's opening: the attack standard, and the † paragraph while any row lacks AutoAttack."""
+    daggers = dagger_rows(numbers)
+    every = "every row" if not daggers else aa_rows_text(numbers)
+    text = LEADERBOARD.format(aa_rows=every)
+    if daggers:
+        text += DAGGER.format(aa_gap=aa_gap(numbers), dagger_rows=", ".join(_short(numbers, k) for k in daggers))
+    return text
+
 
 LEADERBOARD_NOTES = """Clean (held-out) and worst case (held-out): the same evaluation on the 8 combinations no
 training stream shows; the held-out worst case counts every attack run there, on its first n images. Defense ms/image: the defense's own prediction time on 2 CPU cores (1 thread),
@@ -107,9 +121,9 @@ def aa_rows_text(numbers: dict) -> str:
                      for k in names)
 
 
-def dagger_rows_text(numbers: dict) -> str:
-    names = [k for k, d in numbers.items() if "leaderboard_worst" in d and k not in aa_rows(numbers)]
-    return ", ".join(_short(numbers, k) for k in names) or "none"
+def dagger_rows(numbers: dict) -> list[str]:
+    """Ranked defenses that no AutoAttack run has attacked yet (their rows are upper bounds)."""
+    return [k for k, d in numbers.items() if "leaderboard_worst" in d and k not in aa_rows(numbers)]
 
 
 def aa_gap(numbers: dict) -> float:

@@ -253,9 +253,8 @@ def write_all(folder: Path | None = None, docs: Path | None = None) -> list[Path
     board = docs / "leaderboard.md"
     under_way = interim.text(interim.interim(results, where))
     under_way += "\n" if under_way else ""
-    board.write_text(prose.LEADERBOARD.format(aa_rows=prose.aa_rows_text(numbers), aa_gap=prose.aa_gap(numbers),
-                                             dagger_rows=prose.dagger_rows_text(numbers))
-                     + "\n" + leaderboard(numbers) + "\n" + under_way + prose.LEADERBOARD_NOTES
+    board.write_text(prose.leaderboard_intro(numbers) + "\n" + leaderboard(numbers) + "\n" + under_way
+                     + prose.LEADERBOARD_NOTES
                      + "\n## The same rows on the ViT teaching model\n\n" + architectures.INTRO + "\n"
                      + architectures.side_by_side(everything))
     out.append(board)

@@ -60,6 +60,22 @@ def test_reports_are_generated_from_the_runs(runs, tmp_path):
     assert "Rows: the undefended model, FARE (training-time)." in text
 
 
+def test_the_dagger_and_its_paragraph_go_once_every_row_has_autoattack(runs, tmp_path):
+    import shutil
+
+    folder = tmp_path / "results"
+    shutil.copytree(runs, folder)
+    main(["--model", "teaching", "--n", "6", "--batch-size", "3", "--adaptive", "--attack", "autoattack",
+          "--eps", "2", "--set", "steps=2", "--set", "targets=2", "--defenses", "jpeg",
+          "--out", str(folder / "aa4_training_free_seen")])
+    tables.write_all(folder, tmp_path)
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert "†" not in board and "Not yet attacked" not in board
+    assert "AutoAttack, oblivious and adaptive, too for every row" in " ".join(board.split())
+    ranks = [line for line in board.splitlines() if re.match(r"\| \d", line)]
+    assert len(ranks) == 3 and all("AutoAttack" in line for line in ranks)
+
+
 def test_fill_quotes_the_results_and_says_when_missing():
     numbers = {"ttc": {"seen": {"worst": 0.094}}}
     assert P.fill("TTC {{ttc.seen.worst}}, R-TPT {{rtpt.seen.worst}}", numbers) == "TTC 9.4%, R-TPT n/a"
