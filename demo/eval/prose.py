@@ -177,7 +177,8 @@ def what_this_shows(numbers: dict) -> str:
             f"{_p(_v(numbers, k, 'seen', 'worst'))}." for k in test)
             + _held_out_line(numbers, test)
             + " Their adaptive attack holds the tuned prompt constant (BPDA through the adaptation), so these are "
-              "upper bounds on their robustness.")
+              "upper bounds on their robustness. "
+            + _autoattack(numbers, test, "through the adaptation, with fresh views at every step").rstrip())
     else:
         out.append("**Test-time adaptation.** TPT and R-TPT were not run in this evaluation yet.")
     free = [k for k in _paradigm(numbers, "training-free") if k != "none" and _v(numbers, k, "seen", "worst") is not None]
@@ -189,22 +190,25 @@ def what_this_shows(numbers: dict) -> str:
             for k in free) + f" (undefended {_p(base_worst)}). "
             + (f"{', '.join(numbers[k]['title'].split(' (')[0] for k in fooled)} look better than they are while the "
                "attacker ignores them: attacked through them, they fall beyond noise. " if fooled else "")
-            + _free_autoattack(numbers, free))
+            + _autoattack(numbers, free, "exact gradients, BPDA only through steps with no useful gradient"))
     return "\n\n".join(out) + "\n"
 
 
-def _free_autoattack(numbers: dict, free: list[str]) -> str:
-    done = [k for k in free if _v(numbers, k, "aa4", "worst") is not None]
-    rest = [k for k in free if k not in done]
+def _autoattack(numbers: dict, names: list[str], how: str) -> str:
+    """What adaptive AutoAttack at 4/255 left of these defenses, beside PGD-10's worst case; or that it has
+    not run on some of them, whose numbers are then upper bounds."""
+    done = [k for k in names if _v(numbers, k, "aa4", "worst") is not None]
+    rest = [k for k in names if k not in done]
     text = ""
     if done:
-        text = ("Adaptive AutoAttack at 4/255 (exact gradients, BPDA only through steps with no useful gradient) leaves " + ", ".join(
+        text = (f"Adaptive AutoAttack at 4/255 ({how}) leaves " + ", ".join(
             f"{_short(numbers, k)} {_ci(numbers, k, 'aa4', 'worst')}" for k in done)
             + f" ({min(numbers[k]['aa4']['n'] for k in done)} images), against "
             + ", ".join(f"{_p(_v(numbers, k, 'seen', 'worst'))}" for k in done) + " under PGD-10. ")
     if rest:
-        text += (", ".join(_short(numbers, k) for k in rest) + " were attacked with PGD-10 only (not AutoAttack), "
-                 "so their numbers are upper bounds.")
+        one = len(rest) == 1
+        text += (", ".join(_short(numbers, k) for k in rest) + (" was" if one else " were") + " attacked with PGD-10 "
+                 "only (not AutoAttack), so " + ("its" if one else "their") + " numbers are upper bounds.")
     return text
 
 
