@@ -76,8 +76,9 @@ SCENES = [
           {"example": "teaching_cyan_triangle", "test-time": "rtpt"},
           [({}, "attacked", False), ({}, "test-time", True)],
           "On {{rtpt.seen.n}} seen test images R-TPT keeps {{rtpt.seen.oblivious}} right against this oblivious "
-          "attack, but {{rtpt.seen.worst}} when the attack goes through its crops, and on unseen classes it is "
-          "right on only {{rtpt.held_out.clean}} of clean images (undefended: {{none.held_out.clean}})."),
+          "attack, but {{rtpt.seen.worst}} when PGD-10 goes through its crops; AutoAttack through them leaves "
+          "{{rtpt.aa4.worst}} of {{rtpt.aa4.n}} (undefended: {{none.aa4.worst}}). On unseen classes it is right on "
+          "only {{rtpt.held_out.clean}} of clean images (undefended: {{none.held_out.clean}})."),
     Scene("Bigger budget, bigger damage",
           "TeCoA held the red star at 4/255 (the scene before last); at 16/255 the same attack beats it: "
           "robustness always holds for a budget, not for every change.",
