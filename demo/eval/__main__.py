@@ -16,10 +16,8 @@ import logging
 import shlex
 import sys
 
-import torch
-
 from ..attacks import ATTACKS
-from ..models.loading import ModelLoadError
+from ..models.loading import ModelLoadError, exact_float32
 from ..registry import UnknownNameError
 from . import report
 from .run import EvalConfig, EvalError, attack_params, evaluate
@@ -93,9 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("demo").setLevel(logging.INFO)  # our progress lines, not every library's chatter
-    # The published numbers are fp32; on a GPU cuDNN would run the ResNet's convolutions in TF32.
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
+    exact_float32()  # the published numbers are fp32 on every device
     try:
         result = evaluate(config_from_args(args))
     except (EvalError, UnknownNameError, ModelLoadError, ValueError) as exc:

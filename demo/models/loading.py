@@ -42,6 +42,16 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def exact_float32() -> None:
+    """Keep CUDA matmuls and convolutions in full fp32 for this process.
+
+    PyTorch lets cuDNN run fp32 convolutions in TF32 by default; on a GPU the ResNet teaching model's answers
+    then drift from the published fp32 numbers that the page quotes beside them. CPUs are unaffected.
+    """
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def _indexed(device: torch.device) -> torch.device:
     """'cuda' as 'cuda:<current>': a model's tensors report the indexed form, so a cache keyed by the bare
     name would build a second copy when asked again with `model.device`."""

@@ -8,6 +8,7 @@ import threading
 
 import gradio as gr
 
+from ..models.loading import exact_float32
 from ..models.teaching import MODELS as TEACHING_MODELS
 from ..pipeline import PARADIGMS
 from . import assets, handlers, learn, models, panels, wiring
@@ -70,6 +71,7 @@ def _warm_up(model_key: str | None = None, allowed: set[str] | None = None) -> N
 
 def build_demo(model: str | None = None) -> gr.Blocks:
     """Build the page. `model`: a zoo key or model id; default $DEMO_MODEL, else the offline teaching model."""
+    exact_float32()  # answers on a GPU match the published fp32 numbers quoted beside them
     startup = models.startup_key(model)
     choices = models.choices(startup)
     allowed = {key for _, key in choices}

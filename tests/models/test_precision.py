@@ -51,3 +51,15 @@ def test_bf16_tower_gives_the_same_answers_and_attacks(tiny_dir):
     assert float(diff.max()) <= 2 * 8 / 255 + 1e-6 and float(diff.mean()) < 4 / 255
     # Both keep the same budget (up to the 8-bit quantization of the unquantized random input).
     assert float((r16.adv_images - x).abs().max()) <= float((r32.adv_images - x).abs().max()) + 1e-6
+
+
+def test_exact_float32_turns_tf32_off():
+    from demo.models.loading import exact_float32
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True  # as a GPU process may start
+    try:
+        exact_float32()
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

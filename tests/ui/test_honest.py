@@ -73,3 +73,17 @@ def test_links_carry_the_known_class():
     query = share.share_query(_example("teaching_red_star"), assets.examples("teaching")[0][2], "pgd", 4, 10,
                               "oblivious", 0, "none", "none", "none", "blue heart")
     assert "true=blue+heart" in query
+
+
+def test_the_page_computes_in_the_fp32_its_quoted_numbers_were_measured_in(model_key):
+    import torch
+
+    from demo.ui import build_demo
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True  # as a GPU process may start
+    try:
+        build_demo(model_key)
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
