@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -176,3 +177,12 @@ def test_timed_repeats_cheap_work_until_the_time_budget_and_interleaves_referenc
     assert order[:3] == ["work", "ref", "work"] and order[1::2] == ["ref"] * len(samples)  # warm-up, then pairs
     few, _, _ = timed(work, torch.device("cpu"), repeats=2, warmup=0)
     assert len(few) == 2
+
+
+def test_both_teaching_models_are_held_to_the_classroom_target():
+    from demo.bench import report
+
+    text = report.markdown(json.loads((Path(__file__).parents[1] / "docs" / "benchmarks.json").read_text()))
+    for model in ("teaching", "teaching-vit"):
+        section = text.split(f"### {model} on cpu")[1].split("\n### ")[0]
+        assert "target <= 0.5 s" in section.split("**Full comparison**")[1].split("\n")[0], model

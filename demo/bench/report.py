@@ -16,9 +16,11 @@ import torch
 LOADTEST_BEGIN, LOADTEST_END = "<!-- load-test:begin -->", "<!-- load-test:end -->"
 
 TARGET_RATIO = 1.15
-# Seconds for the full comparison with defaults on 2 CPU cores, by model.
-TARGET_COMPARE_S = {"teaching": 0.5, "vit-b-32": 5.0, "vit-b-32-random": 5.0, "random:ViT-B-32": 5.0}
-TARGET_COLD_S = {"teaching": 15.0}
+# Seconds for the full comparison with defaults on 2 CPU cores, by model. Both teaching models serve the same
+# classroom page, so the ViT is held to the ResNet's bar.
+TARGET_COMPARE_S = {"teaching": 0.5, "teaching-vit": 0.5, "vit-b-32": 5.0, "vit-b-32-random": 5.0,
+                    "random:ViT-B-32": 5.0}
+TARGET_COLD_S = {"teaching": 15.0, "teaching-vit": 15.0}
 TARGET_MEMORY_MB = {"vit-b-32": 3000.0, "vit-b-32-random": 3000.0, "random:ViT-B-32": 3000.0}
 
 
