@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     ft.add_argument("--shape-hues", type=float, default=0.0,
                     help="weight of a shape-prompt cross-entropy on shapes in off-palette hues (unties shape from colour)")
     ft.add_argument("--hue-batch", type=int, default=32, help="off-palette shape images per step")
+    ft.add_argument("--init", type=Path, default=None,
+                    help="start from this image tower (.safetensors of an earlier run) instead of the model's own")
     for method in ("tecoa", "fare", "pmg_aft"):
         r = sub.add_parser(method, help="adversarially fine-tune the teaching model's image tower "
                            f"({method.upper().replace('_', '-')})")
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
         result = finetune_teaching(args.steps, args.batch_size, args.lr, args.seed, args.minutes,
                                    args.out or which.folder, args.eval_every, args.logit_scale, args.model,
-                                   args.shape_hues, args.hue_batch, args.device)
+                                   args.shape_hues, args.hue_batch, args.device, init=args.init)
     elif args.what == "apt":
         from .apt import train_apt
 

@@ -79,7 +79,7 @@ def _classifier(base, visual, feats, classnames, logit_scale: float | None = Non
 def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float, inner_steps: int,
                  inner_alpha: float, seed: int, minutes: float | None, out_path, eval_every: int,
                  logit_scale: float | None = None, model: str = "teaching", shape_hues: float = 0.0,
-                 hue_batch: int = 32, device: str = "cpu") -> dict:
+                 hue_batch: int = 32, device: str = "cpu", init=None) -> dict:
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if shape_hues and method != "finetune":
@@ -89,6 +89,10 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
     device = base.device
     frozen = base.clip.visual  # phi_0: shared, frozen, never updated
     visual = copy.deepcopy(frozen).requires_grad_(True)
+    if init is not None:  # continue from an earlier run's image tower; phi_0 stays the shipped one
+        from safetensors.torch import load_file
+
+        visual.load_state_dict({k: v.float() for k, v in load_file(str(init)).items()})
     visual.eval()  # frozen BatchNorm statistics; affine parameters still train
     seen_names = [world.CLASSNAMES[i] for i in world.SEEN_CLASSES]
     seen_feats = build_text_features(base.clip, base.tokenizer, seen_names, [world.EVAL_TEMPLATE])
@@ -146,6 +150,8 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
                     "seed": seed, "logit_scale": round(clf.logit_scale, 2)}
             if shape_hues:
                 meta |= {"shape_hues": shape_hues, "hue_batch": hue_batch}
+            if init is not None:
+                meta["init"] = str(init)
             save_half(visual.state_dict(), out_path, {"training": meta})
             out_path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
         if done:
@@ -170,7 +176,7 @@ def _evaluate(base, visual, step: int, loss: float, seconds: float, eps: float, 
 
 def finetune_teaching(steps: int, batch_size: int, lr: float, seed: int, minutes: float | None, out_dir,
                       eval_every: int, logit_scale: float | None = None, model: str = "teaching",
-                      shape_hues: float = 0.0, hue_batch: int = 32, device: str = "cpu") -> dict:
+                      shape_hues: float = 0.0, hue_batch: int = 32, device: str = "cpu", init=None) -> dict:
     """Clean fine-tuning of the teaching model's image tower, written back into its checkpoint.
 
     `logit_scale`, when given, is used for the loss and written into the checkpoint. Pretrained CLIPs
@@ -188,7 +194,7 @@ def finetune_teaching(steps: int, batch_size: int, lr: float, seed: int, minutes
         raise ValueError(f"{model} borrows its logit scale with its text tower; fine-tune it without --logit-scale")
     tmp = out_dir / "visual_finetune.tmp.safetensors"
     result = train_robust("finetune", steps, batch_size, lr, 4 / 255, 0, 0.0, seed, minutes, tmp, eval_every,
-                          logit_scale, model, shape_hues, hue_batch, device)
+                          logit_scale, model, shape_hues, hue_batch, device, init)
     meta = json.loads(tmp.with_suffix(".json").read_text())
     if which.tower is not None:  # the tower file is the whole of this model's own weights
         save_half(load_file(str(tmp)), out_dir / which.tower.name, {"training": {"stage": "finetune", **meta}})

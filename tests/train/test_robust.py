@@ -95,6 +95,26 @@ def test_the_off_palette_shape_term_belongs_to_clean_fine_tuning_only(tmp_path):
                             shape_hues=1.0)
 
 
+def test_fine_tuning_can_continue_from_an_earlier_tower(tmp_path, monkeypatch):
+    from demo.models.loading import load_model
+    from demo.train import robust
+    from demo.train.common import save_half
+
+    monkeypatch.setattr(robust, "_evaluate", lambda *a, **k: {"step": 1})
+    shipped = {k: v.detach().clone() for k, v in load_model("teaching").clip.visual.state_dict().items()}
+    earlier = {k: v + 0.01 if v.is_floating_point() else v for k, v in shipped.items()}
+    save_half(earlier, tmp_path / "earlier.safetensors", {})
+    out = tmp_path / "continued.safetensors"
+    # lr 0: the one step moves nothing, so the saved tower is the one the run started from
+    robust.train_robust("finetune", 1, 4, 0.0, 4 / 255, 0, 0.0, 0, None, out, eval_every=1,
+                        init=tmp_path / "earlier.safetensors")
+    continued = load_file(str(out))
+    weight = next(k for k, v in shipped.items() if v.ndim == 4)  # the first convolution
+    assert torch.equal(continued[weight], earlier[weight].half())
+    assert not torch.equal(continued[weight], shipped[weight].half())
+    assert json.loads(out.with_suffix(".json").read_text())["init"].endswith("earlier.safetensors")
+
+
 @pytest.mark.parametrize("command, module, function", [
     ("clip", "clip_pretrain", "train_clip"), ("finetune", "robust", "finetune_teaching"),
     ("fare", "robust", "train_robust")])
