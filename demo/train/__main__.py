@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     ft.add_argument("--shape-hues", type=float, default=0.0,
                     help="weight of a shape-prompt cross-entropy on shapes in off-palette hues (unties shape from colour)")
     ft.add_argument("--hue-batch", type=int, default=32, help="off-palette shape images per step")
+    ft.add_argument("--hue-saturation", type=float, default=None,
+                    help="lowest saturation of the off-palette shapes (default 0.5; a shape held out in pale pink keeps 0.5)")
+    ft.add_argument("--palette-shapes", type=float, default=0.0,
+                    help="weight of the same shape-prompt cross-entropy on the palette images")
+    ft.add_argument("--embed-kd", type=float, default=0.0,
+                    help="weight of a cosine distance to the ResNet teaching model's image embeddings (teaching-vit)")
     ft.add_argument("--init", type=Path, default=None,
                     help="start from this image tower (.safetensors of an earlier run) instead of the model's own")
     for method in ("tecoa", "fare", "pmg_aft"):
@@ -105,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
         result = finetune_teaching(args.steps, args.batch_size, args.lr, args.seed, args.minutes,
                                    args.out or which.folder, args.eval_every, args.logit_scale, args.model,
-                                   args.shape_hues, args.hue_batch, args.device, init=args.init)
+                                   args.shape_hues, args.hue_batch, args.device, init=args.init,
+                                   palette_shapes=args.palette_shapes, hue_saturation=args.hue_saturation, embed_kd=args.embed_kd)
     elif args.what == "apt":
         from .apt import train_apt
 

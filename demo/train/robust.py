@@ -21,6 +21,12 @@ tower's class prompts of the seen combinations (held-out combinations stay unsee
 it adds a cross-entropy over the 8 shape prompts ("a photo of a heart.") on shapes drawn in
 off-palette hues (`world.off_palette_hues`): a ViT tower fine-tuned on the palette alone ties each shape
 to the colours it was seen in and names held-out combinations by a seen shape of the right colour.
+Two more terms serve the same end: `palette_shapes`, the shape-prompt cross-entropy on the palette images
+too, and `hue_saturation`, a lower saturation floor for the off-palette shapes (down to grey, which has no
+hue to tie a shape to; the shape held out in pale pink keeps the floor). `embed_kd` is feature
+distillation (the cosine distance of the image embeddings) towards the ResNet teaching model's image
+tower, whose embeddings live in the same space since the ViT borrows its text tower; it sees the palette
+and off-palette images only, like every other term.
 
 All follow RobustVLM's recipe shape (AdamW, weight decay 1e-4, warm-up then cosine, eps 4/255, only
 `model.visual` trained, text tower frozen). Deviations for a 2-core CPU budget, stated in the UI too:
@@ -79,11 +85,14 @@ def _classifier(base, visual, feats, classnames, logit_scale: float | None = Non
 def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float, inner_steps: int,
                  inner_alpha: float, seed: int, minutes: float | None, out_path, eval_every: int,
                  logit_scale: float | None = None, model: str = "teaching", shape_hues: float = 0.0,
-                 hue_batch: int = 32, device: str = "cpu", init=None) -> dict:
+                 hue_batch: int = 32, device: str = "cpu", init=None, palette_shapes: float = 0.0,
+                 hue_saturation: float | None = None, embed_kd: float = 0.0) -> dict:
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if shape_hues and method != "finetune":
-        raise ValueError("shape_hues is a term of clean fine-tuning (method 'finetune')")
+    if (shape_hues or palette_shapes or embed_kd) and method != "finetune":
+        raise ValueError("shape_hues, palette_shapes and embed_kd are terms of clean fine-tuning (method 'finetune')")
+    if embed_kd and teaching.MODELS[model].text_weights is None:
+        raise ValueError(f"embed_kd distils towards the ResNet teaching model's image tower; {model} has no lender")
     torch.manual_seed(seed)
     base = load_model(model, device)
     device = base.device
@@ -100,10 +109,12 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
     remap[torch.tensor(world.SEEN_CLASSES)] = torch.arange(len(world.SEEN_CLASSES))
     remap = remap.to(device)
     clf = _classifier(base, visual, seen_feats, seen_names, logit_scale)
-    if shape_hues:
+    if shape_hues or palette_shapes:
         shape_feats = build_text_features(base.clip, base.tokenizer, world.SHAPES, ["a photo of a {}."])
         hue_gen = torch.Generator().manual_seed(seed + 7)
     original = _classifier(base, frozen, seen_feats, seen_names, logit_scale)
+    if embed_kd:  # the lending model's image tower, whose embeddings live in the same (shared-text) space
+        teacher = load_model("teaching", device).clip.visual.eval().requires_grad_(False)
     opt = torch.optim.AdamW(visual.parameters(), lr=lr, weight_decay=1e-4)
     warmup = max(1, steps // 10)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -121,9 +132,19 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
             loss = F.cross_entropy(clf(adv), y)
             if shape_hues:
                 scenes = world.sample_scenes(hue_batch, hue_gen, "all")
-                shapes = world.render(scenes, teaching.IMAGE_SIZE, hue_gen, world.off_palette_hues(scenes.shape, hue_gen))
+                floor = None if hue_saturation is None else world.off_palette_saturation_floor(scenes.shape, hue_saturation)
+                shapes = world.render(scenes, teaching.IMAGE_SIZE, hue_gen, world.off_palette_hues(scenes.shape, hue_gen),
+                                      floor)
                 loss = loss + shape_hues * F.cross_entropy(
                     clf.logits_from_features(clf.encode(shapes.to(device)), shape_feats), scenes.shape.to(device))
+            if embed_kd:
+                x = torch.cat([adv, shapes.to(device)]) if shape_hues else adv
+                with torch.no_grad():
+                    target = clf.encode(x, visual=teacher)
+                loss = loss + embed_kd * (1 - (clf.encode(x) * target).sum(-1)).mean()
+            if palette_shapes:  # the same shape prompts on the palette images: shape read apart from colour
+                loss = loss + palette_shapes * F.cross_entropy(
+                    clf.logits_from_features(clf.encode(adv), shape_feats), labels % len(world.SHAPES))
         elif method == "pmg_aft":
             y = remap[labels]
             adv = attack(clf, images, y, seed=seed * 100_003 + step).adv_images
@@ -150,6 +171,12 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
                     "seed": seed, "logit_scale": round(clf.logit_scale, 2)}
             if shape_hues:
                 meta |= {"shape_hues": shape_hues, "hue_batch": hue_batch}
+                if hue_saturation is not None:
+                    meta["hue_saturation"] = hue_saturation
+            if palette_shapes:
+                meta["palette_shapes"] = palette_shapes
+            if embed_kd:
+                meta["embed_kd"] = embed_kd
             if init is not None:
                 meta["init"] = str(init)
             save_half(visual.state_dict(), out_path, {"training": meta})
@@ -176,7 +203,8 @@ def _evaluate(base, visual, step: int, loss: float, seconds: float, eps: float, 
 
 def finetune_teaching(steps: int, batch_size: int, lr: float, seed: int, minutes: float | None, out_dir,
                       eval_every: int, logit_scale: float | None = None, model: str = "teaching",
-                      shape_hues: float = 0.0, hue_batch: int = 32, device: str = "cpu", init=None) -> dict:
+                      shape_hues: float = 0.0, hue_batch: int = 32, device: str = "cpu", init=None,
+                      palette_shapes: float = 0.0, hue_saturation: float | None = None, embed_kd: float = 0.0) -> dict:
     """Clean fine-tuning of the teaching model's image tower, written back into its checkpoint.
 
     `logit_scale`, when given, is used for the loss and written into the checkpoint. Pretrained CLIPs
@@ -194,7 +222,8 @@ def finetune_teaching(steps: int, batch_size: int, lr: float, seed: int, minutes
         raise ValueError(f"{model} borrows its logit scale with its text tower; fine-tune it without --logit-scale")
     tmp = out_dir / "visual_finetune.tmp.safetensors"
     result = train_robust("finetune", steps, batch_size, lr, 4 / 255, 0, 0.0, seed, minutes, tmp, eval_every,
-                          logit_scale, model, shape_hues, hue_batch, device, init)
+                          logit_scale, model, shape_hues, hue_batch, device, init, palette_shapes, hue_saturation,
+                          embed_kd)
     meta = json.loads(tmp.with_suffix(".json").read_text())
     if which.tower is not None:  # the tower file is the whole of this model's own weights
         save_half(load_file(str(tmp)), out_dir / which.tower.name, {"training": {"stage": "finetune", **meta}})

@@ -14,6 +14,7 @@ from .render import (  # noqa: F401
     captions,
     make_batch,
     off_palette_hues,
+    off_palette_saturation_floor,
     render,
     sample_scenes,
 )

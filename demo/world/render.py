@@ -106,6 +106,16 @@ def off_palette_hues(shapes: torch.Tensor, generator: torch.Generator, gap: floa
     return (held + gap + torch.rand(len(shapes), generator=generator) * (360.0 - 2 * gap)) % 360.0
 
 
+def off_palette_saturation_floor(shapes: torch.Tensor, floor: float) -> torch.Tensor:
+    """The lowest off-palette saturation for each shape index: `floor`, except for a shape held out in a
+    pale colour (pink), which keeps `OFF_PALETTE_SATURATION`'s floor, since pale shapes of any hue come
+    close to that colour.
+    """
+    held_lo = torch.tensor([next(COLORS[c][1][0] for c, s in HELD_OUT if s == name) for name in SHAPES])[shapes]
+    base = OFF_PALETTE_SATURATION[0]
+    return torch.where(held_lo < base, torch.full_like(held_lo, base), torch.full_like(held_lo, min(floor, base)))
+
+
 def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """h in degrees, s and v in [0,1]; returns (..., 3)."""
     h = (h % 360.0) / 60.0
@@ -157,11 +167,13 @@ def _pattern(kind: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, g: torch.Ge
     return stack.gather(0, kind.view(1, n, 1, 1).expand(1, n, h, w))[0]
 
 
-def render(scenes: Scenes, image_size: int, generator: torch.Generator, hues: torch.Tensor | None = None) -> torch.Tensor:
+def render(scenes: Scenes, image_size: int, generator: torch.Generator, hues: torch.Tensor | None = None,
+           saturation_floor: torch.Tensor | None = None) -> torch.Tensor:
     """Render scenes to float images (N, 3, H, W) in [0, 1].
 
     `hues` (degrees, one per scene) replaces the palette: each shape is drawn in that hue with the
-    off-palette saturation and value ranges, and `scenes.color` is ignored.
+    off-palette saturation and value ranges, and `scenes.color` is ignored. `saturation_floor` (one per
+    scene, see `off_palette_saturation_floor`) lowers the off-palette saturation range's floor.
     """
     g, n, h = generator, len(scenes), image_size
     coords = (torch.arange(h, dtype=torch.float32) + 0.5) / h * 2 - 1
@@ -204,7 +216,9 @@ def render(scenes: Scenes, image_size: int, generator: torch.Generator, hues: to
         sat = s_lo + (s_hi - s_lo) * torch.rand(n, generator=g)
         val = v_lo + (v_hi - v_lo) * torch.rand(n, generator=g)
     else:
-        hue, sat, val = hues.float(), _u(n, *OFF_PALETTE_SATURATION, g), _u(n, *OFF_PALETTE_VALUE, g)
+        lo = torch.full((n,), OFF_PALETTE_SATURATION[0]) if saturation_floor is None else saturation_floor.float()
+        sat = lo + (OFF_PALETTE_SATURATION[1] - lo) * torch.rand(n, generator=g)
+        hue, val = hues.float(), _u(n, *OFF_PALETTE_VALUE, g)
     fg = hsv_to_rgb(hue, sat, val)
     fill = _pattern(torch.randint(5, (n,), generator=g), px, py, g)
     shade = 1 - _u(n, 0.0, 0.3, g)[:, None, None] * fill

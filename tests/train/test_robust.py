@@ -69,13 +69,13 @@ def test_deviation_texts_state_the_shipped_training_runs(defense, log, model):
         assert "no momentum" in text  # the project's inner PGD has none (RobustVLM's has 0.9)
 
 
-def _finetune_once(tmp_path, monkeypatch, shape_hues: float) -> dict:
+def _finetune_once(tmp_path, monkeypatch, shape_hues: float, **terms) -> dict:
     from demo.train import robust
 
     monkeypatch.setattr(robust, "_evaluate", lambda *a, **k: {"step": 1})  # the zero-shot evaluation is not under test
-    out = tmp_path / f"tower_{shape_hues}.safetensors"
+    out = tmp_path / f"tower_{shape_hues}_{'_'.join(f'{k}{v}' for k, v in sorted(terms.items()))}.safetensors"
     robust.train_robust("finetune", 1, 4, 1e-3, 4 / 255, 0, 0.0, 0, None, out, eval_every=1,
-                        shape_hues=shape_hues, hue_batch=4)
+                        shape_hues=shape_hues, hue_batch=4, **terms)
     return load_file(str(out)), json.loads(out.with_suffix(".json").read_text())
 
 
@@ -87,12 +87,30 @@ def test_the_off_palette_shape_term_changes_the_fine_tuning_step(tmp_path, monke
     assert any(not torch.equal(plain[k], hued[k]) for k in plain)
 
 
+@pytest.mark.parametrize("terms,logged", [({"palette_shapes": 1.0}, "palette_shapes"),
+                                          ({"embed_kd": 1.0}, "embed_kd"),
+                                          ({"hue_saturation": 0.0}, "hue_saturation")])
+def test_each_extra_fine_tuning_term_changes_the_step_and_is_logged(tmp_path, monkeypatch, terms, logged):
+    model = "teaching-vit" if "embed_kd" in terms else "teaching"  # distillation needs the ResNet as lender
+    base, base_meta = _finetune_once(tmp_path, monkeypatch, 1.0, model=model)
+    tower, meta = _finetune_once(tmp_path, monkeypatch, 1.0, model=model, **terms)
+    assert meta[logged] == next(iter(terms.values())) and logged not in base_meta
+    assert any(not torch.equal(base[k], tower[k]) for k in base)
+
+
 def test_the_off_palette_shape_term_belongs_to_clean_fine_tuning_only(tmp_path):
     from demo.train import robust
 
     with pytest.raises(ValueError, match="clean fine-tuning"):
         robust.train_robust("tecoa", 1, 4, 1e-3, 4 / 255, 1, 1 / 255, 0, None, tmp_path / "x.safetensors", 1,
                             shape_hues=1.0)
+    with pytest.raises(ValueError, match="no lender"):
+        robust.train_robust("finetune", 1, 4, 1e-3, 4 / 255, 0, 0.0, 0, None, tmp_path / "x.safetensors", 1,
+                            embed_kd=1.0)
+    for term in ("palette_shapes", "embed_kd"):
+        with pytest.raises(ValueError, match="clean fine-tuning"):
+            robust.train_robust("fare", 1, 4, 1e-3, 4 / 255, 1, 1 / 255, 0, None, tmp_path / "x.safetensors", 1,
+                                **{term: 1.0})
 
 
 def test_fine_tuning_can_continue_from_an_earlier_tower(tmp_path, monkeypatch):

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from demo import world
@@ -80,3 +81,27 @@ def test_off_palette_rendering_uses_the_given_hue():
     for i, channel in ((0, 0), (2, 1), (4, 2)):
         pixels = a[i][:, differs[i]]
         assert pixels.mean(1).argmax() == channel
+
+
+def test_pale_off_palette_shapes_stay_off_the_pale_held_out_colour():
+    from demo.world.render import COLORS, OFF_PALETTE_SATURATION
+
+    shapes = torch.arange(len(world.SHAPES))
+    floor = world.off_palette_saturation_floor(shapes, 0.1)
+    pale_held = {s for c, s in world.HELD_OUT if COLORS[c][1][0] < OFF_PALETTE_SATURATION[0]}
+    assert pale_held == {"ring"}  # pink is the only colour paler than the off-palette floor
+    for i, name in enumerate(world.SHAPES):
+        assert float(floor[i]) == pytest.approx(OFF_PALETTE_SATURATION[0] if name in pale_held else 0.1)
+    # a floor above the default never raises it
+    assert (world.off_palette_saturation_floor(shapes, 0.9) <= OFF_PALETTE_SATURATION[0]).all()
+
+
+def test_the_default_saturation_floor_draws_the_same_images():
+    g = torch.Generator().manual_seed(3)
+    scenes = world.sample_scenes(8, g, "all")
+    hues = world.off_palette_hues(scenes.shape, g)
+    plain = world.render(scenes, 32, torch.Generator().manual_seed(4), hues)
+    same = world.render(scenes, 32, torch.Generator().manual_seed(4), hues, torch.full((8,), 0.5))
+    pale = world.render(scenes, 32, torch.Generator().manual_seed(4), hues, torch.zeros(8))
+    assert torch.equal(plain, same)
+    assert not torch.equal(plain, pale)
