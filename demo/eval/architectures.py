@@ -73,4 +73,14 @@ def probe_section(results: dict[str, dict]) -> str:
     return (PROBE_TEXT.format(colour_min=f"{100 * colour:.1f}%", resnet=fmt_ci(last["teaching"], n),
                               vit=fmt_ci(last["teaching-vit"], n))
             + f"`{probe['command']}` ({probe['n_train']} seen images to learn from, {n} test images per split):\n\n"
-            + table(probe))
+            + table(probe) + _pairs(probe))
+
+
+def _pairs(probe: dict) -> str:
+    from .probe import pair_table
+
+    if not all("held_out_pairs" in r for r in probe["models"].values()):
+        return ""
+    return ("\nZero-shot answers on the same held-out test images, pair by pair (the class prompts of all 64 "
+            "pairs, as the evaluation reads them): a tower can compose most pairs and still miss one.\n\n"
+            + pair_table(probe))

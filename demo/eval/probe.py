@@ -36,6 +36,22 @@ def stage_features(loaded, x: torch.Tensor) -> list[torch.Tensor]:
     return world_check.stage_stats(loaded, x) + [clf.encode(x.to(loaded.device)).float().cpu()]
 
 
+def pair_answers(loaded, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, dict]:
+    """Zero-shot answers on the held-out test images, per pair: how often the tower names it, and what
+    it names it when it does not (the class prompts of all 64 pairs, as the evaluation reads them)."""
+    clf = loaded.classifier(world.CLASSNAMES)
+    with torch.no_grad():
+        answers = clf.logits_from_features(embeddings.to(clf.device)).argmax(1).cpu()
+    out = {}
+    for c in labels.unique().tolist():
+        mine = answers[labels == c]
+        wrong = [world.CLASSNAMES[a] for a in mine.tolist() if a != c]
+        confusions = {name: wrong.count(name) for name in sorted(set(wrong), key=lambda k: (-wrong.count(k), k))}
+        out[world.CLASSNAMES[c]] = {"n": len(mine), "accuracy": float((mine == c).float().mean()),
+                                    "confusions": confusions}
+    return out
+
+
 def _features(loaded, n: int, seed: int, split: str, batch: int = 250) -> tuple[list[torch.Tensor], torch.Tensor]:
     parts, labels = [], []
     for start in range(0, n, batch):
@@ -82,7 +98,7 @@ def probe_model(model: str, n_train: int, n_test: int) -> dict:
             for split, feats, y in (("seen", seen[k], y_seen), ("held_out", held[k], y_held)):
                 row[f"{what}_{split}"] = float((predict(feats) == _target(y, what)).float().mean())
         stages.append(row)
-    return {"stages": stages, "stage_names": stage_names(loaded)}
+    return {"stages": stages, "stage_names": stage_names(loaded), "held_out_pairs": pair_answers(loaded, held[-1], y_held)}
 
 
 def stage_names(loaded) -> list[str]:
@@ -108,6 +124,22 @@ def table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pair_table(result: dict) -> str:
+    """Markdown: each held-out pair's zero-shot accuracy per tower, and each tower's commonest wrong answer."""
+    models = result["models"]
+    head = " | ".join(f"{TITLES.get(m, m)} | {TITLES.get(m, m)}'s commonest wrong answer" for m in models)
+    lines = [f"| held-out pair | images | {head} |", "|---|---:|" + "---:|---|" * len(models)]
+    first = next(iter(models.values()))["held_out_pairs"]
+    for pair, row in first.items():
+        cells = []
+        for r in models.values():
+            p = r["held_out_pairs"][pair]
+            top = next(iter(p["confusions"].items()), None)
+            cells += [fmt_ci(p["accuracy"], p["n"]), f"{top[0]} ({top[1]} of {p['n']})" if top else "-"]
+        lines.append(f"| {pair} | {row['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m demo.eval.probe", description=__doc__.split("\n\n")[0])
     p.add_argument("--n-train", type=int, default=3000, help="seen-pair images the probes learn from")
@@ -121,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
               "models": {m: probe_model(m, args.n_train, args.n_test) for m in MODELS}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    args.out.with_suffix(".md").write_text(f"`{command}`\n\n" + table(result))
-    print(table(result))
+    args.out.with_suffix(".md").write_text(f"`{command}`\n\n" + table(result) + "\n" + pair_table(result))
+    print(table(result) + "\n" + pair_table(result))
     return 0
 
 

@@ -5,6 +5,7 @@ import json
 
 import torch
 
+from demo import world
 from demo.eval import architectures, probe
 from demo.eval import published as P
 
@@ -31,7 +32,15 @@ def test_the_probe_command_writes_every_stage_of_both_towers(tmp_path):
         assert len(r["stages"]) == len(r["stage_names"]) == 5 and r["stage_names"][-1] == "image embedding"
         for stage in r["stages"]:
             assert all(0.0 <= stage[f"{w}_{s}"] <= 1.0 for w in probe.TARGETS for s in ("seen", "held_out"))
-    assert out.with_suffix(".md").read_text().count("| ViT |") == 5
+    rows = out.with_suffix(".md").read_text().splitlines()
+    assert sum(line.startswith("| ViT |") for line in rows) == 5
+    for model in probe.MODELS:
+        pairs = result["models"][model]["held_out_pairs"]
+        assert set(pairs) <= {f"{c} {s}" for c, s in world.HELD_OUT} and sum(p["n"] for p in pairs.values()) == 32
+        for p in pairs.values():
+            # every wrong answer is counted once, under a name that is not the pair's own
+            assert sum(p["confusions"].values()) == round(p["n"] * (1 - p["accuracy"]))
+    assert "commonest wrong answer" in out.with_suffix(".md").read_text()
 
 
 def test_the_published_probe_is_what_the_results_page_quotes():
