@@ -149,3 +149,24 @@ def test_the_training_commands_pass_their_device_on(command, module, function, m
     main([command, "--steps", "1", "--out", str(tmp_path / "out"), "--device", "cuda"])
     main([command, "--steps", "1", "--out", str(tmp_path / "out")])
     assert seen == ["cuda", "cpu"]
+
+
+def test_the_apt_training_evaluation_reads_its_prompted_classifier():
+    """`demo.train apt` evaluates its prompt through the zero-shot accuracy that every training command
+    uses; that helper moves images to the classifier's device, which the prompted classifier must tell."""
+    import torch.nn.functional as F
+
+    from demo import world
+    from demo.defenses.test_time.prompt_learner import PromptLearner
+    from demo.defenses.training_time.apt import _APTClassifier
+    from demo.defenses.training_time.twin import twin_visual
+    from demo.models.loading import load_model
+    from demo.train.common import zero_shot_accuracy
+
+    clf = load_model("teaching").classifier(world.CLASSNAMES, [world.EVAL_TEMPLATE])
+    learner = PromptLearner.for_classifier(clf)
+    with torch.no_grad():
+        text = F.normalize(learner.text_features(learner.init_context()), dim=-1)
+    prompted = _APTClassifier(clf, twin_visual(clf, "tecoa"), text)
+    assert prompted.device == clf.device
+    assert 0.0 <= zero_shot_accuracy(prompted, 8, seed=1) <= 1.0

@@ -59,6 +59,10 @@ class _APTClassifier(nn.Module):
         self.clf, self.visual, self.text = clf, visual, text
         self.num_classes = clf.num_classes
 
+    @property
+    def device(self) -> torch.device:
+        return self.clf.device
+
     def encode(self, images, normalize: bool = True):
         return self.clf.encode(images, visual=self.visual, normalize=normalize)
 
