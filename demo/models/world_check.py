@@ -168,8 +168,9 @@ def check_for(loaded: LoadedModel) -> WorldCheck | None:
 def reference_model(loaded: LoadedModel) -> LoadedModel | None:
     """The model whose features judge images for `loaded`: the ResNet teaching model, for both teaching
     models. Whether an image comes from the world does not depend on which model looks at it, and the
-    ViT's own statistics told the world apart from photos and noise far worse (fitted the same way, its
-    check caught 0 of 11 photos and 0 of 20 noise images; docs/results/world_check_vit.json)."""
+    ViT's own statistics told the world apart from photos and noise far worse (fitted the same way on an
+    earlier ViT tower, its check caught 0 of 11 photos and 0 of 20 noise images;
+    docs/results/world_check_vit.json)."""
     if teaching_model_of(loaded) is None:
         return None
     if loaded.key == "teaching":
