@@ -56,7 +56,7 @@ SCENES = [
           "at a clean cost ({{tecoa.seen.clean}} against {{none.seen.clean}}).",
           holds_on=("teaching",),
           vit=("its TeCoA tower got the ResNet's budget of adversarial fine-tuning, too short for a ViT, and says "
-               "red ring. On {{tecoa.seen.n}} seen test images it is right on {{tecoa.seen.clean}} of clean ones "
+               "red cross. On {{tecoa.seen.n}} seen test images it is right on {{tecoa.seen.clean}} of clean ones "
                "and on {{tecoa.seen.adaptive}} under this attack aimed at it (undefended: {{none.seen.worst}}).")),
     Scene("A weak defense breaks when the attacker adapts",
           "JPEG undoes an attack made for the plain model (switch to oblivious and run again), but once the attack "
