@@ -77,10 +77,17 @@ def probe_section(results: dict[str, dict]) -> str:
 
 
 def _pairs(probe: dict) -> str:
-    from .probe import pair_table
+    from .probe import gap_table, pair_table
 
-    if not all("held_out_pairs" in r for r in probe["models"].values()):
-        return ""
-    return ("\nZero-shot answers on the same held-out test images, pair by pair (the class prompts of all 64 "
-            "pairs, as the evaluation reads them): a tower can compose most pairs and still miss one.\n\n"
-            + pair_table(probe))
+    models = probe["models"].values()
+    out = ""
+    if all("held_out_pairs" in r for r in models):
+        out += ("\nZero-shot answers on the same held-out test images, pair by pair (the class prompts of all 64 "
+                "pairs, as the evaluation reads them): a tower can compose most pairs and still miss one.\n\n"
+                + pair_table(probe))
+    if all("hue_gap" in r for r in models):
+        out += ("\nEach shape drawn in off-palette colours and named by the 8 shape prompts alone: at the hue of "
+                "the colour it is held out in (inside the gap that off-palette training images, `--shape-hues`, "
+                "leave around it) and at the hues they may use. A tower that reads shape apart from hue names it "
+                "in the gap too; one that learned each shape hue by hue does not.\n\n" + gap_table(probe))
+    return out

@@ -26,7 +26,7 @@ from .metrics import fmt_ci
 MODELS = ("teaching", "teaching-vit")
 TITLES = {"teaching": "ResNet", "teaching-vit": "ViT"}
 TARGETS = {"shape": len(world.SHAPES), "colour": len(world.COLOR_NAMES)}
-TRAIN_SEED, SEEN_SEED, HELD_OUT_SEED = 8_100, 8_500, 8_900  # apart from the evaluation seeds
+TRAIN_SEED, SEEN_SEED, HELD_OUT_SEED, GAP_SEED = 8_100, 8_500, 8_900, 9_300  # apart from the evaluation seeds
 
 
 @torch.no_grad()
@@ -49,6 +49,30 @@ def pair_answers(loaded, embeddings: torch.Tensor, labels: torch.Tensor) -> dict
         confusions = {name: wrong.count(name) for name in sorted(set(wrong), key=lambda k: (-wrong.count(k), k))}
         out[world.CLASSNAMES[c]] = {"n": len(mine), "accuracy": float((mine == c).float().mean()),
                                     "confusions": confusions}
+    return out
+
+
+def hue_gap(loaded, n: int) -> dict[str, dict]:
+    """Per shape, how often the shape prompts name it when drawn in off-palette colours: at the hue of the
+    colour it is held out in (inside the gap that `--shape-hues` fine-tuning never draws it in) and at the
+    hues it may be drawn in. A tower that reads shape apart from hue names it in the gap too; one that
+    learned each shape hue by hue does not."""
+    from ..world.render import COLORS, HUE_JITTER
+
+    clf = loaded.classifier(world.SHAPES, ["a photo of a {}."])
+    out = {}
+    for i, shape in enumerate(world.SHAPES):
+        colour = next(c for c, s in world.HELD_OUT if s == shape)
+        g = torch.Generator().manual_seed(GAP_SEED + i)
+        scenes = world.sample_scenes(2 * n, g, "all")
+        scenes.shape[:] = i
+        hues = torch.cat([COLORS[colour][0] + (torch.rand(n, generator=g) * 2 - 1) * HUE_JITTER,
+                          world.off_palette_hues(scenes.shape[n:], g)])
+        images = world.render(scenes, teaching.IMAGE_SIZE, g, hues % 360)
+        with torch.no_grad():
+            right = (clf(images.to(loaded.device)).argmax(1).cpu() == i).float()
+        out[shape] = {"held_out_in": colour, "n": n, "in_gap": float(right[:n].mean()),
+                      "elsewhere": float(right[n:].mean())}
     return out
 
 
@@ -98,7 +122,8 @@ def probe_model(model: str, n_train: int, n_test: int) -> dict:
             for split, feats, y in (("seen", seen[k], y_seen), ("held_out", held[k], y_held)):
                 row[f"{what}_{split}"] = float((predict(feats) == _target(y, what)).float().mean())
         stages.append(row)
-    return {"stages": stages, "stage_names": stage_names(loaded), "held_out_pairs": pair_answers(loaded, held[-1], y_held)}
+    return {"stages": stages, "stage_names": stage_names(loaded), "held_out_pairs": pair_answers(loaded, held[-1], y_held),
+            "hue_gap": hue_gap(loaded, n_test // 5)}
 
 
 def stage_names(loaded) -> list[str]:
@@ -140,6 +165,17 @@ def pair_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gap_table(result: dict) -> str:
+    """Markdown: each shape's shape-prompt accuracy inside its hue gap and elsewhere, per tower."""
+    models = result["models"]
+    head = " | ".join(f"{TITLES.get(m, m)}, in the gap | {TITLES.get(m, m)}, elsewhere" for m in models)
+    lines = [f"| shape (held out in) | images each | {head} |", "|---|---:|" + "---:|---:|" * len(models)]
+    for shape, row in next(iter(models.values()))["hue_gap"].items():
+        cells = [fmt_ci(r["hue_gap"][shape][k], row["n"]) for r in models.values() for k in ("in_gap", "elsewhere")]
+        lines.append(f"| {shape} ({row['held_out_in']}) | {row['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m demo.eval.probe", description=__doc__.split("\n\n")[0])
     p.add_argument("--n-train", type=int, default=3000, help="seen-pair images the probes learn from")
@@ -153,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
               "models": {m: probe_model(m, args.n_train, args.n_test) for m in MODELS}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    args.out.with_suffix(".md").write_text(f"`{command}`\n\n" + table(result) + "\n" + pair_table(result))
-    print(table(result) + "\n" + pair_table(result))
+    tables = table(result) + "\n" + pair_table(result) + "\n" + gap_table(result)
+    args.out.with_suffix(".md").write_text(f"`{command}`\n\n" + tables)
+    print(tables)
     return 0
 
 

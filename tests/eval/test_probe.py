@@ -41,6 +41,12 @@ def test_the_probe_command_writes_every_stage_of_both_towers(tmp_path):
             # every wrong answer is counted once, under a name that is not the pair's own
             assert sum(p["confusions"].values()) == round(p["n"] * (1 - p["accuracy"]))
     assert "commonest wrong answer" in out.with_suffix(".md").read_text()
+    for model in probe.MODELS:
+        gap = result["models"][model]["hue_gap"]
+        assert set(gap) == set(world.SHAPES)
+        assert {g["held_out_in"] for g in gap.values()} == set(world.COLOR_NAMES)  # one held-out colour per shape
+        assert all(0.0 <= g[k] <= 1.0 for g in gap.values() for k in ("in_gap", "elsewhere"))
+    assert "in the gap" in out.with_suffix(".md").read_text()
 
 
 def test_the_published_probe_is_what_the_results_page_quotes():
