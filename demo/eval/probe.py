@@ -149,31 +149,32 @@ def table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _by_model(result: dict, section: str, first: str, suffixes: tuple[str, str], align: str, label, cells) -> str:
+    """Markdown: a row per entry of each tower's `section`, its image count, then two columns per tower."""
+    models = result["models"]
+    head = " | ".join(f"{TITLES.get(m, m)}{suffix}" for m in models for suffix in suffixes)
+    lines = [f"| {first} | {head} |", "|---|---:|" + align * len(models)]
+    for key, row in next(iter(models.values()))[section].items():
+        body = [c for r in models.values() for c in cells(r[section][key])]
+        lines.append(f"| {label(key, row)} | {row['n']} | " + " | ".join(body) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def pair_table(result: dict) -> str:
     """Markdown: each held-out pair's zero-shot accuracy per tower, and each tower's commonest wrong answer."""
-    models = result["models"]
-    head = " | ".join(f"{TITLES.get(m, m)} | {TITLES.get(m, m)}'s commonest wrong answer" for m in models)
-    lines = [f"| held-out pair | images | {head} |", "|---|---:|" + "---:|---|" * len(models)]
-    first = next(iter(models.values()))["held_out_pairs"]
-    for pair, row in first.items():
-        cells = []
-        for r in models.values():
-            p = r["held_out_pairs"][pair]
-            top = next(iter(p["confusions"].items()), None)
-            cells += [fmt_ci(p["accuracy"], p["n"]), f"{top[0]} ({top[1]} of {p['n']})" if top else "-"]
-        lines.append(f"| {pair} | {row['n']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    def cells(p: dict) -> list[str]:
+        top = next(iter(p["confusions"].items()), None)
+        return [fmt_ci(p["accuracy"], p["n"]), f"{top[0]} ({top[1]} of {p['n']})" if top else "-"]
+
+    return _by_model(result, "held_out_pairs", "held-out pair | images", ("", "'s commonest wrong answer"),
+                     "---:|---|", lambda pair, row: pair, cells)
 
 
 def gap_table(result: dict) -> str:
     """Markdown: each shape's shape-prompt accuracy inside its hue gap and elsewhere, per tower."""
-    models = result["models"]
-    head = " | ".join(f"{TITLES.get(m, m)}, in the gap | {TITLES.get(m, m)}, elsewhere" for m in models)
-    lines = [f"| shape (held out in) | images each | {head} |", "|---|---:|" + "---:|---:|" * len(models)]
-    for shape, row in next(iter(models.values()))["hue_gap"].items():
-        cells = [fmt_ci(r["hue_gap"][shape][k], row["n"]) for r in models.values() for k in ("in_gap", "elsewhere")]
-        lines.append(f"| {shape} ({row['held_out_in']}) | {row['n']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return _by_model(result, "hue_gap", "shape (held out in) | images each", (", in the gap", ", elsewhere"),
+                     "---:|---:|", lambda shape, row: f"{shape} ({row['held_out_in']})",
+                     lambda g: [fmt_ci(g[k], g["n"]) for k in ("in_gap", "elsewhere")])
 
 
 def main(argv: list[str] | None = None) -> int:
