@@ -67,3 +67,13 @@ def test_the_readme_quotes_the_published_probe():
     readme = (P.RESULTS_DIR.parents[1] / "README.md").read_text()
     resnet, vit = (round(100 * models[m]["stages"][-1]["shape_held_out"]) for m in ("teaching", "teaching-vit"))
     assert f"from the ResNet's image embedding {resnet}% of the time and from the ViT's {vit}%" in " ".join(readme.split())
+
+
+def test_the_readme_quotes_the_published_hue_gap():
+    models = P.load()["shape_probe"]["models"]
+    readme = " ".join((P.RESULTS_DIR.parents[1] / "README.md").read_text().split())
+    vit, resnet = models["teaching-vit"]["hue_gap"]["triangle"], models["teaching"]["hue_gap"]["triangle"]
+    assert vit["held_out_in"] == "green"
+    assert (f"a triangle is named at {100 * vit['elsewhere']:.1f}% of the hues off-palette images may use and at "
+            f"{100 * vit['in_gap']:.1f}% at green's hue, the colour it is held out in (the ResNet: "
+            f"{100 * resnet['in_gap']:.1f}% there)") in readme
