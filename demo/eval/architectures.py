@@ -54,8 +54,9 @@ held-out pairs, whose colour and shape the towers never saw together. Colour is 
 towers (at least {colour_min} on held-out pairs). The shape of a held-out pair is read from the ResNet's image
 embedding {resnet} of the time and from the ViT's {vit}: the ViT's features tie a shape to the colours it was
 seen in more than the ResNet's, and where they do it names a held-out pair by a seen shape of the right
-colour; the ResNet's deep features keep more of the shape apart from the colour. Probe accuracy is not zero-shot accuracy (that reads the
-embedding with the text tower's class prompts), but both rank the two towers the same way.
+colour; the ResNet's deep features keep more of the shape apart from the colour. Probe accuracy is not
+zero-shot accuracy (that reads the embedding with the text tower's class prompts), but both rank the two
+towers the same way.
 
 """
 
