@@ -129,22 +129,24 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
         if method in ("tecoa", "finetune"):
             y = remap[labels]
             adv = images if method == "finetune" else attack(clf, images, y, seed=seed * 100_003 + step).adv_images
-            loss = F.cross_entropy(clf(adv), y)
+            feats = clf.encode(adv)  # each image through the tower once per step, shared by every term
+            loss = F.cross_entropy(clf.logits_from_features(feats), y)
             if shape_hues:
                 scenes = world.sample_scenes(hue_batch, hue_gen, "all")
                 floor = None if hue_saturation is None else world.off_palette_saturation_floor(scenes.shape, hue_saturation)
                 shapes = world.render(scenes, teaching.IMAGE_SIZE, hue_gen, world.off_palette_hues(scenes.shape, hue_gen),
-                                      floor)
-                loss = loss + shape_hues * F.cross_entropy(
-                    clf.logits_from_features(clf.encode(shapes.to(device)), shape_feats), scenes.shape.to(device))
+                                      floor).to(device)
+                shape_embeds = clf.encode(shapes)
+                loss = loss + shape_hues * F.cross_entropy(clf.logits_from_features(shape_embeds, shape_feats),
+                                                           scenes.shape.to(device))
             if embed_kd:
-                x = torch.cat([adv, shapes.to(device)]) if shape_hues else adv
+                x, mine = (torch.cat([adv, shapes]), torch.cat([feats, shape_embeds])) if shape_hues else (adv, feats)
                 with torch.no_grad():
                     target = clf.encode(x, visual=teacher)
-                loss = loss + embed_kd * (1 - (clf.encode(x) * target).sum(-1)).mean()
+                loss = loss + embed_kd * (1 - (mine * target).sum(-1)).mean()
             if palette_shapes:  # the same shape prompts on the palette images: shape read apart from colour
                 loss = loss + palette_shapes * F.cross_entropy(
-                    clf.logits_from_features(clf.encode(adv), shape_feats), labels % len(world.SHAPES))
+                    clf.logits_from_features(feats, shape_feats), labels % len(world.SHAPES))
         elif method == "pmg_aft":
             y = remap[labels]
             adv = attack(clf, images, y, seed=seed * 100_003 + step).adv_images
