@@ -98,6 +98,8 @@ def _runs() -> tuple[dict[str, str], dict[str, int]]:
     # The training-free rows that AutoAttack can aim through (BPDA for the non-differentiable steps).
     vit["vit_aa4_training_free_seen"] = f"{AA4} --n 200 --defenses {TRAINING_FREE_AA}"
     shard["vit_aa4_training_free_seen"] = 50
+    for group, defense in (("anti", "anti_adversary"), ("rrp", "random_resize_pad")):  # as the ResNet's rows
+        vit[f"vit_aa4_{group}_seen"], shard[f"vit_aa4_{group}_seen"] = f"{AA4} --n 200 --defenses {defense}", 50
     # FAP's prompts were trained at its paper's 1/255: measured there too.
     vit["vit_pgd1_fap_seen"] = "--attack pgd --eps 1 --steps 10 --n 200 --adaptive --defenses none,fap"
     # TAPT's prompts too (`demo.train tapt-prompts`, its paper's 1/255); ~18 s per image on one core.
@@ -116,7 +118,7 @@ PRIORITY = ("aa4_ttc_seen", "aa4_rrp_seen", "aa4_anti_seen", "aa4_training_time_
             "aa4_rrp16_seen", "vit_pgd4_main_seen", "vit_pgd4_main_held_out", "vit_aa4_training_time_seen",
             "vit_pgd4_fap_seen", "vit_pgd4_fap_held_out", "vit_aa4_fap_seen", "vit_pgd4_counter_seen", "vit_pgd4_tapt_seen", "vit_pgd1_tapt_seen", "vit_pgd4_tpt_seen", "vit_pgd4_rtpt_seen",
             "vit_pgd4_counter_held_out", "vit_pgd4_tapt_held_out", "vit_pgd4_tpt_held_out", "vit_pgd4_rtpt_held_out",
-            "vit_aa4_training_free_seen",
+            "vit_aa4_training_free_seen", "vit_aa4_anti_seen", "vit_aa4_rrp_seen",
             "aa4_tpt_seen", "aa4_rtpt_seen", "aa4_tpt_held_out", "aa4_rtpt_held_out")
 
 
