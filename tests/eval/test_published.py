@@ -104,8 +104,8 @@ def test_the_learn_tabs_comparisons_hold_in_the_published_numbers():
 
     vit = P.defense_numbers(model_results(P.load(), "teaching-vit"))
     text = " ".join(assets.content("test_time").split())
-    assert "right through its adaptation, below the undefended ViT's {{vit:none.pgd1.worst}}" in text
-    assert vit["tapt"]["pgd1"]["worst"] < vit["none"]["pgd1"]["worst"]
+    assert "right through its adaptation, no better than the undefended ViT's {{vit:none.pgd1.worst}}" in text
+    assert vit["tapt"]["pgd1"]["worst"] <= vit["none"]["pgd1"]["worst"]
     assert vit["tapt"]["pgd1"]["clean"] < vit["none"]["pgd1"]["clean"]
     # "The ordering holds on both teaching models": R-TPT above TPT, TPT not below the undefended model
     assert "The ordering holds on both teaching models" in text
