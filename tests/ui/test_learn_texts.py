@@ -33,3 +33,37 @@ def test_the_adaptive_page_judges_a_defense_by_its_worst_case_with_anti_adversar
     assert significantly_above(anti["adaptive"], anti["worst"], anti["n"])
     assert numbers["anti_adversary"]["aa4"]["worst"] <= anti["worst"]
     _filled("adaptive", numbers)
+
+
+def _sentences(text: str) -> list[str]:
+    import re
+
+    return [s for s in re.split(r"(?<=[.)])\s+(?=[A-Z])", " ".join(text.split())) if s]
+
+
+@pytest.mark.parametrize("model", ["teaching", "teaching-vit"])
+def test_the_tecoa_and_fare_notes_tell_mao_et_al_from_the_4_255_retraining(model):
+    """Mao et al. (TeCoA) train at 1/255 with 2-step PGD; the 4/255 recipe with 10-step PGD is RobustVLM's
+    (Schlarmann et al.), which retrained TeCoA. Every text that names Mao et al. keeps their budget apart from
+    RobustVLM's, and says which one the shipped towers follow: the budget in their training logs."""
+    import json
+
+    from demo.defenses.training_time.fare import FARE
+    from demo.defenses.training_time.tecoa import TeCoA
+    from demo.models import teaching
+
+    for twin, note in (("tecoa", TeCoA.deviation), ("fare", FARE.deviation)):
+        eps = json.loads((teaching.MODELS[model].folder / f"visual_{twin}.json").read_text())["eps"] * 255
+        assert round(eps) == 4, "the notes say the towers follow the 4/255 recipe; retrained at another budget?"
+        assert "RobustVLM" in note and "shortened" in note
+        for sentence in _sentences(note):
+            if "RobustVLM" in sentence:
+                assert "4/255" in sentence and "10-step" in sentence and "Mao" not in sentence, sentence
+    texts = [TeCoA.deviation, assets.content("training_time")]
+    for text in texts:
+        mao = [s for s in _sentences(text) if "Mao et al." in s]
+        assert mao, "the TeCoA texts name Mao et al."
+        for sentence in mao:
+            assert "4/255" not in sentence and "10-step" not in sentence, f"credits Mao et al. with RobustVLM's recipe: {sentence}"
+        assert any("1/255" in s and "2-step" in s for s in mao), "Mao et al.'s own budget is stated"
+        assert any("RobustVLM" in s and "4/255" in s for s in _sentences(text))

@@ -22,6 +22,7 @@ class FARE(RobustTwinDefense):
     twin = "fare"
     reference = ("Schlarmann et al., Robust CLIP: Unsupervised Adversarial Fine-Tuning of Vision Embeddings "
                  "for Robust Large Vision-Language Models, ICML 2024, arXiv 2402.12336")
-    deviation = ("Teaching model: 90 AdamW steps of 64 images at eps 4/255 with a 3-step inner PGD of 2/255 "
-                 "and no momentum (the published recipe: 20k steps of 128 ImageNet images, 10-step PGD of 1/255 "
-                 "with momentum 0.9). Hub models use the published checkpoints.")
+    deviation = ("FARE's recipe (RobustVLM, whose FARE4 checkpoints hub models use): AdamW at eps 4/255, "
+                 "10-step PGD of 1/255 with momentum 0.9, for ViT-L/14 20k steps of 128 ImageNet images. "
+                 "Teaching model: that recipe shortened to 90 AdamW steps of 64 images at eps 4/255 with a "
+                 "3-step inner PGD of 2/255 and no momentum.")
