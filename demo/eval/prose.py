@@ -23,7 +23,8 @@ How to read the tables:
 - Brackets are 95% Wilson intervals: two numbers whose intervals overlap may not differ. ⚠ marks an adaptive
   attack that did worse than the oblivious one beyond that noise; the worst case is then the number to trust.
 - Every adversarial image is quantized to the nearest 8-bit level inside the budget before it is scored.
-- TeCoA, FARE, PMG-AFT and APT were trained at 4/255 on the seen combinations (commands in the README).
+- TeCoA, FARE, PMG-AFT and APT were trained at 4/255 on the seen combinations (commands in the README), the
+  budget of RobustVLM's TeCoA and FARE recipe (Schlarmann et al., 2024); Mao et al. train TeCoA at 1/255.
 """
 
 HELD_OUT = """The same attack on images of the 8 colour-shape combinations that no training stream ever shows
@@ -190,8 +191,30 @@ def what_this_shows(numbers: dict) -> str:
             for k in free) + f" (undefended {_p(base_worst)}). "
             + (f"{', '.join(numbers[k]['title'].split(' (')[0] for k in fooled)} look better than they are while the "
                "attacker ignores them: attacked through them, they fall beyond noise. " if fooled else "")
-            + _autoattack(numbers, free, "exact gradients, BPDA only through steps with no useful gradient"))
+            + _autoattack(numbers, free, "exact gradients, BPDA only through steps with no useful gradient").rstrip()
+            + _clipure_line(numbers))
     return "\n\n".join(out) + "\n"
+
+
+def _clipure_line(numbers: dict) -> str:
+    """Why CLIPure-Cos's rows equal the undefended rows, said only while they do (same clean accuracy on every
+    run both have, robust accuracies within a few images)."""
+    if "clipure" not in numbers or "none" not in numbers:
+        return ""
+    runs = [k for k, d in numbers["clipure"].items() if isinstance(d, dict) and "clean" in d
+            and isinstance(numbers["none"].get(k), dict) and numbers["none"][k].get("clean") is not None]
+    if not runs or any(abs(numbers["clipure"][k]["clean"] - numbers["none"][k]["clean"]) > 1e-9 for k in runs):
+        return ""
+    apart = max(round(abs((numbers["clipure"][k].get(f) or 0.0) - (numbers["none"][k].get(f) or 0.0))
+                      * numbers["clipure"][k]["n"]) for k in runs for f in ("oblivious", "adaptive", "worst"))
+    if apart > 2:
+        return ""
+    same = "identical robust accuracies" if apart == 0 else f"robust accuracies at most {apart} image{'s' * (apart > 1)} apart"
+    return (f" CLIPure-Cos's rows equal the undefended rows ({len(runs)} runs: the same clean accuracy, {same}) "
+            "because at its official settings its purification is the identity: each of its 10 steps (eta 30) "
+            "turns the image embedding by atan(30), 88 degrees, towards the empty prompt \"a photo of a .\"; an "
+            "embedding closer to it than that is overshot by one step and turned back by the next, so after an "
+            "even number of steps it is where it started, and the classification is the undefended model's.")
 
 
 def _autoattack(numbers: dict, names: list[str], how: str) -> str:

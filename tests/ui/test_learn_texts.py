@@ -67,3 +67,43 @@ def test_the_tecoa_and_fare_notes_tell_mao_et_al_from_the_4_255_retraining(model
             assert "4/255" not in sentence and "10-step" not in sentence, f"credits Mao et al. with RobustVLM's recipe: {sentence}"
         assert any("1/255" in s and "2-step" in s for s in mao), "Mao et al.'s own budget is stated"
         assert any("RobustVLM" in s and "4/255" in s for s in _sentences(text))
+
+
+def test_the_clipure_lesson_explains_rows_that_equal_the_undefended_ones(numbers):
+    """The Learn tab says CLIPure's rows equal the undefended rows because its default purification is the
+    identity: checked on the published numbers of both teaching models (same clean accuracy on every run,
+    worst cases within one image) ..."""
+    vit = published.defense_numbers(published.model_results(published.load(), "teaching-vit"))
+    for nums in (numbers, vit):
+        runs = [k for k, d in nums["clipure"].items() if isinstance(d, dict) and "clean" in d]
+        assert {"seen", "aa4"} <= set(runs)
+        for k in runs:
+            c, u = nums["clipure"][k], nums["none"][k]
+            assert c["clean"] == pytest.approx(u["clean"], abs=1e-9), k
+            assert abs(c["worst"] - u["worst"]) * c["n"] <= 1 + 1e-6, k
+    text = _filled("training_free", numbers)
+    assert "rows in the results equal the undefended ones" in " ".join(text.split())
+
+
+def test_clipure_at_its_official_settings_is_the_identity_on_teaching_world_images(teaching_model, world_batch):
+    """... and on the teaching world itself: every image embedding lies closer to the empty prompt than one
+    step's turn (atan 30, 88 degrees), so ten steps bring it back to where it started."""
+    import math
+
+    import torch
+
+    from demo import world
+    from demo.defenses.training_free.clipure import null_text_embedding
+    from demo.registry import DEFENSES
+
+    clf = teaching_model.classifier(world.CLASSNAMES, [world.EVAL_TEMPLATE])
+    images, _ = world_batch
+    defense = DEFENSES.create("clipure")
+    assert (defense.steps, defense.eta) == (10, 30.0), "the lesson describes the official settings"
+    with torch.no_grad():
+        feats = torch.nn.functional.normalize(clf.encode(images), dim=-1)
+        angle = torch.rad2deg(torch.acos((feats @ null_text_embedding(clf)).clamp(-1, 1)))
+        assert angle.max() < math.degrees(math.atan(defense.eta))
+        out = defense(clf, images)
+        assert torch.allclose(out.features, feats, atol=1e-5)
+        assert torch.equal(out.logits.argmax(1), clf(images).argmax(1))

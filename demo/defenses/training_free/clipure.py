@@ -95,9 +95,12 @@ class CLIPure(Defense):
     deviation = (
         "The step's gradient is normalized per image, which is the official code's behaviour at batch size 1 "
         "(the app's case); the official code normalizes over the whole batch, so there an image's step "
-        "depends on the other images in its batch. With the official eta = 30 and 10 steps one image comes "
-        "back to exactly its input embedding, so by default this defense changes nothing; lower eta to see "
-        "the embedding move towards the null prompt. The null prompt uses the classifier's own templates, "
+        "depends on the other images in its batch. With the official eta = 30 each step turns the embedding by "
+        "88 degrees towards the null prompt: an embedding closer to it than that (every teaching-world image's "
+        "is) is overshot by one step and turned back by the next, so after the official 10 steps it is exactly "
+        "where it started. By default this defense therefore classifies as the undefended model does, which is "
+        "why its rows in the results equal the undefended ones; lower eta to see the embedding move towards "
+        "the null prompt. The null prompt uses the classifier's own templates, "
         "as the official code uses the same templates for the classes and the null prompt (80 for ImageNet).")
 
     steps: int = param(10, lo=0, hi=50, step=1, label="Purification steps")
