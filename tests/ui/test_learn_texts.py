@@ -107,3 +107,25 @@ def test_clipure_at_its_official_settings_is_the_identity_on_teaching_world_imag
         out = defense(clf, images)
         assert torch.allclose(out.features, feats, atol=1e-5)
         assert torch.equal(out.logits.argmax(1), clf(images).argmax(1))
+
+
+def test_the_anti_adversary_note_says_what_its_step_size_and_its_numbers_show(teaching_model, world_batch, numbers):
+    """Its note: a step of 4/255 costs clean accuracy that 1/255 does not; its adaptive attack keeps more
+    images than the oblivious one, so it is judged by its worst case."""
+    import torch
+
+    from demo import world
+    from demo.defenses.training_free.anti_adversary import AntiAdversary
+    from demo.registry import DEFENSES
+
+    note = AntiAdversary.deviation
+    assert "a step of 4/255 already costs clean accuracy that 1/255 does not" in note and "worst case" in note
+    clf = teaching_model.classifier(world.CLASSNAMES, [world.EVAL_TEMPLATE])
+    images, labels = world_batch
+    with torch.no_grad():
+        plain = int((clf(images).argmax(1) == labels).sum())
+    right = {a: int((DEFENSES.create("anti_adversary", alpha=a / 255)(clf, images, seed=0).logits.argmax(1) == labels)
+                    .sum()) for a in (1, 4)}
+    assert right[1] >= plain - 1 and right[4] <= plain - 3, (plain, right)
+    anti = numbers["anti_adversary"]["seen"]
+    assert significantly_above(anti["adaptive"], anti["oblivious"], anti["n"])

@@ -40,8 +40,11 @@ class AntiAdversary(Defense):
     reference = "Alfarra et al., Combating Adversaries with Anti-Adversaries, AAAI 2022 (arXiv 2103.14347)"
     deviation = ("Step size 1/255, the step of TTC's counterattack, instead of the official 0.15 (set for "
                  "CIFAR-10 models without input normalization, it would move every pixel by up to 0.3 of its "
-                 "range in two steps; on the teaching model 4/255 already costs 15 points of clean accuracy). "
-                 "The image is clipped to [0, 1] after each step (the official layer does not clip).")
+                 "range in two steps; on the teaching model a step of 4/255 already costs clean accuracy that "
+                 "1/255 does not). The image is clipped to [0, 1] after each step (the official layer does not "
+                 "clip). Attacked through it, it keeps more images than against the oblivious attack, because "
+                 "the label it trusts flips during the attack and misleads the attacker's gradient: judge it by "
+                 "its worst case over every attack (docs/results.md).")
 
     steps: int = param(2, lo=0, hi=10, step=1, label="Steps",
                        help="Signed-gradient steps towards the predicted label (official: 2).")
