@@ -129,3 +129,18 @@ def test_the_anti_adversary_note_says_what_its_step_size_and_its_numbers_show(te
     assert right[1] >= plain - 1 and right[4] <= plain - 3, (plain, right)
     anti = numbers["anti_adversary"]["seen"]
     assert significantly_above(anti["adaptive"], anti["oblivious"], anti["n"])
+
+
+def test_the_survey_is_cited_where_the_three_families_are_introduced():
+    """The app teaches the three-family taxonomy of Fu & Zhang's survey: every place that introduces the
+    families cites it, not only the references page."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    intro = readme.split("\n# ", 1)[1].split("\n## ", 1)[0]  # from the title to the first section
+    for where, text in (("learn_intro.md", assets.content("learn_intro")), ("header.md", assets.content("header")),
+                        ("the README's introduction", intro)):
+        text = " ".join(text.split())
+        assert "three" in text and ("families" in text or "paradigms" in text), f"{where} introduces the families"
+        assert "Fu & Zhang" in text and "2601.12443" in text, f"{where} does not cite the survey"
+    assert "2601.12443" in assets.content("references")
