@@ -144,3 +144,16 @@ def test_the_survey_is_cited_where_the_three_families_are_introduced():
         assert "three" in text and ("families" in text or "paradigms" in text), f"{where} introduces the families"
         assert "Fu & Zhang" in text and "2601.12443" in text, f"{where} does not cite the survey"
     assert "2601.12443" in assets.content("references")
+
+
+def test_the_test_time_page_credits_r_tpt_s_vote_as_far_as_the_numbers_go(numbers):
+    """R-TPT's robustness is its crop vote, stated as the mechanism (with Croce et al., 2022) and backed by
+    what is published: TPT, which tunes the same prompt but answers from the whole image, keeps no more than
+    the undefended model against the oblivious attack, and R-TPT keeps far more."""
+    raw = " ".join(assets.content("test_time").split())
+    assert "The mechanism is its readout, not its tuning" in raw and "Croce et al., 2022" in raw
+    assert "Croce" in assets.content("references") and "2202.13711" in assets.content("references")
+    tpt, rtpt, none = (numbers[k]["seen"] for k in ("tpt", "rtpt", "none"))
+    assert not significantly_above(tpt["oblivious"], none["oblivious"], tpt["n"])  # "as the undefended model does"
+    assert significantly_above(rtpt["oblivious"], tpt["oblivious"], rtpt["n"])
+    _filled("test_time", numbers)
