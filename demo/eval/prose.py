@@ -24,7 +24,8 @@ How to read the tables:
   attack that did worse than the oblivious one beyond that noise; the worst case is then the number to trust.
 - Every adversarial image is quantized to the nearest 8-bit level inside the budget before it is scored.
 - TeCoA, FARE, PMG-AFT and APT were trained at 4/255 on the seen combinations (commands in the README), the
-  budget of RobustVLM's TeCoA and FARE recipe (Schlarmann et al., 2024); Mao et al. train TeCoA at 1/255.
+  budget of RobustVLM's TeCoA and FARE recipe (Schlarmann et al., 2024). Mao et al. train TeCoA at 1/255
+  with a 2-step PGD.
 """
 
 HELD_OUT = """The same attack on images of the 8 colour-shape combinations that no training stream ever shows

@@ -53,8 +53,8 @@ TECOA = Scene(
          "red cross. On {{tecoa.seen.n}} seen test images it is right on {{tecoa.seen.clean}} of clean ones "
          "and on {{tecoa.seen.adaptive}} under this attack aimed at it (undefended: {{none.seen.worst}})."))
 
-# A defense judged by an attack that ignores it looks stronger than it is; how strong JPEG is, the worst case
-# says, and it is quoted beside TeCoA's rather than ranked in words (the two sit within noise on the ResNet).
+# A defense judged by an attack that ignores it looks stronger than it is. How strong JPEG is, its worst case
+# says: quoted beside TeCoA's, not ranked in words (ranking is the leaderboard's, with its tests of ties).
 FLATTERED = Scene(
     "An attack that ignores a defense flatters it",
     "JPEG undoes an attack made for the plain model (switch to oblivious and run again), but once the attack "
@@ -72,8 +72,8 @@ FLATTERED = Scene(
          "attack and {{jpeg.seen.adaptive}} when the attack goes through it."))
 
 # What protects R-TPT is its vote over random crops, not its one tuning step (one AdamW step moves every
-# prompt value by about the learning rate, lr * sign(gradient), whatever the image). No published run
-# separates the two yet, so the scene states the mechanism and quotes only R-TPT as a whole.
+# prompt value by about the learning rate, lr * sign(gradient), whatever the image). Until a published run
+# separates the two, the scene states the mechanism and quotes only R-TPT as a whole.
 CROPS = Scene(
     "A vote over random crops helps here",
     "R-TPT classifies 64 views of the attacked image (63 of them random crops) and trusts the views that agree "

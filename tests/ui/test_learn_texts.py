@@ -59,7 +59,9 @@ def test_the_tecoa_and_fare_notes_tell_mao_et_al_from_the_4_255_retraining(model
         for sentence in _sentences(note):
             if "RobustVLM" in sentence:
                 assert "4/255" in sentence and "10-step" in sentence and "Mao" not in sentence, sentence
-    texts = [TeCoA.deviation, assets.content("training_time")]
+    from demo.eval import prose
+
+    texts = [TeCoA.deviation, assets.content("training_time"), prose.INTRO]
     for text in texts:
         mao = [s for s in _sentences(text) if "Mao et al." in s]
         assert mao, "the TeCoA texts name Mao et al."
