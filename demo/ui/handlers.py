@@ -23,8 +23,10 @@ from ..models import world_check
 from ..pipeline import USER_ERRORS, InputError, budget
 from ..pipeline.budget import Estimated
 from ..pipeline.compare import check_defenses
+from ..attacks.base import show
+from ..attacks import build_attack
 from ..registry import ATTACKS
-from . import views
+from . import parse, views
 from .jobs import Cancelled
 from .models import get_model, is_teaching
 from .parse import (  # noqa: F401  (re-exported: the page and tests use them through this module)
@@ -42,7 +44,7 @@ from .views import ColumnView
 
 log = logging.getLogger(__name__)
 
-OBLIVIOUS, ADAPTIVE = "oblivious", "adaptive"
+OBLIVIOUS, ADAPTIVE = pipeline.OBLIVIOUS, pipeline.ADAPTIVE
 Progress = Callable[[float, str], None] | None
 
 
@@ -158,11 +160,11 @@ def estimate(model_key, attack_name, eps, steps, mode, training_time, test_time,
     """The cost of "Run all" with these settings, said before it runs (or why it would be refused)."""
     try:
         loaded = _model(model_key, allowed)
-        name, params = attack_settings(attack_name, eps, steps, attack_params)
-        attack = pipeline.make_attack(name, params)
-        defenses = list(check_defenses(defense_settings(training_time, test_time, training_free,
-                                                        defense_params)).values())
-        passes, seconds, limit = budget.estimate(loaded, attack, defenses, mode == ADAPTIVE)
+        req = parse.request([], None, None, model_key, attack_name, eps, steps, mode, 0, attack_params,
+                            (training_time, test_time, training_free), defense_params)
+        attack = build_attack(req.attack, InputError)
+        defenses = list(check_defenses(req.defenses).values())
+        passes, seconds, limit = budget.estimate(loaded, attack, defenses, req.adaptive)
     except USER_ERRORS as exc:
         return f"Cost: cannot be estimated with these settings ({exc})"
     verdict = ("within" if seconds <= limit else "**over**") + f" this server's limit of {limit:.0f} s"
@@ -242,12 +244,13 @@ def flat(view: tuple) -> tuple:
 
 
 def _eps_text(name: str, params: dict) -> str:
-    eps = params.get("eps")
-    unit = next((f.metadata.get("unit", "") for f in ATTACKS.get(name).params() if f.name == "eps"), "")
-    steps = f", {params['steps']} steps" if "steps" in params else ""
-    if eps is None:
-        return steps
-    return (f", eps {eps * 255:g}/255" if unit == "/255" else f", eps {eps:g}") + steps
+    """", eps 16/255, 10 steps of 4/255" from the parameters an attack ran with."""
+    fields = {f.name: f for f in ATTACKS.get(name).params()}
+    parts = [f", eps {show(params['eps'], fields['eps'])}" if "eps" in params else ""]
+    if "steps" in params:
+        parts.append(f", {params['steps']} steps" + (f" of {show(params['alpha'], fields['alpha'])}" if "alpha" in params
+                                                      else ""))
+    return "".join(parts)
 
 
 def _linf_budget(name: str, params: dict) -> float | None:
@@ -261,13 +264,19 @@ def _request(image, labels_text, true_label, target, model_key, allowed):
             label_index(target, labels, "target label"))
 
 
+def _inputs(image, labels_text, model_key, allowed):
+    """(model, image tensor, labels) of a request."""
+    loaded = _model(model_key, allowed)
+    return loaded, image_tensor(loaded, image), pipeline.check_labels(parse_labels(labels_text))
+
+
 @user_errors
 def attack(image, labels_text, true_label, model_key, attack_name, eps, steps, target, seed,
            attack_params="", *, allowed: set[str], progress: Progress = None) -> AttackView:
-    loaded, x, labels, true_idx, target_idx = _request(image, labels_text, true_label, target, model_key, allowed)
-    name, params = attack_settings(attack_name, eps, steps, attack_params)
-    result = pipeline.run_comparison(loaded, x, labels, true_idx, name, params, target_idx, None, False,
-                                     parse_seed(seed), progress)
+    loaded, x, labels = _inputs(image, labels_text, model_key, allowed)
+    req = parse.request(labels, true_label, target, model_key, attack_name, eps, steps, OBLIVIOUS, seed, attack_params)
+    result = pipeline.run_request(loaded, x, labels, req, progress)
+    name, params, true_idx = result.attack, result.attack_params, req.true_label
     folder = views.new_download_dir()
     adv_file = views.write_png(folder, f"adversarial_{views.safe_name(name)}.png", pipeline.to_uint8(result.adversarial))
     assumed, outside = true_idx is None, outside_world(loaded, x)
@@ -302,12 +311,10 @@ def compare(image, labels_text, true_label, model_key, attack_name, eps, steps, 
             allowed: set[str], progress: Progress = None, emit: Callable | None = None) -> CompareView:
     """The full comparison; `emit(view)`, when given, receives a partial view each time a column is ready
     (the columns not computed yet are blank and say so), so a page can show them at once."""
-    loaded, x, labels, true_idx, target_idx = _request(image, labels_text, true_label, target, model_key, allowed)
-    if mode not in (OBLIVIOUS, ADAPTIVE):
-        raise InputError(f"The attack mode must be {OBLIVIOUS!r} or {ADAPTIVE!r}, got {mode!r}.")
-    name, params = attack_settings(attack_name, eps, steps, attack_params)
-    defenses = defense_settings(training_time, test_time, training_free, defense_params)
-    assumed, outside = true_idx is None, outside_world(loaded, x)
+    loaded, x, labels = _inputs(image, labels_text, model_key, allowed)
+    req = parse.request(labels, true_label, target, model_key, attack_name, eps, steps, mode, seed, attack_params,
+                        (training_time, test_time, training_free), defense_params)
+    assumed, outside = req.true_label is None, outside_world(loaded, x)
     done: list = []
     computed: list = []
     n_cols = len(pipeline.COLUMN_KEYS)
@@ -320,8 +327,8 @@ def compare(image, labels_text, true_label, model_key, attack_name, eps, steps, 
         emit(CompareView(*done, *pending, None, None, None, None, None, None,
                          f"Computing: {len(done)} of {n_cols} columns ready.", strip))
 
-    result = pipeline.run_comparison(loaded, x, labels, true_idx, name, params, target_idx, defenses,
-                                     mode == ADAPTIVE, parse_seed(seed), progress, ready if emit else None)
+    result = pipeline.run_request(loaded, x, labels, req, progress, ready if emit else None)
+    name, params = result.attack, result.attack_params
     cols = [views.column_view(result.column(k), assumed, outside=outside) for k in pipeline.COLUMN_KEYS]
     defended = result.columns[2:]
     folder = views.new_download_dir()
@@ -347,18 +354,15 @@ def compare_json(image, labels_text, true_label, model_key, attack_name, eps, st
     """The comparison of /compare as one JSON document: model, labels, attack, per column (clean, attacked,
     one per paradigm) the prediction, whether it is correct, top-5, time, passes and what the defense did,
     and the stages' timings. The same inputs as /compare."""
-    loaded, x, labels, true_idx, target_idx = _request(image, labels_text, true_label, target, model_key, allowed)
-    if mode not in (OBLIVIOUS, ADAPTIVE):
-        raise InputError(f"The attack mode must be {OBLIVIOUS!r} or {ADAPTIVE!r}, got {mode!r}.")
-    name, params = attack_settings(attack_name, eps, steps, attack_params)
-    result = pipeline.run_comparison(loaded, x, labels, true_idx, name, params, target_idx,
-                                     defense_settings(training_time, test_time, training_free, defense_params),
-                                     mode == ADAPTIVE, parse_seed(seed), progress)
+    loaded, x, labels = _inputs(image, labels_text, model_key, allowed)
+    req = parse.request(labels, true_label, target, model_key, attack_name, eps, steps, mode, seed, attack_params,
+                        (training_time, test_time, training_free), defense_params)
+    result = pipeline.run_request(loaded, x, labels, req, progress)
     data = result.to_dict()
     outside = outside_world(loaded, x)
     if outside:  # an answer about an image the model cannot know is neither right nor wrong
         for column in data["columns"]:
             column["correct"] = None
     return {**data, "model_label": loaded.spec.label, "model_note": model_note(model_key, loaded, allowed),
-            "true_label_assumed": true_idx is None, "outside_world": outside,
+            "true_label_assumed": req.true_label is None, "outside_world": outside,
             "outside_world_note": world_check.SENTENCE if outside else ""}

@@ -8,6 +8,7 @@ import gradio as gr
 from ..defenses.base import Paradigm
 from .. import pipeline
 from ..pipeline import PARADIGMS
+from ..attacks.base import display_scale
 from ..registry import ATTACKS, DEFENSES
 from . import assets, explore, handlers, views
 from .components import ImageInput, NumberBox, NumberSlider, figure_box, image_box, param_control
@@ -221,8 +222,8 @@ def eps_slider_spec(name: str) -> dict:
     f = next((f for f in ATTACKS.get(name).params() if f.name == "eps"), None)
     if f is None:
         return {"visible": False, "value": 0, "minimum": 0, "maximum": 1, "step": 1, "label": "epsilon"}
-    scale = 255.0 if f.metadata.get("unit") == "/255" else 1.0
-    unit = " (/255)" if scale == 255.0 else ""
+    scale = display_scale(f)
+    unit = f" ({f.metadata['unit']})" if scale != 1.0 else ""
     return {"visible": True, "value": round(f.default * scale, 6), "minimum": round((f.metadata.get("lo") or 0) * scale, 6),
             "maximum": round(f.metadata.get("hi", f.default * 4) * scale, 6),
             "step": round((f.metadata.get("step") or 1 / 255) * scale, 6), "label": (f.metadata.get("label") or "epsilon") + unit}
