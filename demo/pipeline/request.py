@@ -25,7 +25,7 @@ class Request:
     """attack: the attack's spec (pixel units; no `alpha` means the step follows the budget).
     defenses: {paradigm: (defense name, parameters in pixel units)}, or None for the attack alone.
     mode: "oblivious" (one attack on the undefended model) or "adaptive" (one through each defense).
-    seed: every random draw of the request comes from generators seeded with it (`generator`).
+    seed: every random draw of the request comes from generators seeded with it.
     model: the zoo key asked for. true_label, target: label indices, or None (the clean prediction;
     untargeted)."""
 
@@ -47,11 +47,6 @@ class Request:
 
     def replace(self, **changes) -> "Request":
         return replace(self, **changes)
-
-    def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
-        """A fresh generator seeded with the request's seed: the source of any random draw the request
-        makes itself, never torch's process-wide one (which another thread may be drawing from)."""
-        return torch.Generator(device=device).manual_seed(int(self.seed))
 
 
 def run_request(loaded, image: torch.Tensor, labels: list[str], request: Request, progress=None, on_column=None):
