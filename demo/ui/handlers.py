@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 import torch
@@ -192,42 +192,14 @@ def classify(image, labels_text: str, true_label: str, model_key: str, *, allowe
                              model_note=model_note(model_key, loaded, allowed), outside=outside_world(loaded, x))
 
 
-class AttackView(NamedTuple):
-    clean: ColumnView
-    attacked: ColumnView
-    heatmap: np.ndarray
-    adversarial_file: str
-    summary: str
-
-
-class DefendView(NamedTuple):
-    training_time: ColumnView
-    test_time: ColumnView
-    training_free: ColumnView
-    changes: np.ndarray | None
-    timing_chart: np.ndarray
-    timing_table: list
-    summary: str
-
-
-class CompareView(NamedTuple):
-    clean: ColumnView
-    attacked: ColumnView
-    training_time: ColumnView
-    test_time: ColumnView
-    training_free: ColumnView
-    heatmap: np.ndarray
-    changes: np.ndarray | None
-    timing_chart: np.ndarray
-    timing_table: list
-    adversarial_file: str
-    results_file: str
-    summary: str
-    strip: str  # the five verdicts in one line, above the columns
-
-
-# Short column names for the verdict strip, in pipeline.COLUMN_KEYS order.
-COLUMN_NAMES = ["Clean", "Attacked", "Training-time", "Test-time", "Training-free"]
+# What each long handler returns, by name: result columns (`views.RESULT_COLUMNS`) and named outputs.
+# The page's components carry the same names (`Page.outputs`), so a view's fields are its outputs.
+AttackView = views.view_type("AttackView", views.RESULT_COLUMNS[:2], ("heatmap", "adversarial_file", "summary"))
+DefendView = views.view_type("DefendView", views.DEFENSE_COLUMNS,
+                             ("changes", "timing_chart", "timing_table", "summary"))
+CompareView = views.view_type("CompareView", views.RESULT_COLUMNS,
+                              ("heatmap", "changes", "timing_chart", "timing_table", "adversarial_file",
+                               "results_file", "summary", "strip"))  # strip: every verdict in one line
 
 
 def _lead(outside: bool) -> str:
@@ -280,10 +252,9 @@ def attack(image, labels_text, true_label, model_key, attack_name, eps, steps, t
     folder = views.new_download_dir()
     adv_file = views.write_png(folder, f"adversarial_{views.safe_name(name)}.png", pipeline.to_uint8(result.adversarial))
     assumed, outside = true_idx is None, outside_world(loaded, x)
-    return AttackView(views.column_view(result.column("clean"), assumed, outside=outside),
-                      views.column_view(result.column("attacked"), assumed, outside=outside),
-                      views.perturbation_figure(result, _linf_budget(name, params)), adv_file,
-                      _lead(outside) + model_line(model_key, loaded, allowed) + "\n\n"
+    return AttackView(**_column_views(result.columns, AttackView, assumed, outside),
+                      heatmap=views.perturbation_figure(result, _linf_budget(name, params)), adversarial_file=adv_file,
+                      summary=_lead(outside) + model_line(model_key, loaded, allowed) + "\n\n"
                       + views.attack_summary(result, ATTACKS.get(name).title or name, _eps_text(name, params)))
 
 
@@ -299,9 +270,10 @@ def defend(image, adversarial, labels_text, true_label, model_key, training_time
         parse_seed(seed), progress, reference=x)
     assumed, outside = true_idx is None, outside_world(loaded, x)
     defended = columns[1:]
-    return DefendView(*(views.column_view(c, assumed, outside=outside) for c in defended),
-                      views.changes_figure(defended), views.timing_figure(stages), views.timing_rows(stages),
-                      _lead(outside) + model_line(model_key, loaded, allowed) + "\n\n"
+    return DefendView(**_column_views(defended, DefendView, assumed, outside),
+                      changes=views.changes_figure(defended), timing_chart=views.timing_figure(stages),
+                      timing_table=views.timing_rows(stages),
+                      summary=_lead(outside) + model_line(model_key, loaded, allowed) + "\n\n"
                       + views.changed_markdown(defended))
 
 
@@ -315,36 +287,44 @@ def compare(image, labels_text, true_label, model_key, attack_name, eps, steps, 
     req = parse.request(labels, true_label, target, model_key, attack_name, eps, steps, mode, seed, attack_params,
                         (training_time, test_time, training_free), defense_params)
     assumed, outside = req.true_label is None, outside_world(loaded, x)
-    done: list = []
-    computed: list = []
-    n_cols = len(pipeline.COLUMN_KEYS)
+    computed: dict = {}
 
     def ready(column) -> None:
-        computed.append(column)
-        done.append(views.column_view(column, assumed, outside=outside))
-        pending = [views.pending_view()] * (n_cols - len(done))
-        strip = views.verdict_strip(computed + [None] * (n_cols - len(computed)), COLUMN_NAMES, assumed, outside)
-        emit(CompareView(*done, *pending, None, None, None, None, None, None,
-                         f"Computing: {len(done)} of {n_cols} columns ready.", strip))
+        computed[column.key] = column
+        pending = {c.field: views.pending_view() for c in views.RESULT_COLUMNS}
+        emit(CompareView(**{**pending, **_column_views(computed.values(), CompareView, assumed, outside)},
+                         summary=f"Computing: {len(computed)} of {len(views.RESULT_COLUMNS)} columns ready.",
+                         strip=_strip(computed, assumed, outside)))
 
     result = pipeline.run_request(loaded, x, labels, req, progress, ready if emit else None)
     name, params = result.attack, result.attack_params
-    cols = [views.column_view(result.column(k), assumed, outside=outside) for k in pipeline.COLUMN_KEYS]
     defended = result.columns[2:]
     folder = views.new_download_dir()
     adv_file = views.write_png(folder, f"adversarial_{views.safe_name(name)}.png", pipeline.to_uint8(result.adversarial))
     data = result.to_dict()
     data["model_label"] = loaded.spec.label
-    json_file = views.write_json(folder, "results.json", data)
     summary = _lead(outside) + model_line(model_key, loaded, allowed) + "\n\n" + views.attack_summary(
         result, ATTACKS.get(name).title or name, _eps_text(name, params))
     changed = views.changed_markdown(defended)
-    return CompareView(*cols, views.perturbation_figure(result, _linf_budget(name, params)),
-                       views.changes_figure(defended), views.timing_figure(result.stages),
-                       views.timing_rows(result.stages), adv_file, json_file,
-                       summary + ("\n\n**What the defenses did**\n\n" + changed if changed else ""),
-                       views.verdict_strip([result.column(k) for k in pipeline.COLUMN_KEYS], COLUMN_NAMES, assumed,
-                                           outside))
+    return CompareView(**_column_views(result.columns, CompareView, assumed, outside),
+                       heatmap=views.perturbation_figure(result, _linf_budget(name, params)),
+                       changes=views.changes_figure(defended), timing_chart=views.timing_figure(result.stages),
+                       timing_table=views.timing_rows(result.stages), adversarial_file=adv_file,
+                       results_file=views.write_json(folder, "results.json", data),
+                       summary=summary + ("\n\n**What the defenses did**\n\n" + changed if changed else ""),
+                       strip=_strip({c.key: c for c in result.columns}, assumed, outside))
+
+
+def _column_views(columns, view, assumed: bool, outside: bool) -> dict:
+    """{field: ColumnView} for the columns that `view` shows, by column key."""
+    fields = {c.key: c.field for c in views.RESULT_COLUMNS if c.field in view._fields}
+    return {fields[c.key]: views.column_view(c, assumed, outside=outside) for c in columns if c.key in fields}
+
+
+def _strip(computed: dict, assumed: bool, outside: bool) -> str:
+    """The verdict strip: every result column, computed ones with their verdict."""
+    return views.verdict_strip([computed.get(c.key) for c in views.RESULT_COLUMNS],
+                               [c.short for c in views.RESULT_COLUMNS], assumed, outside)
 
 
 @user_errors
