@@ -4,25 +4,25 @@ torchattacks objects are stateful (mode, targeted flag, model), so one is built 
 away: two requests never share one. The classifier already normalizes inside, so
 `set_normalization_used` is never called and torchattacks sees [0,1] images in and out.
 
-torchattacks draws random starts from torch's global RNG. The call therefore runs under a
-process-wide lock inside `torch.random.fork_rng`, seeded from the attack's local generator: the same
-seed gives the same result, and concurrent requests neither perturb each other nor the caller's RNG.
+torchattacks draws random starts from torch's global generator, which every thread shares (a model
+being built in another thread draws its weights from it). So the run goes through `local_rng`: in this
+thread, those draws come from generators seeded from the attack's local generator instead, and the same
+seed gives the same result whatever else the process does. APGD also reseeds the global generator itself;
+`fork_rng` puts it back afterwards, so the caller's random stream is left as it was.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import threading
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..models.rng import local_rng, model_call
 from .base import Attack, AttackError, ProgressFn
 
-# Re-entrant: an adaptive attack may run through a defense that itself runs a torchattacks attack.
-_LOCK = threading.RLock()
 # When set to a list (see `record_frames`), every gradient call of the attack appends its input: the
 # image at the start of each step, for the step-by-step view. Per context, so requests never mix.
 FRAMES: contextvars.ContextVar[list | None] = contextvars.ContextVar("attack_frames", default=None)
@@ -65,7 +65,8 @@ class _Counting(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.model(images)
+        with model_call():
+            logits = self.model(images)
         if logits.ndim != 2 or logits.shape[1] < self.min_classes:
             raise AttackError(f"the model returned logits of shape {tuple(logits.shape)}; "
                               f"this attack needs at least {self.min_classes} classes")
@@ -117,7 +118,7 @@ def check_labels(name: str, labels: torch.Tensor, n: int, num_classes: int | Non
 
 
 def derive_seed(generator: torch.Generator) -> int:
-    """An integer seed drawn from the attack's local generator (the global-RNG seed for torchattacks)."""
+    """An integer seed drawn from the attack's local generator (the seed of torchattacks' draws)."""
     return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
 
 
@@ -139,7 +140,7 @@ def run_torchattacks(
 
     Untargeted attacks get the true labels; targeted ones get the target labels in torchattacks'
     "targeted by label" mode. `random=False` (an attack that draws no random numbers, e.g. FGSM) skips
-    the global-RNG lock, so it never waits for another request's attack. Returns (adversarial images in
+    the local generators. Returns (adversarial images in
     [0,1], per-call history).
     """
     import torchattacks  # imported here: it loads every attack and SciPy, which costs seconds at startup
@@ -154,15 +155,7 @@ def run_torchattacks(
     seed = derive_seed(generator)
     if not random:
         return _run(torchattacks, build, wrapped, seed, images, labels, target, num_classes, device, progress)
-    devices = [device] if device.type == "cuda" else []
-    with _LOCK, torch.random.fork_rng(devices=devices):
-        # Only the generators forked here are seeded. torch.manual_seed would also queue a seed for every
-        # CUDA device that is not in use (recording a stack trace each time, ~1.5 ms per call) and leave
-        # their streams changed after the fork is restored.
-        torch.default_generator.manual_seed(seed)
-        if device.type == "cuda":
-            with torch.cuda.device(device):
-                torch.cuda.manual_seed(seed)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), local_rng(seed):
         return _run(torchattacks, build, wrapped, seed, images, labels, target, num_classes, device, progress)
 
 
@@ -194,7 +187,7 @@ class TorchAttack(Attack):
         return int(self.expected_calls())
 
     def draws_random(self) -> bool:
-        """Whether torchattacks draws random numbers in this attack (then it runs under the RNG lock)."""
+        """Whether torchattacks draws random numbers in this attack (then it draws them from local generators)."""
         return True
 
     def perturb(self, model, images, labels, target, generator, progress):

@@ -7,8 +7,9 @@ budget, and all reported predictions are computed on that quantized image.
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass, field, fields
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Mapping
 
 import torch
 import torch.nn as nn
@@ -20,14 +21,79 @@ class AttackError(ValueError):
     """The attack cannot run with these inputs (e.g. too few labels for DLR, missing target)."""
 
 
-def param(default, *, lo=None, hi=None, step=None, label: str = "", help: str = "", unit: str = ""):
-    """A dataclass field carrying UI metadata (range, label, unit "/255" for pixel budgets)."""
-    return field(default=default, metadata={"lo": lo, "hi": hi, "step": step, "label": label, "help": help, "unit": unit})
+def param(default, *, lo=None, hi=None, step=None, label: str = "", help: str = "", unit: str = "", auto: str = ""):
+    """A dataclass field carrying UI metadata (range, label, unit "/255" for pixel budgets). `auto` says
+    how the value is derived when it is not given (the step that follows the budget); a control shows 0
+    for "not given"."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "step": step, "label": label, "help": help, "unit": unit,
+                                            "auto": auto})
+
+
+def to_levels(images: torch.Tensor) -> torch.Tensor:
+    """Images in [0,1] -> their 8-bit levels (uint8), as a PNG stores them. The one rounding to 8 bits."""
+    return torch.round(images.clamp(0, 1) * 255.0).to(torch.uint8)
+
+
+def from_levels(levels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """8-bit levels -> float images in [0,1] (k/255)."""
+    return levels.to(dtype) / 255.0
 
 
 def quantize(images: torch.Tensor) -> torch.Tensor:
     """Round to the uint8 grid (k/255), as when the image is saved as PNG."""
-    return torch.round(images.clamp(0, 1) * 255.0) / 255.0
+    return from_levels(to_levels(images), images.dtype)
+
+
+DISPLAY_SCALE = {"/255": 255.0}
+
+
+def display_scale(f) -> float:
+    """How much larger a field's value reads than it is held: 255 for a budget shown in /255."""
+    return DISPLAY_SCALE.get(f.metadata.get("unit", ""), 1.0)
+
+
+def is_number(value) -> bool:
+    """A plain or numpy scalar number (a bool is a flag, not a number)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) or _numpy_number(value)
+
+
+def _numpy_number(value) -> bool:
+    kind = getattr(getattr(value, "dtype", None), "kind", "")
+    return kind in ("i", "u", "f") and getattr(value, "ndim", 1) == 0
+
+
+def show(value: float, f) -> str:
+    """One value in the unit a person reads: '4/255' for a pixel budget, '0.5' for an L2 radius."""
+    unit = f.metadata.get("unit", "")
+    return f"{float(value) * display_scale(f):g}{unit}"
+
+
+def check_values(owner: str, fields, params: Mapping[str, object], error: type[Exception] = AttackError) -> None:
+    """Every given value against its field: true/false for flags, a finite number inside the declared
+    range for numbers, a whole number for counts. Raises `error` with a message meant for the user."""
+    for f in fields:
+        if f.name not in params:
+            continue
+        value, meta = params[f.name], f.metadata
+        what = meta.get("label") or f.name
+        if isinstance(f.default, bool):
+            if not isinstance(value, bool) and type(value).__name__ != "bool_":
+                # A string "false" is truthy: taking it as given would silently mean the opposite.
+                raise error(f"{owner}: {what} must be true or false, got {value!r}.")
+            continue
+        if not isinstance(f.default, (int, float)):
+            continue
+        if not is_number(value) or not math.isfinite(float(value)):
+            raise error(f"{owner}: {what} must be a number, got {value!r}.")
+        lo, hi = meta.get("lo"), meta.get("hi")
+        if (lo is not None and value < lo - 1e-9) or (hi is not None and value > hi + 1e-9):
+            raise error(f"{owner}: {what} = {show(value, f)} is out of range: it must lie between "
+                        f"{show(lo, f) if lo is not None else '-inf'} and {show(hi, f) if hi is not None else 'inf'}.")
+        if isinstance(f.default, int) and float(value) != int(value):
+            raise error(f"{owner}: {what} must be a whole number, got {value!r}.")
+
+
+STEP_RULE = "2.5 x eps / steps"  # how the step is derived when none is given
 
 
 def step_for_budget(eps: float, steps: int) -> float:
@@ -195,10 +261,8 @@ class Attack(abc.ABC):
             raise AttackError(f"{self.title or self.name} needs labels")
         if target is not None and not self.supports_targeted:
             raise AttackError(f"{self.title or self.name} has no targeted mode")
-        for name, f in ((f.name, f) for f in self.params()):
-            lo, hi, v = f.metadata.get("lo"), f.metadata.get("hi"), getattr(self, name)
-            if lo is not None and v < lo or hi is not None and v > hi:
-                raise AttackError(f"{name}={v} is outside [{lo}, {hi}]")
+        fields = self.params()
+        check_values(self.title or self.name, fields, {f.name: getattr(self, f.name) for f in fields})
 
     @abc.abstractmethod
     def perturb(self, model, images, labels, target, generator, progress) -> tuple[torch.Tensor, list[dict]]:

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from ..registry import ATTACKS
-from .base import Attack, AttackError, ProgressFn, param
+from .base import STEP_RULE, Attack, AttackError, ProgressFn, param
 
 
 def embedding_pgd(
@@ -74,7 +74,7 @@ class EmbeddingPGD(Attack):
     eps: float = param(4 / 255, lo=0.0, hi=32 / 255, step=1 / 255, label="epsilon (L-inf budget)",
                        help="Largest change allowed per pixel and channel.", unit="/255")
     alpha: float = param(1 / 255, lo=0.0, hi=16 / 255, step=0.25 / 255, label="step size",
-                         help="Change per pixel per step.", unit="/255")
+                         help="Change per pixel per step.", unit="/255", auto=STEP_RULE)
     steps: int = param(10, lo=1, hi=500, step=1, label="steps", help="Gradient steps (one forward + backward each).")
 
     def check(self, model, images, labels, target) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from ..registry import ATTACKS
 from ._torchattacks import TorchAttack
-from .base import param
+from .base import STEP_RULE, param
 
 
 @ATTACKS.register("pgd")
@@ -26,7 +26,7 @@ class PGD(TorchAttack):
     eps: float = param(4 / 255, lo=0.0, hi=32 / 255, step=1 / 255, label="epsilon (L-inf budget)",
                        help="Largest change allowed per pixel and channel.", unit="/255")
     alpha: float = param(1 / 255, lo=0.0, hi=16 / 255, step=0.25 / 255, label="step size",
-                         help="Change per pixel per step.", unit="/255")
+                         help="Change per pixel per step.", unit="/255", auto=STEP_RULE)
     steps: int = param(10, lo=1, hi=500, step=1, label="steps", help="Gradient steps (one forward + backward each).")
     random_start: bool = param(True, label="random start", help="Start from a uniformly random point in the eps-ball.")
 

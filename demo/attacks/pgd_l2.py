@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from ..registry import ATTACKS
 from ._torchattacks import TorchAttack
-from .base import param
+from .base import STEP_RULE, param
 
 
 @ATTACKS.register("pgd_l2")
@@ -26,7 +26,8 @@ class PGDL2(TorchAttack):
 
     eps: float = param(0.5, lo=0.0, hi=10.0, step=0.05, label="epsilon (L2 budget)",
                        help="Largest L2 norm of the whole perturbation, pixels in [0,1].")
-    alpha: float = param(0.1, lo=0.0, hi=5.0, step=0.01, label="step size", help="L2 length of each step.")
+    alpha: float = param(0.1, lo=0.0, hi=5.0, step=0.01, label="step size", help="L2 length of each step.",
+                         auto=STEP_RULE)
     steps: int = param(10, lo=1, hi=500, step=1, label="steps", help="Gradient steps (one forward + backward each).")
     random_start: bool = param(True, label="random start", help="Start from a random point in the L2 ball.")
 

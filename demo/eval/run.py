@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from .. import world
-from ..attacks import ATTACKS, AttackError, quantize, step_for_budget
+from ..attacks import ATTACKS, AttackError, AttackSpec, build_attack, quantize
 from ..defenses import DEFENSES, DefenseError
 from ..models.loading import LoadedModel, ModelLoadError, load_model
 from . import metrics as M
@@ -102,31 +102,24 @@ def load_data(spec: str, model: LoadedModel, n: int, start: int = 0) -> Dataset:
 
 def attack_params(name: str, eps: float | None = None, alpha: float | None = None, steps: int | None = None,
                   extra: dict | None = None) -> dict:
-    """Command-line values -> attack hyperparameters. Fields marked unit "/255" are given in /255 (like
-    the UI) and converted here, once; other fields (an L2 radius, CW's c) are taken as they are. Without
-    an explicit step size, an attack with one steps 2.5 * eps / steps (`step_for_budget`)."""
+    """Command-line values -> attack hyperparameters in library units. Fields marked unit "/255" are given
+    in /255 (like the UI); other fields (an L2 radius, CW's c) are taken as they are. Text values are read
+    as the field's type. Without an explicit step size, an attack with one steps 2.5 * eps / steps. The
+    conversion and the step rule are `demo.attacks`' (`AttackSpec`), shared with the page."""
     cls = ATTACKS.get(name)
     fields = {f.name: f for f in cls.params()}
     given = {k: v for k, v in {"eps": eps, "alpha": alpha, "steps": steps, **(extra or {})}.items() if v is not None}
-    out = {}
+    typed = {}
     for key, value in given.items():
         if key not in fields:
             raise EvalError(f"{cls.title or name} has no parameter {key!r}; it takes: {', '.join(fields)}")
-        f = fields[key]
-        if isinstance(f.default, bool):
+        default = fields[key].default
+        if isinstance(default, bool):
             value = str(value).lower() in ("1", "true", "yes", "on") if isinstance(value, str) else bool(value)
-        elif isinstance(f.default, int):
-            value = int(value)
         else:
-            value = float(value) / 255.0 if f.metadata.get("unit") == "/255" else float(value)
-        out[key] = value
-    if "alpha" in fields and "alpha" not in out and ("eps" in out or "steps" in out):
-        # A step that follows the budget (2.5 * eps / steps): the default 1/255 is that rule at the
-        # default 4/255 in 10 steps, and would be too large at 1/255 or too small at 16/255.
-        e = out.get("eps", fields["eps"].default)
-        hi = fields["alpha"].metadata.get("hi")
-        out["alpha"] = min(step_for_budget(e, out.get("steps", fields["steps"].default)), hi if hi is not None else 1.0)
-    return out
+            value = int(value) if isinstance(default, int) else float(value)
+        typed[key] = value
+    return AttackSpec.from_display(name, typed).resolved()
 
 
 def make_defense(name: str, eot: int | None = None):
@@ -180,7 +173,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                         f"batch keeps the attack seed it has in the whole run; got {cfg.start}")
     data = load_data(cfg.data, model, cfg.n, cfg.start)
     clf = model.classifier(data.classnames, data.templates)
-    atk = ATTACKS.create(cfg.attack, **cfg.params)
+    atk = build_attack(AttackSpec(cfg.attack, cfg.params), EvalError)
     if cfg.targeted and not atk.supports_targeted:
         raise EvalError(f"{atk.title or cfg.attack} has no targeted mode")
     defenses = {name: make_defense(name, cfg.eot) for name in cfg.defenses}

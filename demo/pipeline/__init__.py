@@ -13,8 +13,11 @@ from .inputs import (  # noqa: F401
     describe_preprocessing,
     load_image,
     make_attack,
+    from_uint8,
     make_defense,
     to_model_input,
     to_uint8,
 )
 from .results import Column, ComparisonResult, Stage  # noqa: F401
+from .request import ADAPTIVE, MODES, OBLIVIOUS, Request, curve_request, run_request  # noqa: F401
+from ..attacks import AttackSpec  # noqa: F401

@@ -11,6 +11,7 @@ from typing import Callable, Mapping
 
 import torch
 
+from ..attacks.base import quantize
 from ..defenses.base import Paradigm
 from ..models.loading import LoadedModel
 from ..timing import Timings, count_passes, timer
@@ -169,19 +170,13 @@ def check_defenses(defenses: Mapping[Paradigm | str, tuple[str, dict]] | None) -
     return built
 
 
-def _as_png(images: torch.Tensor) -> torch.Tensor:
-    """Exactly the values a PNG of these images decodes to (k/255), so that what is shown, downloaded
-    and re-uploaded is bit for bit what was classified."""
-    return torch.round(images.detach().clamp(0, 1) * 255.0) / 255.0
-
-
 def check_image(image: torch.Tensor) -> torch.Tensor:
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != 3:
         raise InputError(f"The image must be a (1, 3, H, W) tensor, got {getattr(image, 'shape', type(image))}.")
     if not torch.isfinite(image).all() or float(image.min()) < 0 or float(image.max()) > 1:
         raise InputError("The image values must lie in [0, 1].")
     # Uploads are 8-bit; putting the clean image on the uint8 grid makes the budget exact after quantization.
-    return torch.round(image.detach().float() * 255.0) / 255.0
+    return quantize(image.detach().float())
 
 
 def run_comparison(
@@ -234,7 +229,8 @@ def run_comparison(
     target_t = None if target is None else torch.tensor([target], device=image.device)
     title = attack.title or attack.name
     result = attack(clf, image, label_t, target=target_t, seed=seed, progress=tracker.stage(f"attack ({title})"))
-    adv = _as_png(result.adv_images)
+    # What a PNG of the attack decodes to: shown, downloaded and re-uploaded bit for bit as classified.
+    adv = quantize(result.adv_images)
     attack_stage = _stage(f"attack: {title}", result.timings, result.passes, "attack")
     adv_probs, adv_stage = _classify(clf, adv, "attacked inference")
     stages += [attack_stage, adv_stage]
@@ -251,11 +247,12 @@ def run_comparison(
                      progress=tracker.stage(f"adaptive attack through {name}"))
         stage = _stage(f"attack through {name}", res.timings, res.passes, "attack")
         stages.append(stage)
-        adaptive_inputs[paradigm] = (_as_png(res.adv_images), stage)
+        adaptive_inputs[paradigm] = (quantize(res.adv_images), stage)
 
     columns += _defended(clf, defense_objs, {p: adaptive_inputs.get(p, (adv, None)) for p in defense_objs},
                          labels, true_label, seed, tracker, stages, on_column)
     tracker.finish()
     return ComparisonResult(
-        labels, true_label, loaded.key, attack.name, dict(attack_params or {}), target, bool(adaptive), seed,
+        labels, true_label, loaded.key, attack.name, {f.name: getattr(attack, f.name) for f in attack.params()},
+        target, bool(adaptive), seed,
         image[0], adv[0], columns, stages)

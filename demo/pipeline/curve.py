@@ -11,12 +11,12 @@ from typing import Mapping, Sequence
 
 import torch
 
-from ..attacks import step_for_budget
+from ..attacks.base import quantize, show
 from ..defenses.base import Paradigm
 from ..models.loading import LoadedModel
-from .compare import ProgressFn, _as_png, _Progress, check_image, check_request
+from .compare import ProgressFn, _Progress, check_image, check_request
 from . import budget
-from .inputs import InputError
+from .inputs import InputError, make_attack
 
 MAX_CURVE_POINTS = 12
 UNDEFENDED = "Undefended"
@@ -49,15 +49,13 @@ class CurveResult:
         }
 
 
-def check_eps_values(eps_values: Sequence[float], hi: float | None) -> list[float]:
+def check_eps_values(eps_values: Sequence[float]) -> list[float]:
+    """Sorted, distinct and not too many; each budget's range is checked when its attack is built."""
     values = sorted({float(e) for e in eps_values})
     if not values:
         raise InputError("Give at least one eps value for the curve.")
     if len(values) > MAX_CURVE_POINTS:
         raise InputError(f"{len(values)} eps values is too many for one curve; use at most {MAX_CURVE_POINTS}.")
-    if values[0] < 0 or (hi is not None and values[-1] > hi + 1e-9):
-        top = f"{hi * 255:g}/255" if hi is not None else "the attack's limit"
-        raise InputError(f"Curve eps values must lie between 0 and {top}.")
     return values
 
 
@@ -82,7 +80,10 @@ def robustness_curve(
     eps_field = next((f for f in attack.params() if f.name == "eps"), None)
     if eps_field is None:
         raise InputError(f"{attack.title or attack_name} has no eps budget to sweep; pick an eps-bounded attack.")
-    eps_values = check_eps_values(eps_values, eps_field.metadata.get("hi"))
+    eps_values = check_eps_values(eps_values)
+    # Each budget gets the attack the page and `demo.eval` would build for it: the step follows each
+    # budget (2.5 * eps / steps) unless a step is given.
+    sized = {eps: make_attack(attack_name, {**params, "eps": eps}) for eps in eps_values}
     image = check_image(image).to(loaded.device)
     defended = [d for d in defense_objs.values() if d.name != "none"]
     per_eps = budget.comparison_passes(attack, defended, adaptive)
@@ -104,29 +105,19 @@ def robustness_curve(
     result = CurveResult(labels, true_label, attack.name, bool(adaptive), eps_values,
                          {UNDEFENDED: [], **{(d.title or d.name): [] for _, d in chosen}})
 
-    def scaled(eps: float) -> dict:
-        # A fixed step would be too large for 1/255 and too small to reach the boundary of 16/255 in the
-        # same number of steps; the step follows each budget instead (2.5 * eps / steps).
-        if "alpha" not in {f.name for f in attack.params()}:
-            return {"eps": eps}
-        return {"eps": eps, "alpha": min(step_for_budget(eps, int(steps)), alpha_hi)}
-
-    alpha_hi = next((f.metadata.get("hi") for f in attack.params() if f.name == "alpha"), None) or 1.0
-
     def point(eps: float, probs: torch.Tensor) -> CurvePoint:
         pred = int(probs.argmax())
         return CurvePoint(eps, pred == true_label, float(probs[true_label]), labels[pred])
 
     for eps in eps_values:
-        report = tracker.stage(f"eps = {eps * 255:g}/255")
-        sized = type(attack)(**{**{f.name: getattr(attack, f.name) for f in attack.params()}, **scaled(eps)})
+        report = tracker.stage(f"eps = {show(eps, eps_field)}")
         n_runs = 1 + (len(chosen) if adaptive else 0)
 
         def attack_through(model, k):
             if eps == 0:
                 return image
             sub = None if report is None else (lambda f, d="", k=k: report((k + float(f)) / n_runs, d))
-            return _as_png(sized(model, image, label_t, target=target_t, seed=seed, progress=sub).adv_images)
+            return quantize(sized[eps](model, image, label_t, target=target_t, seed=seed, progress=sub).adv_images)
 
         adv = attack_through(clf, 0)
         with torch.no_grad():

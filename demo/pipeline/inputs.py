@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..attacks.base import Attack, AttackError
+from ..attacks.base import Attack, AttackError, check_values, from_levels, to_levels
+from ..attacks import AttackSpec, build_attack
 from ..defenses.base import Defense, DefenseError, Paradigm
 from ..models.loading import LoadedModel, ModelLoadError
 from ..registry import ATTACKS, DEFENSES, UnknownNameError
@@ -75,54 +76,10 @@ def check_index(index: int | None, labels: Sequence[str], what: str) -> int | No
 
 # ------------------------------------------------------------------------- attacks and defenses
 
-def _show(value: float, unit: str) -> str:
-    return f"{value * 255:g}/255" if unit == "/255" else f"{value:g}"
-
-
-def _check_range(owner: str, fields, params: Mapping[str, object]) -> None:
-    for f in fields:
-        if f.name not in params:
-            continue
-        value, meta = params[f.name], f.metadata
-        if isinstance(f.default, bool):
-            if not isinstance(value, (bool, np.bool_)):
-                # A string "false" is truthy: taking it as given would silently mean the opposite.
-                raise InputError(f"{owner}: {meta.get('label') or f.name} must be true or false, got {value!r}.")
-            continue
-        if not isinstance(f.default, (int, float)):
-            continue
-        if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool) \
-                or not np.isfinite(float(value)):
-            raise InputError(f"{owner}: {meta.get('label') or f.name} must be a number, got {value!r}.")
-        lo, hi, unit = meta.get("lo"), meta.get("hi"), meta.get("unit", "")
-        if (lo is not None and value < lo - 1e-9) or (hi is not None and value > hi + 1e-9):
-            raise InputError(f"{owner}: {meta.get('label') or f.name} = {_show(float(value), unit)} is out of range "
-                             f"[{_show(lo, unit) if lo is not None else '-inf'}, {_show(hi, unit) if hi is not None else 'inf'}].")
-        if isinstance(f.default, int) and float(value) != int(value):
-            raise InputError(f"{owner}: {meta.get('label') or f.name} must be a whole number, got {value!r}.")
-
-
-def _coerce(fields, params: Mapping[str, object]) -> dict:
-    out = dict(params)
-    for f in fields:
-        if f.name in out and isinstance(f.default, int) and not isinstance(f.default, bool):
-            out[f.name] = int(out[f.name])
-    return out
-
-
 def make_attack(name: str, params: Mapping[str, object] | None = None) -> Attack:
-    """Build a registered attack from UI-independent parameters (pixel units), checking every value."""
-    if name not in ATTACKS:
-        raise InputError(f"Unknown attack {name!r}; choose one of: {', '.join(ATTACKS.names()) or '(none registered)'}.")
-    cls = ATTACKS.get(name)
-    params = dict(params or {})
-    fields = cls.params()
-    known = {f.name for f in fields}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise InputError(f"{cls.title or name} has no parameter {', '.join(unknown)}; it takes: {', '.join(sorted(known))}.")
-    _check_range(cls.title or name, fields, params)
-    return cls(**_coerce(fields, params))
+    """Build a registered attack from UI-independent parameters (pixel units), checking every value; the
+    step follows the budget where none is given (see `demo.attacks._spec`)."""
+    return build_attack(AttackSpec(name, dict(params or {})), InputError)
 
 
 def make_defense(paradigm: Paradigm | str, name: str, params: Mapping[str, object] | None = None) -> Defense:
@@ -140,8 +97,9 @@ def make_defense(paradigm: Paradigm | str, name: str, params: Mapping[str, objec
     if unknown:
         raise InputError(f"{cls.title or name} has no parameter {', '.join(unknown)}"
                          f"{'; it takes: ' + ', '.join(sorted(known)) if known else ' (it takes none)'}.")
-    _check_range(cls.title or name, fields, params)
-    return cls(**_coerce(fields, params))
+    check_values(cls.title or name, fields, params, InputError)
+    whole = {f.name for f in fields if isinstance(f.default, int) and not isinstance(f.default, bool)}
+    return cls(**{k: int(v) if k in whole else v for k, v in params.items()})
 
 
 # ----------------------------------------------------------------------------------------- images
@@ -260,5 +218,9 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     """(3, H, W) or (1, 3, H, W) in [0,1] -> (H, W, 3) uint8, the exact pixels a PNG stores."""
     if image.ndim == 4:
         image = image[0]
-    array = torch.round(image.detach().clamp(0, 1) * 255.0).to(torch.uint8)
-    return array.permute(1, 2, 0).cpu().numpy()
+    return to_levels(image.detach()).permute(1, 2, 0).cpu().numpy()
+
+
+def from_uint8(array: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float in [0,1]: `to_uint8` undone exactly."""
+    return from_levels(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1))

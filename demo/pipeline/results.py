@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..attacks import to_display
+from ..registry import ATTACKS
+
 TOP_K = 5
 
 
@@ -77,7 +80,7 @@ class ComparisonResult:
     true_label: int
     model: str
     attack: str
-    attack_params: dict
+    attack_params: dict          # every parameter the attack ran with, in pixel units
     target: int | None
     adaptive: bool
     seed: int
@@ -105,7 +108,8 @@ class ComparisonResult:
             "model": self.model,
             "labels": self.labels,
             "true_label": self.labels[self.true_label],
-            "attack": {"name": self.attack, "params": self.attack_params, "adaptive": self.adaptive,
+            "attack": {"name": self.attack, "params": self.attack_params,
+                       "display": to_display(ATTACKS.get(self.attack), self.attack_params), "adaptive": self.adaptive,
                        "target": None if self.target is None else self.labels[self.target],
                        "succeeded": self.attack_succeeded,
                        "linf_255": round(float(delta.abs().max()) * 255, 4), "l2": round(float(delta.norm()), 6)},

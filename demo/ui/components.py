@@ -15,6 +15,7 @@ from gradio.data_classes import ImageData
 from gradio.processing_utils import hash_bytes
 from PIL import Image
 
+from ..attacks.base import display_scale
 from ..pipeline.inputs import MAX_DECODE_PIXELS
 
 # Uploads larger than this are refused by the server before any handler runs.
@@ -232,7 +233,7 @@ def _clean(x: float) -> float:
 def param_control(f: Field, elem_id: str | None = None, value=None):
     """A control for one dataclass hyperparameter, from its `param` metadata (range, step, label, unit).
 
-    Parameters shown in /255 (unit "/255") are scaled by 255 here; handlers divide them back.
+    Parameters shown in /255 (unit "/255") are scaled by 255 here (`display_scale`); `parse` divides them back.
     `value` replaces the field's default as the starting value (library units). Returns None for
     parameters without a sensible control (no default, unsupported type).
     """
@@ -243,10 +244,14 @@ def param_control(f: Field, elem_id: str | None = None, value=None):
     label = (meta.get("label") or f.name.replace("_", " ")) + (" (/255)" if unit == "/255" else "")
     info = meta.get("help") or None
     default = f.default if value is None else type(f.default)(value)
+    if meta.get("auto") and value is None:
+        # 0 stands for "not given": the library derives the value (parse.from_ui_units leaves it out).
+        default = type(f.default)(0)
+        info = f"{info + ' ' if info else ''}0: automatic, {meta['auto']}."
     if isinstance(default, bool):
         return gr.Checkbox(value=default, label=label, info=info, elem_id=elem_id)
     if isinstance(default, (int, float)):
-        scale = 255.0 if unit == "/255" else 1.0
+        scale = display_scale(f)
         lo, hi, step = meta.get("lo"), meta.get("hi"), meta.get("step")
         is_int = isinstance(default, int) and unit != "/255"
         if lo is not None and hi is not None:

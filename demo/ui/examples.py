@@ -14,6 +14,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..models.teaching import IMAGE_SIZE
+from ..pipeline.inputs import to_uint8
 from ..world import BACKGROUNDS, COLOR_NAMES, HELD_OUT, SHAPES, Scenes, render
 from .assets import EXAMPLES_DIR
 
@@ -34,7 +35,7 @@ def teaching_examples(folder: Path, seed: int = 7) -> list[Path]:
         scenes = Scenes(color=torch.tensor([COLOR_NAMES.index(color)]), shape=torch.tensor([SHAPES.index(shape)]),
                         size=torch.tensor([1]), background=torch.tensor([BACKGROUNDS.index(bg)]))
         image = render(scenes, IMAGE_SIZE, torch.Generator().manual_seed(seed + k))[0]
-        pixels = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        pixels = to_uint8(image)
         held = "_held-out" if (color, shape) in HELD_OUT else ""
         path = folder / f"teaching_{color}_{shape}{held}.png"
         Image.fromarray(pixels).save(path)

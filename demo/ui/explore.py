@@ -6,17 +6,17 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-import torch
-
 import gradio as gr
 
 from .. import pipeline
+from ..attacks import to_display
 from ..pipeline.steps import attack_steps
 from ..registry import ATTACKS
 from ..viz import curve_chart, steps_chart
 from . import views
-from .handlers import ADAPTIVE, Progress, _linf_budget, _request, user_errors
-from .parse import attack_settings, defense_settings, parse_eps_list, parse_seed
+from . import parse
+from .handlers import ADAPTIVE, Progress, _inputs, _linf_budget, _request, user_errors
+from .parse import attack_settings, parse_seed
 
 DEFAULT_CURVE_EPS = "0, 1, 2, 4, 8"
 
@@ -57,8 +57,7 @@ def step_views(state: dict | None, k) -> tuple:
         raise gr.Error("Record the attack's steps first.", title="Nothing recorded yet", print_exception=False)
     k = int(min(max(int(k or 0), 0), len(state["frames"]) - 1))
     frame = np.asarray(state["frames"][k], dtype=np.uint8)
-    clean = torch.from_numpy(np.asarray(state["clean"], dtype=np.uint8)).permute(2, 0, 1).float() / 255
-    adv = torch.from_numpy(frame).permute(2, 0, 1).float() / 255
+    clean, adv = pipeline.from_uint8(np.asarray(state["clean"], dtype=np.uint8)), pipeline.from_uint8(frame)
     heat = views.perturbation_heatmap(clean, adv, state.get("budget"), title=f"What the attack added by step {k}")
     pred, prob = state["predictions"][k], state["true_prob"][k]
     verdict = "still right" if pred == state["true_label"] else "fooled"
@@ -75,15 +74,15 @@ def show_step(state, k, *, allowed: set[str] = frozenset()) -> tuple:
 def curve(image, labels_text, true_label, model_key, attack_name, steps, target, mode, seed,
           training_time, test_time, training_free, attack_params="", defense_params="",
           eps_list: str = DEFAULT_CURVE_EPS, *, allowed: set[str], progress: Progress = None) -> CurveView:
-    loaded, x, labels, true_idx, target_idx = _request(image, labels_text, true_label, target, model_key, allowed)
-    name, params = attack_settings(attack_name, None, steps, attack_params)
-    unit = next((f.metadata.get("unit", "") for f in ATTACKS.get(name).params() if f.name == "eps"), "")
-    eps_values = parse_eps_list(eps_list, unit)
-    result = pipeline.robustness_curve(
-        loaded, x, labels, true_idx, name, params, eps_values,
-        defense_settings(training_time, test_time, training_free, defense_params), mode == ADAPTIVE,
-        target_idx, parse_seed(seed), progress)
-    eps_ui = [e * 255 if unit == "/255" else e for e in result.eps]
+    loaded, x, labels = _inputs(image, labels_text, model_key, allowed)
+    req = parse.request(labels, true_label, target, model_key, attack_name, None, steps, mode, seed, attack_params,
+                        (training_time, test_time, training_free), defense_params)
+    name = req.attack.name
+    eps_values = parse.parse_eps_list(eps_list, name)
+    cls = ATTACKS.get(name)
+    unit = next((f.metadata.get("unit", "") for f in cls.params() if f.name == "eps"), "")
+    result = pipeline.curve_request(loaded, x, labels, req, eps_values, progress)
+    eps_ui = [to_display(cls, {"eps": e})["eps"] for e in result.eps]
     series = {k: [(p.true_prob, p.correct) for p in pts] for k, pts in result.series.items()}
     chart = curve_chart(eps_ui, series, title=f"{ATTACKS.get(name).title or name}, "
                                               f"{'adaptive' if mode == ADAPTIVE else 'oblivious'}",

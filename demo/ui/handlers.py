@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 import torch
@@ -23,8 +23,10 @@ from ..models import world_check
 from ..pipeline import USER_ERRORS, InputError, budget
 from ..pipeline.budget import Estimated
 from ..pipeline.compare import check_defenses
+from ..attacks.base import show
+from ..attacks import build_attack
 from ..registry import ATTACKS
-from . import views
+from . import parse, views
 from .jobs import Cancelled
 from .models import get_model, is_teaching
 from .parse import (  # noqa: F401  (re-exported: the page and tests use them through this module)
@@ -42,7 +44,7 @@ from .views import ColumnView
 
 log = logging.getLogger(__name__)
 
-OBLIVIOUS, ADAPTIVE = "oblivious", "adaptive"
+OBLIVIOUS, ADAPTIVE = pipeline.OBLIVIOUS, pipeline.ADAPTIVE
 Progress = Callable[[float, str], None] | None
 
 
@@ -158,11 +160,11 @@ def estimate(model_key, attack_name, eps, steps, mode, training_time, test_time,
     """The cost of "Run all" with these settings, said before it runs (or why it would be refused)."""
     try:
         loaded = _model(model_key, allowed)
-        name, params = attack_settings(attack_name, eps, steps, attack_params)
-        attack = pipeline.make_attack(name, params)
-        defenses = list(check_defenses(defense_settings(training_time, test_time, training_free,
-                                                        defense_params)).values())
-        passes, seconds, limit = budget.estimate(loaded, attack, defenses, mode == ADAPTIVE)
+        req = parse.request([], None, None, model_key, attack_name, eps, steps, mode, 0, attack_params,
+                            (training_time, test_time, training_free), defense_params)
+        attack = build_attack(req.attack, InputError)
+        defenses = list(check_defenses(req.defenses).values())
+        passes, seconds, limit = budget.estimate(loaded, attack, defenses, req.adaptive)
     except USER_ERRORS as exc:
         return f"Cost: cannot be estimated with these settings ({exc})"
     verdict = ("within" if seconds <= limit else "**over**") + f" this server's limit of {limit:.0f} s"
@@ -190,42 +192,14 @@ def classify(image, labels_text: str, true_label: str, model_key: str, *, allowe
                              model_note=model_note(model_key, loaded, allowed), outside=outside_world(loaded, x))
 
 
-class AttackView(NamedTuple):
-    clean: ColumnView
-    attacked: ColumnView
-    heatmap: np.ndarray
-    adversarial_file: str
-    summary: str
-
-
-class DefendView(NamedTuple):
-    training_time: ColumnView
-    test_time: ColumnView
-    training_free: ColumnView
-    changes: np.ndarray | None
-    timing_chart: np.ndarray
-    timing_table: list
-    summary: str
-
-
-class CompareView(NamedTuple):
-    clean: ColumnView
-    attacked: ColumnView
-    training_time: ColumnView
-    test_time: ColumnView
-    training_free: ColumnView
-    heatmap: np.ndarray
-    changes: np.ndarray | None
-    timing_chart: np.ndarray
-    timing_table: list
-    adversarial_file: str
-    results_file: str
-    summary: str
-    strip: str  # the five verdicts in one line, above the columns
-
-
-# Short column names for the verdict strip, in pipeline.COLUMN_KEYS order.
-COLUMN_NAMES = ["Clean", "Attacked", "Training-time", "Test-time", "Training-free"]
+# What each long handler returns, by name: result columns (`views.RESULT_COLUMNS`) and named outputs.
+# The page's components carry the same names (`Page.outputs`), so a view's fields are its outputs.
+AttackView = views.view_type("AttackView", views.RESULT_COLUMNS[:2], ("heatmap", "adversarial_file", "summary"))
+DefendView = views.view_type("DefendView", views.DEFENSE_COLUMNS,
+                             ("changes", "timing_chart", "timing_table", "summary"))
+CompareView = views.view_type("CompareView", views.RESULT_COLUMNS,
+                              ("heatmap", "changes", "timing_chart", "timing_table", "adversarial_file",
+                               "results_file", "summary", "strip"))  # strip: every verdict in one line
 
 
 def _lead(outside: bool) -> str:
@@ -242,12 +216,13 @@ def flat(view: tuple) -> tuple:
 
 
 def _eps_text(name: str, params: dict) -> str:
-    eps = params.get("eps")
-    unit = next((f.metadata.get("unit", "") for f in ATTACKS.get(name).params() if f.name == "eps"), "")
-    steps = f", {params['steps']} steps" if "steps" in params else ""
-    if eps is None:
-        return steps
-    return (f", eps {eps * 255:g}/255" if unit == "/255" else f", eps {eps:g}") + steps
+    """", eps 16/255, 10 steps of 4/255" from the parameters an attack ran with."""
+    fields = {f.name: f for f in ATTACKS.get(name).params()}
+    parts = [f", eps {show(params['eps'], fields['eps'])}" if "eps" in params else ""]
+    if "steps" in params:
+        parts.append(f", {params['steps']} steps" + (f" of {show(params['alpha'], fields['alpha'])}" if "alpha" in params
+                                                      else ""))
+    return "".join(parts)
 
 
 def _linf_budget(name: str, params: dict) -> float | None:
@@ -261,20 +236,25 @@ def _request(image, labels_text, true_label, target, model_key, allowed):
             label_index(target, labels, "target label"))
 
 
+def _inputs(image, labels_text, model_key, allowed):
+    """(model, image tensor, labels) of a request."""
+    loaded = _model(model_key, allowed)
+    return loaded, image_tensor(loaded, image), pipeline.check_labels(parse_labels(labels_text))
+
+
 @user_errors
 def attack(image, labels_text, true_label, model_key, attack_name, eps, steps, target, seed,
            attack_params="", *, allowed: set[str], progress: Progress = None) -> AttackView:
-    loaded, x, labels, true_idx, target_idx = _request(image, labels_text, true_label, target, model_key, allowed)
-    name, params = attack_settings(attack_name, eps, steps, attack_params)
-    result = pipeline.run_comparison(loaded, x, labels, true_idx, name, params, target_idx, None, False,
-                                     parse_seed(seed), progress)
+    loaded, x, labels = _inputs(image, labels_text, model_key, allowed)
+    req = parse.request(labels, true_label, target, model_key, attack_name, eps, steps, OBLIVIOUS, seed, attack_params)
+    result = pipeline.run_request(loaded, x, labels, req, progress)
+    name, params, true_idx = result.attack, result.attack_params, req.true_label
     folder = views.new_download_dir()
     adv_file = views.write_png(folder, f"adversarial_{views.safe_name(name)}.png", pipeline.to_uint8(result.adversarial))
     assumed, outside = true_idx is None, outside_world(loaded, x)
-    return AttackView(views.column_view(result.column("clean"), assumed, outside=outside),
-                      views.column_view(result.column("attacked"), assumed, outside=outside),
-                      views.perturbation_figure(result, _linf_budget(name, params)), adv_file,
-                      _lead(outside) + model_line(model_key, loaded, allowed) + "\n\n"
+    return AttackView(**_column_views(result.columns, AttackView, assumed, outside),
+                      heatmap=views.perturbation_figure(result, _linf_budget(name, params)), adversarial_file=adv_file,
+                      summary=_lead(outside) + model_line(model_key, loaded, allowed) + "\n\n"
                       + views.attack_summary(result, ATTACKS.get(name).title or name, _eps_text(name, params)))
 
 
@@ -290,9 +270,10 @@ def defend(image, adversarial, labels_text, true_label, model_key, training_time
         parse_seed(seed), progress, reference=x)
     assumed, outside = true_idx is None, outside_world(loaded, x)
     defended = columns[1:]
-    return DefendView(*(views.column_view(c, assumed, outside=outside) for c in defended),
-                      views.changes_figure(defended), views.timing_figure(stages), views.timing_rows(stages),
-                      _lead(outside) + model_line(model_key, loaded, allowed) + "\n\n"
+    return DefendView(**_column_views(defended, DefendView, assumed, outside),
+                      changes=views.changes_figure(defended), timing_chart=views.timing_figure(stages),
+                      timing_table=views.timing_rows(stages),
+                      summary=_lead(outside) + model_line(model_key, loaded, allowed) + "\n\n"
                       + views.changed_markdown(defended))
 
 
@@ -302,42 +283,48 @@ def compare(image, labels_text, true_label, model_key, attack_name, eps, steps, 
             allowed: set[str], progress: Progress = None, emit: Callable | None = None) -> CompareView:
     """The full comparison; `emit(view)`, when given, receives a partial view each time a column is ready
     (the columns not computed yet are blank and say so), so a page can show them at once."""
-    loaded, x, labels, true_idx, target_idx = _request(image, labels_text, true_label, target, model_key, allowed)
-    if mode not in (OBLIVIOUS, ADAPTIVE):
-        raise InputError(f"The attack mode must be {OBLIVIOUS!r} or {ADAPTIVE!r}, got {mode!r}.")
-    name, params = attack_settings(attack_name, eps, steps, attack_params)
-    defenses = defense_settings(training_time, test_time, training_free, defense_params)
-    assumed, outside = true_idx is None, outside_world(loaded, x)
-    done: list = []
-    computed: list = []
-    n_cols = len(pipeline.COLUMN_KEYS)
+    loaded, x, labels = _inputs(image, labels_text, model_key, allowed)
+    req = parse.request(labels, true_label, target, model_key, attack_name, eps, steps, mode, seed, attack_params,
+                        (training_time, test_time, training_free), defense_params)
+    assumed, outside = req.true_label is None, outside_world(loaded, x)
+    computed: dict = {}
 
     def ready(column) -> None:
-        computed.append(column)
-        done.append(views.column_view(column, assumed, outside=outside))
-        pending = [views.pending_view()] * (n_cols - len(done))
-        strip = views.verdict_strip(computed + [None] * (n_cols - len(computed)), COLUMN_NAMES, assumed, outside)
-        emit(CompareView(*done, *pending, None, None, None, None, None, None,
-                         f"Computing: {len(done)} of {n_cols} columns ready.", strip))
+        computed[column.key] = column
+        pending = {c.field: views.pending_view() for c in views.RESULT_COLUMNS}
+        emit(CompareView(**{**pending, **_column_views(computed.values(), CompareView, assumed, outside)},
+                         summary=f"Computing: {len(computed)} of {len(views.RESULT_COLUMNS)} columns ready.",
+                         strip=_strip(computed, assumed, outside)))
 
-    result = pipeline.run_comparison(loaded, x, labels, true_idx, name, params, target_idx, defenses,
-                                     mode == ADAPTIVE, parse_seed(seed), progress, ready if emit else None)
-    cols = [views.column_view(result.column(k), assumed, outside=outside) for k in pipeline.COLUMN_KEYS]
+    result = pipeline.run_request(loaded, x, labels, req, progress, ready if emit else None)
+    name, params = result.attack, result.attack_params
     defended = result.columns[2:]
     folder = views.new_download_dir()
     adv_file = views.write_png(folder, f"adversarial_{views.safe_name(name)}.png", pipeline.to_uint8(result.adversarial))
     data = result.to_dict()
     data["model_label"] = loaded.spec.label
-    json_file = views.write_json(folder, "results.json", data)
     summary = _lead(outside) + model_line(model_key, loaded, allowed) + "\n\n" + views.attack_summary(
         result, ATTACKS.get(name).title or name, _eps_text(name, params))
     changed = views.changed_markdown(defended)
-    return CompareView(*cols, views.perturbation_figure(result, _linf_budget(name, params)),
-                       views.changes_figure(defended), views.timing_figure(result.stages),
-                       views.timing_rows(result.stages), adv_file, json_file,
-                       summary + ("\n\n**What the defenses did**\n\n" + changed if changed else ""),
-                       views.verdict_strip([result.column(k) for k in pipeline.COLUMN_KEYS], COLUMN_NAMES, assumed,
-                                           outside))
+    return CompareView(**_column_views(result.columns, CompareView, assumed, outside),
+                       heatmap=views.perturbation_figure(result, _linf_budget(name, params)),
+                       changes=views.changes_figure(defended), timing_chart=views.timing_figure(result.stages),
+                       timing_table=views.timing_rows(result.stages), adversarial_file=adv_file,
+                       results_file=views.write_json(folder, "results.json", data),
+                       summary=summary + ("\n\n**What the defenses did**\n\n" + changed if changed else ""),
+                       strip=_strip({c.key: c for c in result.columns}, assumed, outside))
+
+
+def _column_views(columns, view, assumed: bool, outside: bool) -> dict:
+    """{field: ColumnView} for the columns that `view` shows, by column key."""
+    fields = {c.key: c.field for c in views.RESULT_COLUMNS if c.field in view._fields}
+    return {fields[c.key]: views.column_view(c, assumed, outside=outside) for c in columns if c.key in fields}
+
+
+def _strip(computed: dict, assumed: bool, outside: bool) -> str:
+    """The verdict strip: every result column, computed ones with their verdict."""
+    return views.verdict_strip([computed.get(c.key) for c in views.RESULT_COLUMNS],
+                               [c.short for c in views.RESULT_COLUMNS], assumed, outside)
 
 
 @user_errors
@@ -347,18 +334,15 @@ def compare_json(image, labels_text, true_label, model_key, attack_name, eps, st
     """The comparison of /compare as one JSON document: model, labels, attack, per column (clean, attacked,
     one per paradigm) the prediction, whether it is correct, top-5, time, passes and what the defense did,
     and the stages' timings. The same inputs as /compare."""
-    loaded, x, labels, true_idx, target_idx = _request(image, labels_text, true_label, target, model_key, allowed)
-    if mode not in (OBLIVIOUS, ADAPTIVE):
-        raise InputError(f"The attack mode must be {OBLIVIOUS!r} or {ADAPTIVE!r}, got {mode!r}.")
-    name, params = attack_settings(attack_name, eps, steps, attack_params)
-    result = pipeline.run_comparison(loaded, x, labels, true_idx, name, params, target_idx,
-                                     defense_settings(training_time, test_time, training_free, defense_params),
-                                     mode == ADAPTIVE, parse_seed(seed), progress)
+    loaded, x, labels = _inputs(image, labels_text, model_key, allowed)
+    req = parse.request(labels, true_label, target, model_key, attack_name, eps, steps, mode, seed, attack_params,
+                        (training_time, test_time, training_free), defense_params)
+    result = pipeline.run_request(loaded, x, labels, req, progress)
     data = result.to_dict()
     outside = outside_world(loaded, x)
     if outside:  # an answer about an image the model cannot know is neither right nor wrong
         for column in data["columns"]:
             column["correct"] = None
     return {**data, "model_label": loaded.spec.label, "model_note": model_note(model_key, loaded, allowed),
-            "true_label_assumed": true_idx is None, "outside_world": outside,
+            "true_label_assumed": req.true_label is None, "outside_world": outside,
             "outside_world_note": world_check.SENTENCE if outside else ""}

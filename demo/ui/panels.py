@@ -1,15 +1,15 @@
 """The Explore tab's panels: input, attack, defenses, results. Layout only; events are in `wiring`."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import gradio as gr
 
 from ..defenses.base import Paradigm
 from .. import pipeline
+from ..attacks.base import display_scale
 from ..pipeline import PARADIGMS
 from ..registry import ATTACKS, DEFENSES
 from . import assets, explore, handlers, views
+from .page import ColumnPanel, Page, ParamGroup  # noqa: F401  (the page's panels fill these)
 from .components import ImageInput, NumberBox, NumberSlider, figure_box, image_box, param_control
 
 DEFAULT_ATTACK = "pgd"
@@ -17,92 +17,9 @@ STOPPED = ("**Stopped.** The results below (greyed) are from an earlier run and 
            "above; press **Run all** for new ones.")
 DEFAULT_TEACHING_EXAMPLE, DEFAULT_PHOTO_EXAMPLE = "cyan triangle", "apple"
 DEFAULT_DEFENSES = pipeline.DEFAULT_DEFENSES  # one per paradigm, preselected
-PARADIGM_TITLES = {Paradigm.TRAINING_TIME: "Training-time defense", Paradigm.TEST_TIME: "Test-time adaptation defense",
-                   Paradigm.TRAINING_FREE: "Training-free defense"}
-COLUMN_TITLES = ["Clean", "Attacked"] + [PARADIGM_TITLES[p] for p in PARADIGMS]
+PARADIGM_TITLES = {Paradigm(c.key): c.title for c in views.DEFENSE_COLUMNS}
 # Controls the attack row always shows; the others go under "More attack settings".
 SHARED_ATTACK_PARAMS = ("eps", "steps")
-
-
-@dataclass
-class ParamGroup:
-    kind: str        # "attack" or "defense"
-    owner: str       # registry name
-    group: gr.Group
-    controls: dict   # field name -> component
-
-
-@dataclass
-class ColumnPanel:
-    image: gr.Image
-    label: gr.Label
-    verdict: gr.HTML
-
-    @property
-    def outputs(self) -> list:
-        return [self.image, self.label, self.verdict]
-
-
-@dataclass
-class Page:
-    image: ImageInput = None
-    input_note: gr.Markdown = None
-    model_view: gr.Image = None
-    model: gr.Dropdown = None
-    model_status: gr.Markdown = None
-    teaching_note: gr.Group = None
-    teaching_labels_btn: gr.Button = None
-    preset: gr.Dropdown = None
-    labels: gr.Textbox = None
-    true_label: gr.Dropdown = None
-    classify_btn: gr.Button = None
-    attack: gr.Dropdown = None
-    eps: gr.Slider = None
-    steps: gr.Slider = None
-    target: gr.Dropdown = None
-    mode: gr.Radio = None
-    seed: gr.Number = None
-    defenses: dict = field(default_factory=dict)        # Paradigm -> Dropdown
-    defense_info: dict = field(default_factory=dict)    # Paradigm -> Markdown
-    param_groups: list = field(default_factory=list)    # [ParamGroup]
-    attack_json: gr.Textbox = None
-    defense_json: gr.Textbox = None
-    attack_btn: gr.Button = None
-    defend_btn: gr.Button = None
-    run_btn: gr.Button = None
-    estimate: gr.Markdown = None
-    stop_btn: gr.Button = None
-    run_state: gr.Markdown = None
-    share_btn: gr.Button = None
-    scene_btns: list = field(default_factory=list)      # [(Button, Scene)]
-    scene_note: gr.Markdown = None
-    presenter_btn: gr.Button = None
-    share_link: gr.Textbox = None
-    columns: list = field(default_factory=list)         # [ColumnPanel] x 5
-    world_note: gr.Markdown = None                      # "this model cannot know this image"
-    strip: gr.HTML = None                               # the five verdicts in one line
-    summary: gr.Markdown = None
-    heatmap: gr.Image = None
-    changes: gr.Image = None
-    timing_chart: gr.Image = None
-    timing_table: gr.Dataframe = None
-    adversarial_file: gr.File = None
-    results_file: gr.File = None
-    result_json: gr.JSON = None
-    result_json_btn: gr.Button = None
-    curve_eps: gr.Textbox = None
-    steps_btn: gr.Button = None
-    steps_state: gr.State = None
-    steps_slider: gr.Slider = None
-    steps_frame: gr.Image = None
-    steps_heatmap: gr.Image = None
-    steps_chart: gr.Image = None
-    steps_caption: gr.Markdown = None
-    curve_btn: gr.Button = None
-    curve_chart: gr.Image = None
-    curve_table: gr.Dataframe = None
-    curve_file: gr.File = None
-    example_sets: list = field(default_factory=list)   # [(Gallery, [(path, caption, labels)])]
 
 
 def defense_choices(paradigm: Paradigm) -> list[tuple[str, str]]:
@@ -221,8 +138,8 @@ def eps_slider_spec(name: str) -> dict:
     f = next((f for f in ATTACKS.get(name).params() if f.name == "eps"), None)
     if f is None:
         return {"visible": False, "value": 0, "minimum": 0, "maximum": 1, "step": 1, "label": "epsilon"}
-    scale = 255.0 if f.metadata.get("unit") == "/255" else 1.0
-    unit = " (/255)" if scale == 255.0 else ""
+    scale = display_scale(f)
+    unit = f" ({f.metadata['unit']})" if scale != 1.0 else ""
     return {"visible": True, "value": round(f.default * scale, 6), "minimum": round((f.metadata.get("lo") or 0) * scale, 6),
             "maximum": round(f.metadata.get("hi", f.default * 4) * scale, 6),
             "step": round((f.metadata.get("step") or 1 / 255) * scale, 6), "label": (f.metadata.get("label") or "epsilon") + unit}
@@ -301,7 +218,8 @@ def _results(page: Page) -> None:
     page.world_note = gr.Markdown("", elem_id="world-note")
     page.strip = gr.HTML("", elem_id="verdict-strip")
     with gr.Row(equal_height=False):
-        for i, title in enumerate(COLUMN_TITLES):
+        for i, column in enumerate(views.RESULT_COLUMNS):
+            title = column.title
             with gr.Column(min_width=170, elem_id=f"col-{i}"):
                 gr.Markdown(title, elem_classes=["column-title"])
                 image = image_box(label=title, alt_text=f"{title}: the exact image this column's model classified",
@@ -309,7 +227,7 @@ def _results(page: Page) -> None:
                                   show_label=False, elem_id=f"col-{i}-image", elem_classes=["result-image"])
                 verdict = gr.HTML("", elem_id=f"col-{i}-verdict")
                 label = gr.Label(num_top_classes=5, show_label=False, elem_id=f"col-{i}-label")
-                page.columns.append(ColumnPanel(image, label, verdict))
+                page.columns[column.field] = ColumnPanel(image, label, verdict)
     page.summary = gr.Markdown("", elem_id="summary")
     with gr.Row(equal_height=False):
         with gr.Column():

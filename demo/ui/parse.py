@@ -1,13 +1,16 @@
 """Reading what the page's components hold: label text, dropdown choices, seeds, JSON parameter text.
 
-This is the only place where values shown in /255 become pixel units.
+Values shown in /255 become pixel units through `demo.attacks._spec.to_pixels`, the library's one
+conversion; a parameter with an automatic value (the step that follows the budget) reads 0 for "automatic".
 """
 from __future__ import annotations
 
 import json
 import math
 
-from ..pipeline import PARADIGMS, InputError
+from ..attacks.base import is_number
+from ..attacks import AttackSpec, to_pixels
+from ..pipeline import PARADIGMS, InputError, Request
 from ..registry import ATTACKS, DEFENSES
 
 AUTO_TRUE = "(clean prediction)"
@@ -92,17 +95,14 @@ def _depth(text: str) -> int:
 
 
 def from_ui_units(cls, values: dict) -> dict:
-    """UI values -> library values: parameters shown in /255 are divided by 255."""
-    units = {f.name: f.metadata.get("unit", "") for f in cls.params()}
-    out = {}
-    for key, value in values.items():
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        out[key] = value / 255.0 if numeric and units.get(key) == "/255" else value
-    return out
+    """UI values -> library values (pixel units); an automatic parameter at 0 is left out, so the library
+    derives it (see the field's `auto`)."""
+    auto = {f.name for f in cls.params() if f.metadata.get("auto")}
+    return to_pixels(cls, {k: v for k, v in values.items() if not (k in auto and is_number(v) and v == 0)})
 
 
-def attack_settings(name: str, eps, steps, extra: str | dict | None) -> tuple[str, dict]:
-    """(attack name, parameters in pixel units) from the eps/steps sliders and the extra-parameters JSON."""
+def attack_spec(name: str, eps, steps, extra: str | dict | None) -> AttackSpec:
+    """The attack of the eps/steps sliders and the extra-parameters JSON, in library units."""
     if name not in ATTACKS:
         raise InputError(f"Unknown attack {name!r}; choose one of: {', '.join(ATTACKS.names())}.")
     cls = ATTACKS.get(name)
@@ -112,7 +112,13 @@ def attack_settings(name: str, eps, steps, extra: str | dict | None) -> tuple[st
         params["eps"] = eps
     if "steps" in fields and steps is not None:
         params["steps"] = steps
-    return name, from_ui_units(cls, params)
+    return AttackSpec(name, from_ui_units(cls, params))
+
+
+def attack_settings(name: str, eps, steps, extra: str | dict | None) -> tuple[str, dict]:
+    """(attack name, parameters in pixel units): `attack_spec` as a pair."""
+    spec = attack_spec(name, eps, steps, extra)
+    return spec.name, dict(spec.params)
 
 
 def defense_settings(training_time: str | None, test_time: str | None, training_free: str | None,
@@ -131,11 +137,24 @@ def defense_settings(training_time: str | None, test_time: str | None, training_
     return out
 
 
-def parse_eps_list(text: str, unit: str) -> list[float]:
+def parse_eps_list(text: str, attack_name: str) -> list[float]:
+    """Comma-separated budgets in the attack's display unit -> pixel units."""
     try:
         values = [float(v) for v in str(text or "").replace(";", ",").split(",") if v.strip()]
     except ValueError:
         raise InputError(f"Curve eps values must be numbers separated by commas, got {text!r}.") from None
     if not all(math.isfinite(v) for v in values):
         raise InputError(f"Curve eps values must be finite numbers, got {text!r}.")
-    return [v / 255.0 if unit == "/255" else v for v in values]
+    cls = ATTACKS.get(attack_name)
+    return [to_pixels(cls, {"eps": v})["eps"] for v in values]
+
+
+def request(labels: list[str], true_label, target, model_key: str, attack_name: str, eps, steps, mode, seed,
+            attack_json="", defenses: tuple | None = None, defense_json="") -> Request:
+    """The page's controls -> one `Request` in library units. `defenses` is the three paradigm
+    dropdowns' values, or None for the attack alone."""
+    return Request(attack=attack_spec(attack_name, eps, steps, attack_json),
+                   defenses=None if defenses is None else defense_settings(*defenses, defense_json),
+                   mode=mode, seed=parse_seed(seed), model=model_key,
+                   true_label=label_index(true_label, labels, "true label"),
+                   target=label_index(target, labels, "target label"))

@@ -11,12 +11,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from collections import namedtuple
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
-from ..pipeline import Column, ComparisonResult, Stage, to_uint8
+from ..pipeline import PARADIGMS, Column, ComparisonResult, Stage, to_uint8
 from ..viz import defense_change_heatmap, perturbation_heatmap, timing_chart
 
 TIMING_HEADERS = ["stage", "ms", "forward passes", "with gradient"]
@@ -31,6 +33,37 @@ class ColumnView(NamedTuple):
 
 
 EMPTY_COLUMN = ColumnView(None, None, "")
+
+
+@dataclass(frozen=True)
+class ResultColumn:
+    """One result column of the page: `key` is the pipeline's column key (`Column.key`)."""
+    key: str
+    short: str      # its name in the verdict strip
+    title: str      # its heading
+
+    @property
+    def field(self) -> str:
+        """Its name in a view and on the page (`Page.columns`)."""
+        return self.key.replace("-", "_")
+
+
+# The page's result columns, in order. A new column: add it here (and compute it in the pipeline); its
+# panel, its outputs, its place in CompareView and in the verdict strip follow from this list.
+RESULT_COLUMNS = (
+    ResultColumn("clean", "Clean", "Clean"),
+    ResultColumn("attacked", "Attacked", "Attacked"),
+    ResultColumn("training-time", "Training-time", "Training-time defense"),
+    ResultColumn("test-time", "Test-time", "Test-time adaptation defense"),
+    ResultColumn("training-free", "Training-free", "Training-free defense"),
+)
+DEFENSE_COLUMNS = tuple(c for c in RESULT_COLUMNS if c.key in {p.value for p in PARADIGMS})
+
+
+def view_type(name: str, columns, extras: tuple[str, ...]):
+    """A view: one ColumnView per column (by its field), then the named extras (None until set). Its
+    field order is the order of the event's outputs (`Page.outputs`)."""
+    return namedtuple(name, [c.field for c in columns] + list(extras), defaults=(None,) * len(extras))
 
 
 def verdict_html(column: Column, assumed: bool = False, outside: bool = False) -> str:

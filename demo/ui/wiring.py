@@ -13,7 +13,7 @@ import gradio as gr
 from ..pipeline import PARADIGMS
 from ..registry import ATTACKS, DEFENSES
 from ..eval import published
-from . import assets, explore, handlers
+from . import assets, explore, handlers, views
 from . import jobs, scenes
 from .events import clean_first_event, long_event, quick_event, stream_event
 from .panels import Page, defense_note, eps_slider_spec, steps_slider_spec
@@ -103,8 +103,8 @@ def _defense_changed(page: Page, paradigm):
 
 
 def wire(page: Page, allowed: set[str]) -> None:
-    cols = [c.outputs for c in page.columns]
-    defenses = [page.defenses[p] for p in PARADIGMS]
+    clean_outputs = page.columns["clean"].outputs
+    every_column = [o for c in page.columns.values() for o in c.outputs]
     private = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}
 
     # Settings that reshape other controls.
@@ -151,10 +151,10 @@ def wire(page: Page, allowed: set[str]) -> None:
 
     # Classification: on a click (the /classify endpoint) and whenever a new image arrives.
     classify = quick_event(handlers.classify, allowed)
-    classify_inputs = [page.image, page.labels, page.true_label, page.model]
-    page.classify_btn.click(classify, classify_inputs, cols[0], api_name="classify",
+    classify_inputs = page.inputs(handlers.classify)
+    page.classify_btn.click(classify, classify_inputs, clean_outputs, api_name="classify",
                             concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
-    empty = tuple(v for _ in range(4) for v in (None, None, "")) + ("",)
+    empty = tuple(v for _ in range(len(page.columns) - 1) for v in views.EMPTY_COLUMN) + ("",)
 
     def auto_classify(image, *rest):
         # A new image makes every earlier result stale, including the attacked image "Defend" would use.
@@ -162,7 +162,7 @@ def wire(page: Page, allowed: set[str]) -> None:
             return (None, None, "") + empty
         return classify(image, *rest) + empty
 
-    ev_new_image = page.image.change(auto_classify, classify_inputs, [o for c in cols for o in c] + [page.strip],
+    ev_new_image = page.image.change(auto_classify, classify_inputs, every_column + [page.strip],
                                      api_visibility="private", concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
 
     # The page runs one button's listeners in the order they were added, awaiting each answer that does not
@@ -203,40 +203,31 @@ def wire(page: Page, allowed: set[str]) -> None:
         event = (stream_event if stream else long_event)(handler, allowed)
         return step.then(event, inputs + [token], outputs, api_name=api_name, show_progress_on=progress_on, **heavy)
 
-    attack_inputs = [page.image, page.labels, page.true_label, page.model, page.attack, page.eps, page.steps,
-                     page.target, page.seed, page.attack_json]
-    attack_outputs = cols[0] + cols[1] + [page.heatmap, page.adversarial_file, page.summary]
-    ev_attack = chained(page.attack_btn, handlers.attack, attack_inputs, attack_outputs, "attack",
-                        [cols[0][0], cols[1][0]])
+    def images(view) -> list:  # one progress bar per result column, on its image
+        return [page.columns[f].image for f in view._fields if f in page.columns]
 
-    defend_inputs = [page.image, page.columns[1].image, page.labels, page.true_label, page.model, *defenses,
-                     page.defense_json, page.seed]
-    defend_outputs = cols[2] + cols[3] + cols[4] + [page.changes, page.timing_chart, page.timing_table, page.summary]
-    ev_defend = chained(page.defend_btn, handlers.defend, defend_inputs, defend_outputs, "defend",
-                        [c[0] for c in cols[2:]])
-
-    compare_inputs = [page.image, page.labels, page.true_label, page.model, page.attack, page.eps, page.steps,
-                      page.target, page.mode, page.seed, *defenses, page.attack_json, page.defense_json]
-    compare_outputs = [o for c in cols for o in c] + [page.heatmap, page.changes, page.timing_chart,
-                                                      page.timing_table, page.adversarial_file, page.results_file,
-                                                      page.summary, page.strip]
-    ev_compare = chained(page.run_btn, handlers.compare, compare_inputs, compare_outputs, "compare",
-                         [c[0] for c in cols], stream=True)
+    # Inputs follow each handler's parameter names and outputs each view's field names (`Page.inputs`,
+    # `Page.outputs`), so a new column or output is wired by naming it, not by its position in a list.
+    ev_attack = chained(page.attack_btn, handlers.attack, page.inputs(handlers.attack),
+                        page.outputs(handlers.AttackView), "attack", images(handlers.AttackView))
+    ev_defend = chained(page.defend_btn, handlers.defend, page.inputs(handlers.defend),
+                        page.outputs(handlers.DefendView), "defend", images(handlers.DefendView))
+    compare_inputs = page.inputs(handlers.compare)
+    ev_compare = chained(page.run_btn, handlers.compare, compare_inputs, page.outputs(handlers.CompareView),
+                         "compare", images(handlers.CompareView), stream=True)
 
     # The same comparison as one JSON document, for scripts (no button: API only).
     ev_json = page.result_json_btn.click(long_event(handlers.compare_json, allowed), compare_inputs + [token],
                                          page.result_json, api_name="compare_json", show_progress="hidden", **heavy)
 
-    curve_inputs = [page.image, page.labels, page.true_label, page.model, page.attack, page.steps, page.target,
-                    page.mode, page.seed, *defenses, page.attack_json, page.defense_json, page.curve_eps]
     curve_outputs = [page.curve_chart, page.curve_table, page.curve_file]
-    ev_curve = chained(page.curve_btn, explore.curve, curve_inputs, curve_outputs, "curve", [page.curve_chart])
+    ev_curve = chained(page.curve_btn, explore.curve, page.inputs(explore.curve), curve_outputs, "curve",
+                       [page.curve_chart])
 
     clean_first = clean_first_event(classify, LIGHT_LIMIT)
-    page.run_btn.click(clean_first, classify_inputs, cols[0], api_visibility="private", show_progress="hidden",
+    page.run_btn.click(clean_first, classify_inputs, clean_outputs, api_visibility="private", show_progress="hidden",
                        queue=False)
-    steps_inputs = [page.image, page.labels, page.true_label, page.model, page.attack, page.eps, page.steps,
-                    page.target, page.seed, page.attack_json]
+    steps_inputs = page.inputs(explore.record_steps)
     steps_outputs = [page.steps_state, page.steps_slider, page.steps_frame, page.steps_heatmap, page.steps_chart,
                      page.steps_caption]
     ev_steps = chained(page.steps_btn, explore.record_steps, steps_inputs, steps_outputs, "attack_steps",

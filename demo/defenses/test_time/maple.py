@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...models import classifier
+from ...models.rng import local_rng
 from ..base import DefenseError
 from .prompt_learner import PromptLearner
 
@@ -86,11 +87,9 @@ def fresh_prompts(clf: nn.Module, generator: torch.Generator) -> MultiModalPromp
     visual = clf.clip.visual
     check_tower(visual)
     text = learner(clf)
-    # nn.Linear draws its initialisation from the global generator: seed it inside a fork, so that loading
-    # prompts in a server never moves the random state other requests see.
-    with torch.random.fork_rng(devices=[]):
-        # The CPU generator only: torch.manual_seed would also reseed every GPU's, which the fork leaves alone.
-        torch.default_generator.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    # nn.Linear draws its initialisation from the global generator, which other threads share: here it
+    # draws from a local one seeded from `generator` instead (the same values a seeded global one gave).
+    with local_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator))):
         return MultiModalPrompts(text.width, visual.conv1.out_channels,
                                  prompt_depth(len(visual.transformer.resblocks)), text.init_context(), generator)
 

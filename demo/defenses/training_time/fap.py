@@ -23,6 +23,7 @@ import torch.nn as nn
 from safetensors.torch import load_file
 
 from ...models import teaching
+from ...models.rng import local_rng
 from ...registry import DEFENSES
 from ..base import Defense, DefenseError, DefenseOutput, Paradigm, label_names
 from ..text_cache import TextFeatureCache
@@ -67,10 +68,8 @@ def fresh_prompts(clf: nn.Module, generator: torch.Generator) -> FAPPrompts:
     visual = clf.clip.visual
     maple.check_tower(visual)
     text = maple.learner(clf)
-    # nn.Linear draws from the global generator: seeded inside a fork, so loading prompts in a server
-    # never moves the random state other requests see.
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    # nn.Linear draws from the global generator, which other threads share: here from a local one instead.
+    with local_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator))):
         return FAPPrompts(text.width, visual.conv1.out_channels,
                           maple.prompt_depth(len(visual.transformer.resblocks)), text.init_context(), generator)
 
