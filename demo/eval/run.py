@@ -117,6 +117,8 @@ def attack_params(name: str, eps: float | None = None, alpha: float | None = Non
             value = str(value).lower() in ("1", "true", "yes", "on") if isinstance(value, str) else bool(value)
         elif isinstance(f.default, int):
             value = int(value)
+        elif isinstance(f.default, str):
+            value = str(value)
         else:
             value = float(value) / 255.0 if f.metadata.get("unit") == "/255" else float(value)
         out[key] = value
