@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adaptive", action="store_true", help="also attack each defense adaptively (BPDA/EOT)")
     p.add_argument("--eot", type=int, help="EOT draws per attack step for every randomized defense (default: each "
                                             "defense's own)")
+    p.add_argument("--attack-model", metavar="KEY",
+                   help="craft the attack on this model and answer with --model (a transfer attack; default: --model)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", help="write <out>.json and <out>.md, e.g. docs/results")
     return p
@@ -80,7 +82,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         model=args.model, attack=args.attack, params=attack_params(args.attack, args.eps, args.alpha, args.steps, extra),
         n=args.n, seed=args.seed, batch_size=args.batch_size, data=args.data, defenses=_defense_names(args.defenses),
         adaptive=args.adaptive, targeted=args.targeted, device=args.device, eot=args.eot,
-        start=args.start,
+        start=args.start, attack_model=args.attack_model,
     )
 
 
