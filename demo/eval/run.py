@@ -19,6 +19,7 @@ from PIL import Image
 from .. import world
 from ..attacks import ATTACKS, AttackError, quantize, step_for_budget
 from ..defenses import DEFENSES, DefenseError
+from ..defenses import stack
 from ..models.loading import LoadedModel, ModelLoadError, load_model
 from . import metrics as M
 from ..pipeline.transfer import source_classifier
@@ -134,7 +135,10 @@ def attack_params(name: str, eps: float | None = None, alpha: float | None = Non
 
 
 def make_defense(name: str, eot: int | None = None):
-    """A defense with its defaults; `eot` sets the EOT draws of every defense that has them."""
+    """A defense with its defaults; `eot` sets the EOT draws of every defense that has them. "stack" and
+    "stack:TT+TTA+TF" name stacks of the three paradigms (demo/defenses/stack.py)."""
+    if name == "stack" or name.startswith(stack.PREFIX):
+        return stack.from_spec(name, eot)
     cls = DEFENSES.get(name)
     if eot is not None and "eot_draws" in {f.name for f in cls.params()}:
         return DEFENSES.create(name, eot_draws=int(eot))

@@ -179,3 +179,30 @@ def stray_shards(folder: Path = RESULTS_DIR) -> list[Path]:
         return []
     known = {(s.run, f"{s.start:05d}") for r in SHARD_SIZE for s in shards(r, folder)}
     return [p for p in sorted(root.glob("*/*.json")) if not _STEM.match(p.stem) or (p.parent.name, p.stem) not in known]
+
+
+# The lessons (demo/eval/lessons.py turns them into tables): random noise against PGD-10 at the same
+# budgets, transfer from one model to another, and defenses of the three paradigms stacked.
+NOISE_EPS = (1, 4, 16)
+LESSON_MODELS = {"teaching": "", "teaching-vit": "vit_"}
+# (run name, source, target): the two teaching towers each way, and each undefended model to its robust twins.
+TRANSFERS = (("transfer_resnet_to_vit", "teaching", "teaching-vit"), ("transfer_vit_to_resnet", "teaching-vit", "teaching"),
+             ("transfer_resnet_to_tecoa", "teaching", "teaching-tecoa"), ("transfer_resnet_to_fare", "teaching", "teaching-fare"),
+             ("transfer_vit_to_tecoa", "teaching-vit", "teaching-vit-tecoa"),
+             ("transfer_vit_to_fare", "teaching-vit", "teaching-vit-fare"))
+
+
+def _lesson_runs() -> dict[str, str]:
+    out = {}
+    for model, prefix in LESSON_MODELS.items():
+        for eps in NOISE_EPS:
+            for kind in ("corners", "gaussian"):
+                out[f"{prefix}lesson_noise_{kind}_{eps}"] = f"--model {model} --attack noise --eps {eps} --set kind={kind} --n 500"
+            out[f"{prefix}lesson_pgd_{eps}"] = f"--model {model} --attack pgd --eps {eps} --steps 10 --n 500"
+    for name, source, target in TRANSFERS:
+        out[name] = f"--model {target} --attack-model {source} --attack pgd --eps 4 --steps 10 --n 500"
+    return {name: f"python -m demo.eval {args} --out docs/results/{name}" for name, args in out.items()}
+
+
+LESSON_RUNS = _lesson_runs()
+RUNS.update(LESSON_RUNS)
