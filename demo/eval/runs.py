@@ -198,7 +198,7 @@ def _lesson_runs() -> dict[str, str]:
         for eps in NOISE_EPS:
             for kind in ("corners", "gaussian"):
                 out[f"{prefix}lesson_noise_{kind}_{eps}"] = f"--model {model} --attack noise --eps {eps} --set kind={kind} --n 500"
-            out[f"{prefix}lesson_pgd_{eps}"] = f"--model {model} --attack pgd --eps {eps} --steps 10 --n 500"
+            out[f"{prefix}lesson_pgd_{eps}"] = f"--model {model} --attack pgd --eps {eps} --steps 10 --n 200"
     for name, source, target in TRANSFERS:
         out[name] = f"--model {target} --attack-model {source} --attack pgd --eps 4 --steps 10 --n 200"
     return {name: f"python -m demo.eval {args} --out docs/results/{name}" for name, args in out.items()}
