@@ -81,7 +81,7 @@ def _runs() -> tuple[dict[str, str], dict[str, int]]:
     # R-TPT: 100 images, as one draw already costs ~5.5 s per image (TPT's adaptive accuracy is at the
     # undefended model's, so more draws have nothing left to lower there).
     for draws in (1, 2):
-        runs[f"eot_rtpt_{draws}"] = f"{EOT.replace('--n 200', '--n 100')} --batch-size 10 --defenses rtpt --eot {draws}"
+        runs[f"eot_rtpt_{draws}"] = f"{EOT.replace('--n 200', '--n 50')} --batch-size 10 --defenses rtpt --eot {draws}"
     commands = {name: f"python -m demo.eval --model teaching {args} --out docs/results/{name}" for name, args in runs.items()}
     # The ViT teaching model: every row under PGD-10 on seen and held-out images (TAPT too, which needs its
     # image tokens), and AutoAttack through its training-time rows; in shards, as they take hours.
@@ -208,7 +208,6 @@ LESSON_RUNS = _lesson_runs()
 RUNS.update(LESSON_RUNS)
 # The page's default stack (TeCoA + R-TPT + JPEG), which is also the leaderboard's best robust image
 # tower, best test-time and best training-free rows together. R-TPT's adaptive path costs ~5.5 s per image
-# on one core, so 100 images, in shards of 50.
-RUNS["pgd4_stack_seen"] = (f"python -m demo.eval --model teaching {EOT.replace('--n 200', '--n 100')} --batch-size 10 --defenses stack "
+# on one core (several times that on a shared machine), so 50 images.
+RUNS["pgd4_stack_seen"] = (f"python -m demo.eval --model teaching {EOT.replace('--n 200', '--n 50')} --batch-size 10 --defenses stack "
                            "--out docs/results/pgd4_stack_seen")
-SHARD_SIZE["pgd4_stack_seen"] = 50
