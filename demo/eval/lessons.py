@@ -96,7 +96,8 @@ _COUNTS = ("n", "pool")
 
 def fill(text: str, numbers: dict[str, dict] | None = None) -> str:
     """Replace {{run:RUN.FIELD}} by the published value: accuracies in percent, n as a whole number,
-    seconds rounded; "n/a" where the run is not published yet."""
+    seconds rounded; "n/a" where the run is not published yet. {{ci:N}}: the width in points of the 95%
+    interval of an accuracy near one half measured on N images."""
     numbers = run_numbers() if numbers is None else numbers
 
     def sub(m: re.Match) -> str:
@@ -111,7 +112,16 @@ def fill(text: str, numbers: dict[str, dict] | None = None) -> str:
             return f"{value:.2f}"
         return f"{100 * value:.1f}%"
 
-    return _TOKEN.sub(sub, text)
+    return _CI.sub(lambda m: f"{100 * _width(int(m[1])):.0f}", _TOKEN.sub(sub, text))
+
+
+_CI = re.compile(r"\{\{ci:(\d+)\}\}")
+
+
+def _width(n: int, p: float = 0.5) -> float:
+    """Width of the 95% Wilson interval of an accuracy p measured on n images ({{ci:N}} in texts, at 1/2)."""
+    lo, hi = M.wilson_interval(p, n)
+    return hi - lo
 
 
 def _ci(d: dict | None, field: str) -> str:
