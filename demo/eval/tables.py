@@ -20,6 +20,7 @@ INCOMPLETE = {
     "tpt": "the adaptation is BPDA (prompt held constant in the backward pass): an upper bound",
     "rtpt": "the adaptation is BPDA (prompt held constant in the backward pass): an upper bound",
     "anti_adversary": "the label it trusts flips during the attack, so the gradient misleads: trust the worst case",
+    "stack": "its R-TPT part is crossed by BPDA (prompt held constant in the backward pass): an upper bound",
 }
 
 

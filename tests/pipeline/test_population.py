@@ -100,3 +100,12 @@ def test_published_reference_matches_the_setting_only():
     assert published_reference("teaching", atk, None, False, "seen", "attacked", results) == (0.94, 500, "b")
     assert published_reference("teaching", atk, None, False, "seen", "clean", results) == (0.95, 500, "b")
     assert published_reference("teaching", atk, None, False, "held_out", "clean", results) is None
+
+
+def test_a_stacked_column(teaching_model):
+    stack = ("stack", {"training_time": "tecoa", "test_time": "none", "training_free": "jpeg"})
+    result = run_population(teaching_model, "pgd", PGD, {"stacked": stack, "training-free": ("jpeg", {})}, n=2)
+    keys = [s.key for s in result.scores]
+    assert keys == ["clean", "attacked", "training-free", "stacked"]
+    assert result.scores[-1].title == "Stacked: TeCoA + JPEG compression"
+    assert all("stacked" in r.predictions for r in result.images)
