@@ -1,6 +1,9 @@
 """The lessons' tables and numbers (demo.eval.lessons), and the Learn texts' claims against the published runs."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from demo.eval import lessons as L
@@ -78,3 +81,56 @@ def test_transferred_images_are_the_sources_white_box_images(name, source, targe
     assert t["per_image"]["labels"] == s["per_image"]["labels"][:n]
     assert t["attack"]["crafted_on"] == source and t["model"]["key"] == target
     assert abs(t["undefended"]["mean_l2"] - s["undefended"]["mean_l2"]) < 1e-4
+
+
+CONTENT = Path(__file__).resolve().parents[2] / "assets" / "content"
+LESSON_PAGES = ("noise", "transfer", "stacking", "population")
+
+
+def test_every_number_the_lesson_pages_quote_is_published():
+    numbers = L.run_numbers()
+    defense_numbers = P.defense_numbers()
+    for page in LESSON_PAGES:
+        text = (CONTENT / f"{page}.md").read_text()
+        for token in re.findall(r"\{\{run:[^}]*\}\}", text):
+            assert L.fill(token, numbers) != "n/a", f"{page}.md quotes {token}, which docs/results/ does not hold"
+        for token in re.findall(r"\{\{(?!run:|ci:)[^}]*\}\}", text):
+            assert P.fill(token, defense_numbers) != "n/a", f"{page}.md quotes {token}"
+        assert "{{" not in L.fill(P.fill(text, defense_numbers), numbers)
+
+
+def _text(page: str) -> str:
+    return " ".join((CONTENT / f"{page}.md").read_text().split())
+
+
+def test_noise_does_nothing_and_the_attack_does_on_both_models():
+    """noise.md: random noise of the budget leaves the accuracy where it was; PGD-10 does not."""
+    numbers = L.run_numbers()
+    text = _text("noise")
+    assert "The ViT teaching model behaves the same way" in text
+    for prefix in ("", "vit_"):
+        corners, pgd = numbers[f"{prefix}lesson_noise_corners_4"], numbers[f"{prefix}lesson_pgd_4"]
+        for noise in (corners, numbers.get(f"{prefix}lesson_noise_gaussian_4")):
+            if noise is None:
+                assert prefix == "vit_" and "vit_lesson_noise_gaussian_4" not in text
+                continue
+            assert not significantly_above(noise["clean"], noise["robust"], noise["n"])
+            assert significantly_above(noise["robust"], pgd["robust"], min(noise["n"], pgd["n"]))
+
+
+def test_transfer_claims_hold():
+    """transfer.md: between the teaching towers, PGD-10 at 4/255 barely transfers."""
+    numbers = L.run_numbers()
+    assert "**transfer is not guaranteed**" in _text("transfer")
+    for name in ("transfer_resnet_to_vit", "transfer_vit_to_resnet"):
+        t = numbers[name]
+        assert not significantly_above(t["clean"], t["robust"], t["n"])  # the answering model keeps its clean accuracy
+        assert significantly_above(t["robust"], t["source_robust"], t["n"])
+        assert significantly_above(t["robust"], t["target_white_box"], t["n"])
+        assert t["transfer_rate"] < 0.05
+
+
+def test_population_interval_widths():
+    text = (CONTENT / "population.md").read_text()
+    assert "with 50 images and an accuracy near one half it spans {{ci:50}} points" in " ".join(text.split())
+    assert L.fill("{{ci:50}} {{ci:500}}", {}) == "27 9"
