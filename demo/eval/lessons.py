@@ -203,7 +203,8 @@ def _worst_ok(entries: list[dict], k: int) -> list[bool]:
 
 NOISE_TEXT = """Random noise of the attack's size, against the attack (Goodfellow et al., ICLR 2015): each
 pixel moved by ±eps at random (a corner of the L-inf ball, the budget used to the full), or Gaussian noise
-scaled to the same L2 norm, against PGD-10 at the same budget, on the undefended teaching models.
+scaled to the same L2 norm, against PGD-10 at the same budget, on the undefended teaching models. The noise
+runs use 500 images, the PGD-10 runs the first 200 of them (the clean column is the noise run's).
 """
 TRANSFER_TEXT = """Attacks crafted on one model and answered by another (a black-box transfer attack: Papernot
 et al. 2016; Liu et al., ICLR 2017): PGD-10 at 4/255 crafted on the first model, classified by the second.
