@@ -157,7 +157,9 @@ def paired_test(a: list[bool], b: list[bool]) -> str:
     test = getattr(M, "mcnemar", None)
     if test is None:
         return "paired test pending (no McNemar test in demo.eval.metrics yet)"
-    return str(test(a, b))
+    out = test(a, b)
+    p = out if isinstance(out, float) else out.get("p") if isinstance(out, dict) else None
+    return f"McNemar's exact test on the same images: p = {p:.3g}" if p is not None else str(out)
 
 
 def stack_table(results: dict) -> str:
