@@ -69,7 +69,8 @@ def transfer_numbers(results: dict, name: str, source: str, target: str) -> dict
 def run_numbers(results: dict | None = None) -> dict[str, dict]:
     """Per lesson run: clean, robust (undefended), n, mean_l2, mean_linf (/255), seconds; transfers add
     transfer_rate, source_robust and target_white_box; the stack run adds its row's worst, adaptive,
-    oblivious and dclean (the stacked model's clean accuracy)."""
+    oblivious and dclean (the stacked model's clean accuracy), and best_part (the worst case of its best
+    single part on the same images)."""
     results = P.load() if results is None else results
     out = {}
     for name, r in results.items():
@@ -83,6 +84,10 @@ def run_numbers(results: dict | None = None) -> dict[str, dict]:
             d.update(dclean=row["clean_accuracy"], oblivious=row["robust_accuracy_oblivious"],
                      adaptive=row.get("robust_accuracy_adaptive"), worst=row.get("robust_accuracy_worst"))
         out[name] = d
+    stack, _, worst = stack_rows(results)
+    best = best_part(stack, worst) if stack else None
+    if best and STACK_RUN in out:
+        out[STACK_RUN]["best_part"] = worst[best][0]  # its best single part's worst case on the same images
     for name, source, target in TRANSFERS:
         t = transfer_numbers(results, name, source, target)
         if t:
@@ -162,34 +167,46 @@ def paired_test(a: list[bool], b: list[bool]) -> str:
     return f"McNemar's exact test on the same images: p = {p:.3g}" if p is not None else str(out)
 
 
-def stack_table(results: dict) -> str:
-    """The stack's row beside its parts' rows, every row's worst case on the stack run's images (the
-    first n of the same evaluation), and the paired test against the best single part."""
+def stack_rows(results: dict) -> tuple[dict | None, dict[str, dict], dict[str, tuple[float, list[bool]]]]:
+    """(the stack's row, the rows of the undefended model and the stack's parts, their worst cases on the
+    stack run's images: the first n of the same evaluation, so every comparison is paired)."""
     table = P.rows(P.model_results(results, "teaching")).get(("pgd", 4, "seen"), {})
-    stack = next((r for k, r in table.items() if r.get("paradigm") == "stacked"), None)
+    stack = next((r for r in table.values() if r.get("paradigm") == "stacked"), None)
+    if stack is None:
+        return None, {}, {}
+    parts = [p.strip() for p in stack["title"].split(":", 1)[-1].split("+")]
+    rows = {k: r for k, r in table.items() if k == "none" or r is stack or r["title"].split(" (")[0] in parts}
+    worst = {}
+    for name, row in rows.items():
+        entries = [row] + row.get("also", [])
+        worst[name] = (P.per_image_worst(entries, stack["n"])[0], _worst_ok(entries, stack["n"]))
+    return stack, rows, worst
+
+
+def best_part(stack: dict, worst: dict) -> str | None:
+    singles = [k for k in worst if k not in ("none", stack["name"])]
+    return max(singles, key=lambda k: worst[k][0]) if singles else None
+
+
+def stack_table(results: dict) -> str:
+    """The stack's row beside its parts' rows, every row's worst case on the stack run's images, and the
+    paired test against the best single part."""
+    stack, rows, worst = stack_rows(results)
     if stack is None:
         return "Not run yet.\n"
     n = stack["n"]
-    parts = [p.strip() for p in stack["title"].split(":", 1)[-1].split("+")]
     lines = [f"| defense | paradigm | clean | oblivious | adaptive | worst case (first {n} images) |",
              "|---|---|---|---|---|---|"]
-    worst = {}
-    for name, row in table.items():
-        if name != "none" and row is not stack and row["title"].split(" (")[0] not in parts:
-            continue
-        entries = [row] + row.get("also", [])
-        share, k = P.per_image_worst(entries, n)
-        worst[name] = (share, _worst_ok(entries, n))
+    for name, row in rows.items():
         lines.append(f"| {row['title']} | {row['paradigm']} | {M.fmt_ci(row['clean_accuracy'], row['n'])} "
                      f"| {M.fmt_ci(row['robust_accuracy_oblivious'], row['n'])} "
-                     f"| {M.fmt_ci(row.get('robust_accuracy_adaptive'), row['n'])} | {M.fmt_ci(share, k)} |")
-    singles = {k: v for k, v in worst.items() if k not in ("none", stack["name"])}
+                     f"| {M.fmt_ci(row.get('robust_accuracy_adaptive'), row['n'])} | {M.fmt_ci(worst[name][0], n)} |")
     text = "\n".join(lines) + "\n"
-    if singles:
-        best = max(singles, key=lambda k: singles[k][0])
-        text += (f"\nBest single part on these images: {table[best]['title']} ({M.fmt_pct(singles[best][0])}); "
+    best = best_part(stack, worst)
+    if best:
+        text += (f"\nBest single part on these images: {rows[best]['title']} ({M.fmt_pct(worst[best][0])}); "
                  f"the stack: {M.fmt_pct(worst[stack['name']][0])}; "
-                 f"{paired_test(worst[stack['name']][1], singles[best][1])}.\n")
+                 f"{paired_test(worst[stack['name']][1], worst[best][1])}.\n")
     return text
 
 

@@ -136,3 +136,17 @@ def test_population_interval_widths():
     text = (CONTENT / "population.md").read_text()
     assert "with 50 images and an accuracy near one half it spans {{ci:50}} points" in " ".join(text.split())
     assert L.fill("{{ci:50}} {{ci:500}}", {}) == "27 9"
+
+
+def test_stack_claims_hold():
+    """stacking.md: the default stack is no better than its best part on the same images, and its clean
+    accuracy is below each part's."""
+    results = _published([L.STACK_RUN])
+    numbers, parts = L.run_numbers(results)[L.STACK_RUN], P.defense_numbers(results)
+    assert "**Here they do not add up**" in _text("stacking")
+    assert not significantly_above(numbers["worst"], numbers["best_part"], numbers["n"])
+    for part in ("tecoa", "rtpt", "jpeg"):
+        assert numbers["dclean"] < parts[part]["seen"]["clean"]
+    stack, rows, worst = L.stack_rows(results)
+    assert stack["name"] == "stack" and set(rows) == {"none", "stack", "tecoa", "rtpt", "jpeg"}
+    assert max(worst[k][0] for k in ("tecoa", "rtpt", "jpeg")) == numbers["best_part"]
