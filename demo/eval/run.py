@@ -18,11 +18,10 @@ from PIL import Image
 
 from .. import world
 from ..attacks import ATTACKS, AttackError, quantize, step_for_budget
-from ..defenses import DEFENSES, DefenseError
-from ..defenses import stack
+from ..defenses import DEFENSES, DefenseError, stack
 from ..models.loading import LoadedModel, ModelLoadError, load_model
-from . import metrics as M
 from ..pipeline.transfer import source_classifier
+from . import metrics as M
 from .assemble import summarize
 
 log = logging.getLogger(__name__)
