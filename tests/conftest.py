@@ -44,6 +44,17 @@ def local_clip(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_cfg():
+    """The tiny CLIP config, for tests that build variants of it (a fixture: test modules cannot import conftest)."""
+    return TINY_CFG
+
+
+@pytest.fixture(scope="session")
+def tiny_labels():
+    return list(TINY_LABELS)
+
+
+@pytest.fixture(scope="session")
 def tiny_dir(local_clip):
     """A folder in open_clip's local-dir format holding a tiny, randomly initialised CLIP."""
     return local_clip(TINY_CFG, "tiny_clip")

@@ -10,3 +10,4 @@ from . import apgd_ce  # noqa: F401
 from . import apgd_dlr  # noqa: F401
 from . import embedding_pgd  # noqa: F401
 from . import autoattack  # noqa: F401
+from . import noise  # noqa: F401

@@ -29,6 +29,7 @@ class Paradigm(str, Enum):
     TRAINING_TIME = "training-time"
     TEST_TIME = "test-time"
     TRAINING_FREE = "training-free"
+    STACKED = "stacked"  # one of each of the three, in one pipeline (demo/defenses/stack.py)
 
 
 class DefenseError(ValueError):

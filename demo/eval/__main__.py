@@ -20,7 +20,7 @@ from ..attacks import ATTACKS
 from ..models.loading import ModelLoadError, exact_float32
 from ..registry import UnknownNameError
 from . import report
-from .run import EvalConfig, EvalError, attack_params, evaluate
+from .run import EvalConfig, EvalError, attack_params, evaluate, make_defense
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,10 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="world",
                    help="world | world-held-out | a folder FOLDER/<class name>/*.png|jpg (default world)")
     p.add_argument("--defenses", default="",
-                   help="comma-separated defense names, or 'all' for every registered one (default: none)")
+                   help="comma-separated defense names, or 'all' for every registered one (default: none); "
+                        "stack:TT+TTA+TF stacks a training-time, a test-time and a training-free one (e.g. "
+                        "stack:tecoa+rtpt+jpeg, 'none' leaves a slot empty; 'stack' is that default)")
     p.add_argument("--adaptive", action="store_true", help="also attack each defense adaptively (BPDA/EOT)")
     p.add_argument("--eot", type=int, help="EOT draws per attack step for every randomized defense (default: each "
                                             "defense's own)")
+    p.add_argument("--attack-model", metavar="KEY",
+                   help="craft the attack on this model and answer with --model (a transfer attack; default: --model)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", help="write <out>.json and <out>.md, e.g. docs/results")
     return p
@@ -59,7 +63,7 @@ def _defense_names(spec: str) -> list[str]:
         return DEFENSES.names()
     names = [s.strip() for s in spec.split(",") if s.strip()]
     for name in names:
-        DEFENSES.get(name)  # raises with the list of valid names
+        make_defense(name)  # raises with the list of valid names (or a stack's valid parts)
     return names
 
 
@@ -80,7 +84,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         model=args.model, attack=args.attack, params=attack_params(args.attack, args.eps, args.alpha, args.steps, extra),
         n=args.n, seed=args.seed, batch_size=args.batch_size, data=args.data, defenses=_defense_names(args.defenses),
         adaptive=args.adaptive, targeted=args.targeted, device=args.device, eot=args.eot,
-        start=args.start,
+        start=args.start, attack_model=args.attack_model,
     )
 
 

@@ -18,8 +18,9 @@ from PIL import Image
 
 from .. import world
 from ..attacks import ATTACKS, AttackError, AttackSpec, build_attack, quantize
-from ..defenses import DEFENSES, DefenseError
+from ..defenses import DEFENSES, DefenseError, stack
 from ..models.loading import LoadedModel, ModelLoadError, load_model
+from ..pipeline.transfer import source_classifier
 from . import metrics as M
 from .assemble import summarize
 
@@ -59,6 +60,7 @@ class EvalConfig:
     device: str | None = None
     eot: int | None = None  # EOT draws per attack step for randomized defenses (None: each one's default)
     start: int = 0  # first image of this shard (a multiple of batch_size, so every batch keeps its seed)
+    attack_model: str | None = None  # craft the attacks on this model, answer with `model` (transfer)
 
 
 def load_world(n: int, image_size: int, split: str, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,6 +118,8 @@ def attack_params(name: str, eps: float | None = None, alpha: float | None = Non
         default = fields[key].default
         if isinstance(default, bool):
             value = str(value).lower() in ("1", "true", "yes", "on") if isinstance(value, str) else bool(value)
+        elif isinstance(default, str):
+            value = str(value)
         else:
             value = int(value) if isinstance(default, int) else float(value)
         typed[key] = value
@@ -123,7 +127,10 @@ def attack_params(name: str, eps: float | None = None, alpha: float | None = Non
 
 
 def make_defense(name: str, eot: int | None = None):
-    """A defense with its defaults; `eot` sets the EOT draws of every defense that has them."""
+    """A defense with its defaults; `eot` sets the EOT draws of every defense that has them. "stack" and
+    "stack:TT+TTA+TF" name stacks of the three paradigms (demo/defenses/stack.py)."""
+    if name == "stack" or name.startswith(stack.PREFIX):
+        return stack.from_spec(name, eot)
     cls = DEFENSES.get(name)
     if eot is not None and "eot_draws" in {f.name for f in cls.params()}:
         return DEFENSES.create(name, eot_draws=int(eot))
@@ -173,6 +180,9 @@ def evaluate(cfg: EvalConfig) -> dict:
                         f"batch keeps the attack seed it has in the whole run; got {cfg.start}")
     data = load_data(cfg.data, model, cfg.n, cfg.start)
     clf = model.classifier(data.classnames, data.templates)
+    # Transfer: every attack (adaptive ones through the defense too) is crafted on the source model.
+    src_clf = source_classifier(load_model(cfg.attack_model, device), model, data.classnames,
+                                data.templates) if cfg.attack_model else clf
     atk = build_attack(AttackSpec(cfg.attack, cfg.params), EvalError)
     if cfg.targeted and not atk.supports_targeted:
         raise EvalError(f"{atk.title or cfg.attack} has no targeted mode")
@@ -192,7 +202,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         seed = cfg.seed + cfg.start // cfg.batch_size + b  # the batch's seed in the whole run
         with torch.no_grad():
             acc.add("clean", clf(x))
-        adv, res = _attack(atk, clf, x, y, tgt, seed)
+        adv, res = _attack(atk, src_clf, x, y, tgt, seed)
         acc.cost("attack", res.timings.ms["attack"], res.passes, len(y))
         acc.add("delta", adv - x)
         with torch.no_grad():
@@ -207,8 +217,8 @@ def evaluate(cfg: EvalConfig) -> dict:
                 acc.cost(f"{name}/defense", out.timings.ms["defense"], out.passes, len(y))
                 acc.add(f"{name}/oblivious", d(clf, adv, seed).logits)
                 if cfg.adaptive:
-                    module = d.as_module(clf, seed)
-                    if module is clf:  # the defense is the identity: the undefended attack is the adaptive one
+                    module = d.as_module(src_clf, seed)
+                    if module is src_clf:  # the defense is the identity: the undefended attack is the adaptive one
                         adv_d, res_d = adv, res
                     else:
                         adv_d, res_d = _attack(atk, module, x, y, tgt, seed)
@@ -216,7 +226,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                     acc.add(f"{name}/adaptive", d(clf, adv_d, seed).logits)
                     acc.add(f"{name}/adaptive_delta", adv_d - x)
                     for vname, variant in d.adaptive_variants().items():
-                        adv_v, res_v = _attack(atk, variant.as_module(clf, seed), x, y, tgt, seed)
+                        adv_v, res_v = _attack(atk, variant.as_module(src_clf, seed), x, y, tgt, seed)
                         acc.cost(f"{name}/{vname}", res_v.timings.ms["attack"], res_v.passes, len(y))
                         acc.add(f"{name}/variant/{vname}", d(clf, adv_v, seed).logits)
             except (DefenseError, ModelLoadError, AttackError) as exc:
@@ -260,7 +270,8 @@ def evaluate(cfg: EvalConfig) -> dict:
                  "templates": list(data.templates)},
         "attack": {"name": cfg.attack, "title": atk.title or cfg.attack, "norm": atk.norm, "budget": atk.budget,
                    "params": {f.name: getattr(atk, f.name) for f in atk.params()},
-                   "units": {f.name: f.metadata.get("unit", "") for f in atk.params()}, "targeted": cfg.targeted},
+                   "units": {f.name: f.metadata.get("unit", "") for f in atk.params()}, "targeted": cfg.targeted,
+                   "crafted_on": cfg.attack_model or model.key},
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "adaptive": cfg.adaptive,

@@ -81,7 +81,7 @@ def _runs() -> tuple[dict[str, str], dict[str, int]]:
     # R-TPT: 100 images, as one draw already costs ~5.5 s per image (TPT's adaptive accuracy is at the
     # undefended model's, so more draws have nothing left to lower there).
     for draws in (1, 2):
-        runs[f"eot_rtpt_{draws}"] = f"{EOT.replace('--n 200', '--n 100')} --batch-size 10 --defenses rtpt --eot {draws}"
+        runs[f"eot_rtpt_{draws}"] = f"{EOT.replace('--n 200', '--n 50')} --batch-size 10 --defenses rtpt --eot {draws}"
     commands = {name: f"python -m demo.eval --model teaching {args} --out docs/results/{name}" for name, args in runs.items()}
     # The ViT teaching model: every row under PGD-10 on seen and held-out images (TAPT too, which needs its
     # image tokens), and AutoAttack through its training-time rows; in shards, as they take hours.
@@ -179,3 +179,35 @@ def stray_shards(folder: Path = RESULTS_DIR) -> list[Path]:
         return []
     known = {(s.run, f"{s.start:05d}") for r in SHARD_SIZE for s in shards(r, folder)}
     return [p for p in sorted(root.glob("*/*.json")) if not _STEM.match(p.stem) or (p.parent.name, p.stem) not in known]
+
+
+# The lessons (demo/eval/lessons.py turns them into tables): random noise against PGD-10 at the same
+# budgets, transfer from one model to another, and defenses of the three paradigms stacked.
+NOISE_EPS = (1, 4, 16)
+LESSON_MODELS = {"teaching": "", "teaching-vit": "vit_"}
+# (run name, source, target): the two teaching towers each way, and each undefended model to its robust twins.
+TRANSFERS = (("transfer_resnet_to_vit", "teaching", "teaching-vit"), ("transfer_vit_to_resnet", "teaching-vit", "teaching"),
+             ("transfer_resnet_to_tecoa", "teaching", "teaching-tecoa"), ("transfer_resnet_to_fare", "teaching", "teaching-fare"),
+             ("transfer_vit_to_tecoa", "teaching-vit", "teaching-vit-tecoa"),
+             ("transfer_vit_to_fare", "teaching-vit", "teaching-vit-fare"))
+
+
+def _lesson_runs() -> dict[str, str]:
+    out = {}
+    for model, prefix in LESSON_MODELS.items():
+        for eps in NOISE_EPS:
+            for kind in ("corners", "gaussian"):
+                out[f"{prefix}lesson_noise_{kind}_{eps}"] = f"--model {model} --attack noise --eps {eps} --set kind={kind} --n 500"
+            out[f"{prefix}lesson_pgd_{eps}"] = f"--model {model} --attack pgd --eps {eps} --steps 10 --n 200"
+    for name, source, target in TRANSFERS:
+        out[name] = f"--model {target} --attack-model {source} --attack pgd --eps 4 --steps 10 --n 200"
+    return {name: f"python -m demo.eval {args} --out docs/results/{name}" for name, args in out.items()}
+
+
+LESSON_RUNS = _lesson_runs()
+RUNS.update(LESSON_RUNS)
+# The page's default stack (TeCoA + R-TPT + JPEG), which is also the leaderboard's best robust image
+# tower, best test-time and best training-free rows together. R-TPT's adaptive path costs ~5.5 s per image
+# on one core (several times that on a shared machine), so 50 images.
+RUNS["pgd4_stack_seen"] = (f"python -m demo.eval --model teaching {EOT.replace('--n 200', '--n 50')} --batch-size 10 --defenses stack "
+                           "--out docs/results/pgd4_stack_seen")

@@ -20,6 +20,7 @@ INCOMPLETE = {
     "tpt": "the adaptation is BPDA (prompt held constant in the backward pass): an upper bound",
     "rtpt": "the adaptation is BPDA (prompt held constant in the backward pass): an upper bound",
     "anti_adversary": "the label it trusts flips during the attack, so the gradient misleads: trust the worst case",
+    "stack": "its R-TPT part is crossed by BPDA (prompt held constant in the backward pass): an upper bound",
 }
 
 
@@ -232,6 +233,9 @@ def write_all(folder: Path | None = None, docs: Path | None = None) -> list[Path
               "## What this shows\n", prose.what_this_shows(numbers),
               "## ResNet and ViT teaching models side by side\n", architectures.INTRO,
               architectures.side_by_side(everything), architectures.probe_section(everything)]
+    from .lessons import section as lessons_section  # noise vs PGD, transfer, stacked defenses
+
+    parts.append(lessons_section(everything))
     from .runs import SHARD_SIZE, missing, progress
 
     where = P.RESULTS_DIR if folder is None else Path(folder)

@@ -24,7 +24,7 @@ def setup(request, tiny_clf, tiny_images):
     if request.param == "fap":  # prompts for a ViT, which the tiny model gets from a fixture
         request.getfixturevalue("fap_assets")
         return defense, tiny_clf, tiny_images
-    if defense.paradigm == Paradigm.TRAINING_TIME:
+    if defense.paradigm in (Paradigm.TRAINING_TIME, Paradigm.STACKED):  # a stack holds a robust tower too
         clf = request.getfixturevalue("teaching_model").classifier(world.CLASSNAMES, [world.EVAL_TEMPLATE])
         g = torch.Generator().manual_seed(0)
         size = request.getfixturevalue("teaching_model").image_size

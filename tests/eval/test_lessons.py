@@ -1,0 +1,152 @@
+"""The lessons' tables and numbers (demo.eval.lessons), and the Learn texts' claims against the published runs."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from demo.eval import lessons as L
+from demo.eval import published as P
+from demo.eval.metrics import significantly_above
+
+
+
+def _run(labels, clean, adv, name="x", key="teaching", defenses=()):
+    n = len(labels)
+    acc = lambda p: sum(a == y for a, y in zip(p, labels)) / n  # noqa: E731
+    return {"command": f"python -m demo.eval ... --out docs/results/{name}", "seconds": 12.0,
+            "model": {"key": key}, "data": {"n": n, "source": "world"},
+            "attack": {"name": "pgd", "params": {"eps": 4 / 255}},
+            "undefended": {"clean_accuracy": acc(clean), "robust_accuracy": acc(adv), "mean_l2": 1.0, "mean_linf": 4 / 255},
+            "per_image": {"labels": labels, "clean_pred": clean, "adv_pred": adv}, "defenses": list(defenses)}
+
+
+def test_transfer_rate_counts_only_images_the_source_attack_fooled():
+    labels = [0, 1, 2, 3, 4]
+    # The ResNet (source) is right on all clean images and fooled on images 0-3.
+    source = _run(labels, [0, 1, 2, 3, 4], [9, 9, 9, 9, 4], "lesson_pgd_4")
+    # The ViT is wrong on image 0 even when clean; of images 1-3 the transferred attack fools only 1.
+    transfer = _run(labels, [9, 1, 2, 3, 4], [9, 9, 2, 3, 4], "transfer_resnet_to_vit", "teaching-vit")
+    results = {"lesson_pgd_4": source, "transfer_resnet_to_vit": transfer}
+    t = L.transfer_numbers(results, "transfer_resnet_to_vit", "teaching", "teaching-vit")
+    assert t["pool"] == 3 and t["transfer_rate"] == pytest.approx(1 / 3)
+    assert t["source_robust"] == pytest.approx(0.2) and t["robust"] == pytest.approx(0.6)
+    assert t["target_white_box"] is None  # the ViT's own white-box run is not in this set
+    numbers = L.run_numbers(results)
+    assert L.fill("{{run:transfer_resnet_to_vit.transfer_rate}} of {{run:transfer_resnet_to_vit.pool}}",
+                  numbers) == "33.3% of 3"
+    assert L.fill("{{run:transfer_vit_to_resnet.robust}}", numbers) == "n/a"
+    table = L.transfer_table(numbers)
+    assert "| ResNet | ViT | 80.0% [" in table and "33.3% of 3" in table
+
+
+def test_noise_table_reads_each_run():
+    labels = list(range(10))
+    results = {"lesson_noise_corners_4": _run(labels, labels, labels[:9] + [0]),
+               "lesson_pgd_4": _run(labels, labels, [99] * 10)}
+    table = L.noise_table(L.run_numbers(results))
+    row = next(line for line in table.splitlines() if line.startswith("| ResNet | 4/255"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[2].startswith("100.0%") and cells[3].startswith("90.0%") and cells[4] == "not run"
+    assert cells[5].startswith("0.0%")
+
+
+def test_fill_formats_counts_and_times():
+    numbers = {"r": {"n": 200, "seconds": 61.4, "clean": 0.5}}
+    assert L.fill("{{run:r.n}} in {{run:r.seconds}}, {{run:r.clean}}", numbers) == "200 in 61 s, 50.0%"
+
+
+def test_paired_test_hook_says_when_it_is_missing(monkeypatch):
+    monkeypatch.delattr(L.M, "mcnemar", raising=False)
+    assert "pending" in L.paired_test([True], [False])
+    monkeypatch.setattr(L.M, "mcnemar", lambda a, b, **kw: 0.5, raising=False)
+    assert L.paired_test([True], [False]).endswith("p = 0.5")
+    monkeypatch.setattr(L.M, "mcnemar", lambda a, b, **kw: {"p": 0.25, "b": 1, "c": 0}, raising=False)
+    assert L.paired_test([True], [False]).endswith("p = 0.25")
+
+
+def _published(names):
+    results = P.load()
+    missing = [n for n in names if n not in results]
+    if missing:
+        pytest.skip(f"not published yet: {', '.join(missing)}")
+    return results
+
+
+@pytest.mark.parametrize("name,source,target", L.TRANSFERS)
+def test_transferred_images_are_the_sources_white_box_images(name, source, target):
+    """The transfer table's premise: same images, seeds and batches as the source's white-box run."""
+    results = _published([name, L.WHITE_BOX[source][0]])
+    t, s = results[name], results[L.WHITE_BOX[source][0]]
+    n = t["data"]["n"]
+    assert t["per_image"]["labels"] == s["per_image"]["labels"][:n]
+    assert t["attack"]["crafted_on"] == source and t["model"]["key"] == target
+    assert abs(t["undefended"]["mean_l2"] - s["undefended"]["mean_l2"]) < 1e-4
+
+
+CONTENT = Path(__file__).resolve().parents[2] / "assets" / "content"
+LESSON_PAGES = ("noise", "transfer", "stacking", "population")
+
+
+def test_every_number_the_lesson_pages_quote_is_published():
+    numbers = L.run_numbers()
+    defense_numbers = P.defense_numbers()
+    for page in LESSON_PAGES:
+        text = (CONTENT / f"{page}.md").read_text()
+        for token in re.findall(r"\{\{run:[^}]*\}\}", text):
+            assert L.fill(token, numbers) != "n/a", f"{page}.md quotes {token}, which docs/results/ does not hold"
+        for token in re.findall(r"\{\{(?!run:|ci:)[^}]*\}\}", text):
+            assert P.fill(token, defense_numbers) != "n/a", f"{page}.md quotes {token}"
+        assert "{{" not in L.fill(P.fill(text, defense_numbers), numbers)
+
+
+def _text(page: str) -> str:
+    return " ".join((CONTENT / f"{page}.md").read_text().split())
+
+
+def test_noise_does_nothing_and_the_attack_does_on_both_models():
+    """noise.md: random noise of the budget leaves the accuracy where it was; PGD-10 does not."""
+    numbers = L.run_numbers()
+    text = _text("noise")
+    assert "The ViT teaching model behaves the same way" in text
+    for prefix in ("", "vit_"):
+        corners, pgd = numbers[f"{prefix}lesson_noise_corners_4"], numbers[f"{prefix}lesson_pgd_4"]
+        for noise in (corners, numbers.get(f"{prefix}lesson_noise_gaussian_4")):
+            if noise is None:
+                assert prefix == "vit_" and "vit_lesson_noise_gaussian_4" not in text
+                continue
+            assert not significantly_above(noise["clean"], noise["robust"], noise["n"])
+            assert significantly_above(noise["robust"], pgd["robust"], min(noise["n"], pgd["n"]))
+
+
+def test_transfer_claims_hold():
+    """transfer.md: between the teaching towers, PGD-10 at 4/255 barely transfers."""
+    numbers = L.run_numbers()
+    assert "**transfer is not guaranteed**" in _text("transfer")
+    for name in ("transfer_resnet_to_vit", "transfer_vit_to_resnet"):
+        t = numbers[name]
+        assert not significantly_above(t["clean"], t["robust"], t["n"])  # the answering model keeps its clean accuracy
+        assert significantly_above(t["robust"], t["source_robust"], t["n"])
+        assert significantly_above(t["robust"], t["target_white_box"], t["n"])
+        assert t["transfer_rate"] < 0.05
+
+
+def test_population_interval_widths():
+    text = (CONTENT / "population.md").read_text()
+    assert "with 50 images and an accuracy near one half it spans {{ci:50}} points" in " ".join(text.split())
+    assert L.fill("{{ci:50}} {{ci:500}}", {}) == "27 9"
+
+
+def test_stack_claims_hold():
+    """stacking.md: the default stack is no better than its best part on the same images, and its clean
+    accuracy is below each part's."""
+    results = _published([L.STACK_RUN])
+    numbers, parts = L.run_numbers(results)[L.STACK_RUN], P.defense_numbers(results)
+    assert "**Here they do not add up**" in _text("stacking")
+    assert not significantly_above(numbers["worst"], numbers["best_part"], numbers["n"])
+    for part in ("tecoa", "rtpt", "jpeg"):
+        assert numbers["dclean"] < parts[part]["seen"]["clean"]
+    stack, rows, worst = L.stack_rows(results)
+    assert stack["name"] == "stack" and set(rows) == {"none", "stack", "tecoa", "rtpt", "jpeg"}
+    assert max(worst[k][0] for k in ("tecoa", "rtpt", "jpeg")) == numbers["best_part"]
