@@ -160,7 +160,7 @@ def test_transfer_to_the_robust_twins_is_far_more_common_than_between_towers():
     numbers = L.run_numbers()
     towers = [numbers[k] for k in ("transfer_resnet_to_vit", "transfer_vit_to_resnet")]
     top = max(wilson_interval(t["transfer_rate"], t["pool"])[1] for t in towers)
-    for name in ("transfer_resnet_to_tecoa", "transfer_resnet_to_fare", "transfer_vit_to_tecoa"):
+    for name in ("transfer_resnet_to_tecoa", "transfer_resnet_to_fare", "transfer_vit_to_tecoa", "transfer_vit_to_fare"):
         t = numbers[name]
         assert wilson_interval(t["transfer_rate"], t["pool"])[0] > top, name
         assert significantly_above(t["robust"], t["target_white_box"], t["n"]), name
