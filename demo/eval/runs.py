@@ -16,11 +16,13 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..defenses import DEFENSES, Paradigm
 from .published import RESULTS_DIR
 
-MAIN = "none,tecoa,fare,pmg_aft,apt,clipure,jpeg,bit_depth,median"
+# Every training-time defense that runs on both teaching models (those that need a ViT get their own runs).
+TRAINING_TIME = ",".join(DEFENSES.names(lambda c: c.paradigm is Paradigm.TRAINING_TIME and not c.needs_vit))
+MAIN = f"none,{TRAINING_TIME},clipure,jpeg,bit_depth,median"
 COUNTER = "none,ttc,random_resize_pad,anti_adversary"
-TRAINING_TIME = "tecoa,fare,pmg_aft,apt"
 TRAINING_FREE_AA = "jpeg,median,bit_depth,clipure"
 PGD4 = "--attack pgd --eps 4 --steps 10 --n 500 --adaptive"
 EOT = "--attack pgd --eps 4 --steps 10 --n 200 --adaptive"

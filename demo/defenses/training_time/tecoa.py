@@ -1,26 +1,20 @@
 """TeCoA: text-guided contrastive adversarial fine-tuning of the image tower.
 
 Reference: Mao, Geng, Yang, Wang, Vondrick. "Understanding Zero-Shot Adversarial Robustness for
-Large-Scale Models". ICLR 2023. arXiv 2212.07016.
-
-Online models use the published TeCoA4 checkpoints (`hf-hub:chs20/TeCoA4-ViT-B-32-laion2B-s34B-b79K`,
-`hf-hub:chs20/tecoa4-clip`); the teaching model uses the image tower trained by
-`python -m demo.train tecoa` (see demo/train/robust.py for the recipe and its deviations).
+Large-Scale Models". ICLR 2023. arXiv 2212.07016. Published checkpoints: TeCoA4
+(`hf-hub:chs20/TeCoA4-ViT-B-32-laion2B-s34B-b79K`, `hf-hub:chs20/tecoa4-clip`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ...registry import DEFENSES
-from .twin import RobustTwinDefense
+from .twin import TEACHING_RECIPE, RobustTwinDefense
 
 
 @DEFENSES.register("tecoa")
 @dataclass
 class TeCoA(RobustTwinDefense):
     title = "TeCoA (adversarially fine-tuned, supervised)"
-    twin = "tecoa"
     reference = "Mao et al., Understanding Zero-Shot Adversarial Robustness for Large-Scale Models, ICLR 2023, arXiv 2212.07016"
-    deviation = ("Teaching model: 90 AdamW steps of 64 images at eps 4/255 with a 3-step inner PGD of 2/255 "
-                 "and no momentum (the published recipe: 20k steps of 128 ImageNet images, 10-step PGD of 1/255 "
-                 "with momentum 0.9). Hub models use the published checkpoints.")
+    deviation = TEACHING_RECIPE
