@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..defenses import DEFENSES, Paradigm
-from .published import RESULTS_DIR
+from .publish.published import RESULTS_DIR
 
 # Every training-time defense that runs on both teaching models (those that need a ViT get their own runs).
 TRAINING_TIME = ",".join(DEFENSES.names(lambda c: c.paradigm is Paradigm.TRAINING_TIME and not c.needs_vit))

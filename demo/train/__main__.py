@@ -122,12 +122,12 @@ def main(argv: list[str] | None = None) -> int:
                                    args.shape_hues, args.hue_batch, args.device, init=args.init,
                                    palette_shapes=args.palette_shapes, hue_saturation=args.hue_saturation, embed_kd=args.embed_kd)
     elif args.what == "apt":
-        from .apt import train_apt
+        from .apt_prompt import train_apt
 
         result = train_apt(args.steps, args.batch_size, args.lr, args.eps / 255, args.seed, args.minutes,
                            args.out or which.apt_prompt, args.eval_every, args.model)
     elif args.what == "fap":
-        from .fap import train_fap
+        from .fap_prompts import train_fap
 
         result = train_fap(args.model, args.shots, args.epochs, args.batch_size, args.lr, args.eps / 255, args.seed,
                            args.minutes, args.out or which.folder)

@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from .metrics import fmt_ci
+from ..metrics import fmt_ci
+from . import markdown as md
 from .report import _num, _passes, attack_label
 
 ADAPTIVE_HOW = {
@@ -39,9 +40,7 @@ def summary(results: list[dict], sources: list[str]) -> str:
         if key(r) != key(first):
             raise SystemExit(f"{src} was run on a different setting: {key(r)} vs {key(first)}")
     n = first["data"]["n"]
-    lines = ["| defense | paradigm | clean | oblivious | adaptive | worst case | adaptive attack | ms / passes per image |",
-             "|---|---|---|---|---|---|---|---|"]
-    seen = set()
+    lines, seen = [], set()
     for r in results:
         for row in r["defenses"]:
             if row["name"] in seen or "error" in row:
@@ -49,12 +48,13 @@ def summary(results: list[dict], sources: list[str]) -> str:
             seen.add(row["name"])
             flag = " ⚠" if row.get("adaptive_weaker_than_oblivious") else ""
             worst = row.get("robust_accuracy_worst")
-            lines.append(f"| {row['title']} | {row['paradigm']} | {fmt_ci(row['clean_accuracy'], n)} "
-                         f"| {fmt_ci(row['robust_accuracy_oblivious'], n)} "
-                         f"| {fmt_ci(row.get('robust_accuracy_adaptive'), n)}{flag} "
-                         f"| {fmt_ci(worst, n) if worst is not None else 'not recorded'} | {how_attacked(row)} "
-                         f"| {_num(row['ms_per_image'])} / {_passes(row['passes_per_image'])} |")
-    return "\n".join(lines) + "\n"
+            lines.append([row["title"], row["paradigm"], fmt_ci(row["clean_accuracy"], n),
+                          fmt_ci(row["robust_accuracy_oblivious"], n),
+                          fmt_ci(row.get("robust_accuracy_adaptive"), n) + flag,
+                          fmt_ci(worst, n) if worst is not None else "not recorded", how_attacked(row),
+                          f"{_num(row['ms_per_image'])} / {_passes(row['passes_per_image'])}"])
+    return md.text(["defense", "paradigm", "clean", "oblivious", "adaptive", "worst case", "adaptive attack",
+                    "ms / passes per image"], lines)
 
 
 def main(argv: list[str] | None = None) -> str:
