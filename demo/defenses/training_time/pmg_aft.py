@@ -11,14 +11,11 @@ No hub checkpoint exists, so only the teaching models have one (see twin.py for 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ...registry import DEFENSES
 from .twin import RobustTwinDefense
 
 
 @DEFENSES.register("pmg_aft")
-@dataclass
 class PMGAFT(RobustTwinDefense):
     title = "PMG-AFT (adversarially fine-tuned, guided by the original model)"
     reference = ("Wang et al., Pre-trained Model Guided Fine-Tuning for Zero-Shot Adversarial Robustness, "

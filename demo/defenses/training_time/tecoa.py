@@ -6,15 +6,11 @@ Large-Scale Models". ICLR 2023. arXiv 2212.07016. Published checkpoints: TeCoA4
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ...registry import DEFENSES
-from .twin import TEACHING_RECIPE, RobustTwinDefense
+from .twin import RobustTwinDefense
 
 
 @DEFENSES.register("tecoa")
-@dataclass
 class TeCoA(RobustTwinDefense):
     title = "TeCoA (adversarially fine-tuned, supervised)"
     reference = "Mao et al., Understanding Zero-Shot Adversarial Robustness for Large-Scale Models, ICLR 2023, arXiv 2212.07016"
-    deviation = TEACHING_RECIPE

@@ -19,7 +19,7 @@ from ...registry import DEFENSES
 from ..base import ClassifierDefense, DefenseError, Weights
 
 
-# The teaching models' recipe of TeCoA and FARE, said in the UI next to the published one.
+# How the teaching models' robust towers were trained, said in the UI next to the published recipe.
 TEACHING_RECIPE = ("Teaching model: 90 AdamW steps of 64 images at eps 4/255 with a 3-step inner PGD of 2/255 "
                    "and no momentum (the published recipe: 20k steps of 128 ImageNet images, 10-step PGD of 1/255 "
                    "with momentum 0.9). Hub models use the published checkpoints.")
@@ -52,10 +52,12 @@ def twin_visual(clf: nn.Module, which: str) -> nn.Module:
 @dataclass
 class RobustTwinDefense(ClassifierDefense):
     """Swap in the adversarially fine-tuned image tower. Prediction costs one pass, like the base model;
-    the price was paid at training time."""
+    the price was paid at training time. Subclasses set facts only (title, reference, a deviation where
+    their teaching recipe differs), no fields, so they need no @dataclass of their own."""
 
     trained_weights = Weights.IMAGE_TOWER
     trained_by = _TrainingCommand()
+    deviation = TEACHING_RECIPE
 
     def classifier(self, clf):
         return clf.with_visual(twin_visual(clf, self.name))
