@@ -74,7 +74,7 @@ def test_random_weights_go_through_the_loader(tiny_dir, tmp_path, restore_regist
     """`random:ARCH` saves seeded random checkpoints and loads them like real weights, twins included."""
     import open_clip
 
-    from demo.bench.models import checkpoint_id, prepare
+    from demo.bench.stand_ins import checkpoint_id, prepare
     from demo.models.loading import load_image_tower, load_model
     from demo.models.zoo import ZOO
 
@@ -96,8 +96,8 @@ def test_prompt_methods_get_stand_ins_on_a_vit_and_are_not_available_on_a_resnet
                                                                                    tmp_path, restore_registries):
     """TAPT and FAP rows measure untrained prompts of the right shapes on a ViT without its own; on a
     ModifiedResNet the report says they are not available, not that they failed."""
-    from demo.bench.models import ensure_visual_prompts
-    from demo.bench.report import _why_not
+    from demo.bench.stand_ins import ensure_visual_prompts
+    from demo.bench.writeup import _why_not
     from demo.defenses import DEFENSES
     from demo.defenses.base import DefenseError
     from demo.defenses.test_time import tapt
@@ -125,7 +125,7 @@ def test_prompt_methods_get_stand_ins_on_a_vit_and_are_not_available_on_a_resnet
 
 
 def test_report_keeps_the_load_test_section(tmp_path):
-    from demo.bench.report import replace_loadtest_section, write
+    from demo.bench.writeup import replace_loadtest_section, write
 
     out = tmp_path / "benchmarks.md"
     replace_loadtest_section(out, "## Load test\n\nfirst")
@@ -134,7 +134,7 @@ def test_report_keeps_the_load_test_section(tmp_path):
     results = {"command": "c", "date": "d", "runs": [], "machine": {
         "cpu": "x", "usable_cores": 2, "cpu_count": 2, "torch_threads": 2, "torch": "t", "python": "p",
         "platform": "l"}}
-    from demo.bench.report import replace_section
+    from demo.bench.writeup import replace_section
 
     replace_section(out, "## Sweeps on Ray\n\nthird", "<!-- sweeps: begin -->", "<!-- sweeps: end -->")
     write(results, out)
@@ -145,7 +145,7 @@ def test_report_keeps_the_load_test_section(tmp_path):
 def test_load_test_compares_results_without_times(tmp_path):
     from PIL import Image
 
-    from demo.bench.load.common import result_digest
+    from demo.bench.load.harness import result_digest
 
     png = tmp_path / "a.png"
     Image.new("RGB", (4, 4), (10, 20, 30)).save(png)
@@ -180,9 +180,9 @@ def test_timed_repeats_cheap_work_until_the_time_budget_and_interleaves_referenc
 
 
 def test_both_teaching_models_are_held_to_the_classroom_target():
-    from demo.bench import report
+    from demo.bench import writeup
 
-    text = report.markdown(json.loads((Path(__file__).parents[1] / "docs" / "benchmarks.json").read_text()))
+    text = writeup.markdown(json.loads((Path(__file__).parents[1] / "docs" / "benchmarks.json").read_text()))
     for model in ("teaching", "teaching-vit"):
         section = text.split(f"### {model} on cpu")[1].split("\n### ")[0]
         assert "target <= 0.5 s" in section.split("**Full comparison**")[1].split("\n")[0], model

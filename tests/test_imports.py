@@ -116,7 +116,7 @@ def _one_cycle(graph: dict[str, set[str]], group: set[str]) -> list[str]:
 def test_the_package_has_no_import_circle():
     graph = import_graph(PACKAGE)
     # The reader sees the imports it must (so that an empty graph cannot pass for a clean one).
-    assert "demo.bench.load.common" in graph["demo.bench.load.mixed"]
+    assert "demo.bench.load.harness" in graph["demo.bench.load.mixed"]
     assert "demo.registry" in graph["demo.attacks.pgd"]
     found = cycles(graph)
     assert not found, "import circles in the demo package:\n" + "\n".join(" -> ".join(c) for c in found)
@@ -141,3 +141,53 @@ def test_the_reader_finds_a_circle_through_relative_imports_inside_functions(tmp
     graph = import_graph(pkg)
     assert graph["pkg.d"] == {"pkg.a", "pkg.sub"}  # a name that is no submodule counts as its package
     assert cycles(graph) == [["pkg.a", "pkg.sub.b", "pkg.c", "pkg.a"]]
+
+
+# The layers of the package, lowest first: a module may import its own layer and the ones below, never
+# one above (the models know nothing of evaluations, the library nothing of its commands and its page).
+# `eval` holds both the running side and its publishing (`eval.publish`, which the running commands use to
+# write their reports), so the two share a layer.
+LAYERS = (
+    ("registry", "timing", "world"),
+    ("models",),
+    ("attacks",),
+    ("defenses",),
+    ("pipeline", "viz"),
+    ("eval",),
+    ("sweep", "bench", "train"),
+    ("ui",),
+)
+
+
+def layer_of(module: str) -> int:
+    """The layer of a dotted module name; the package's root modules are shared core (the lowest)."""
+    parts = module.split(".")
+    if len(parts) < 2 or f"{parts[1]}.py" in ROOT_MODULES or parts[1] == "__init__":
+        return 0
+    return next(i for i, names in enumerate(LAYERS) if parts[1] in names)
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets if layer_of(b) > layer_of(a))
+
+
+def test_every_subpackage_has_a_layer():
+    subpackages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    layered = {name for names in LAYERS for name in names}
+    assert subpackages <= layered, f"give each new subpackage a layer: {sorted(subpackages - layered)}"
+    assert layered <= subpackages | {m.removesuffix(".py") for m in ROOT_MODULES}, "a layer names a missing part"
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    graph = import_graph(PACKAGE)
+    assert "demo.pipeline" in graph["demo.ui.handlers"]  # a real edge down the layers is read (and allowed)
+    found = upward_imports(graph)
+    assert not found, "imports of a higher layer:\n" + "\n".join(found)
+
+
+def test_the_layer_check_catches_a_model_importing_an_evaluation():
+    graph = {"demo.models.zoo": {"demo.eval.run", "demo.registry"}, "demo.eval.run": {"demo.models.zoo"},
+             "demo.eval.publish.tables": {"demo.eval.run"}, "demo.sweep.merge": {"demo.eval.publish.tables"}}
+    assert upward_imports(graph) == ["demo.models.zoo -> demo.eval.run"]
+    assert layer_of("demo.sweep.merge") > layer_of("demo.eval.publish.tables") == layer_of("demo.eval.run") \
+        > layer_of("demo.models.zoo") > layer_of("demo.registry")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __doc__ as DOC
-from .run import DEFAULT_MODELS, Config, available_devices, run
+from .collect import DEFAULT_MODELS, Config, available_devices, run
 
 
 def _names(text: str | None) -> list[str] | None:

@@ -163,35 +163,32 @@ def _row(kind: str, name: str, cls, samples: list[float], n: int, passes: dict |
     return row
 
 
-def bench_attacks(clf, images, y, names, repeats: int, warmup: int, seed: int = 0,
-                  min_seconds: float = 0.0) -> list[dict]:
+def _bench(kind: str, registry, call, clf, images, y, names, repeats: int, warmup: int,
+           min_seconds: float) -> list[dict]:
+    """One row per method: `call(method)` timed with its default parameters, single passes interleaved."""
     rows, refs = [], pass_functions(clf, images, y)
     for name in names:
-        cls = ATTACKS.get(name)
-        attack = cls()
+        cls = registry.get(name)
+        method = cls()
         try:
-            samples, result, ref = timed(lambda: attack(clf, images, y, seed=seed), images.device, repeats, warmup,
-                                         refs, min_seconds)
-            rows.append(_row("attack", name, cls, samples, images.shape[0], result.passes, None, ref))
+            samples, out, ref = timed(lambda: call(method), images.device, repeats, warmup, refs, min_seconds)
+            rows.append(_row(kind, name, cls, samples, images.shape[0], out.passes, None, ref))
         except Exception as exc:  # a failing method is a finding for the table, not the end of the run
-            rows.append(_row("attack", name, cls, [], images.shape[0], None, f"{type(exc).__name__}: {exc}"))
+            rows.append(_row(kind, name, cls, [], images.shape[0], None, f"{type(exc).__name__}: {exc}"))
     return rows
+
+
+def bench_attacks(clf, images, y, names, repeats: int, warmup: int, seed: int = 0,
+                  min_seconds: float = 0.0) -> list[dict]:
+    return _bench("attack", ATTACKS, lambda attack: attack(clf, images, y, seed=seed), clf, images, y, names,
+                  repeats, warmup, min_seconds)
 
 
 def bench_defenses(clf, images, y, names, repeats: int, warmup: int, seed: int = 0,
                    min_seconds: float = 0.0) -> list[dict]:
     """Each defense on `images`; `y` only labels the interleaved single-pass references."""
-    rows, refs = [], pass_functions(clf, images, y)
-    for name in names:
-        cls = DEFENSES.get(name)
-        defense = cls()
-        try:
-            samples, out, ref = timed(lambda: defense(clf, images, seed=seed), images.device, repeats, warmup, refs,
-                                        min_seconds)
-            rows.append(_row("defense", name, cls, samples, images.shape[0], out.passes, None, ref))
-        except Exception as exc:
-            rows.append(_row("defense", name, cls, [], images.shape[0], None, f"{type(exc).__name__}: {exc}"))
-    return rows
+    return _bench("defense", DEFENSES, lambda defense: defense(clf, images, seed=seed), clf, images, y, names,
+                  repeats, warmup, min_seconds)
 
 
 def add_ratios(rows: list[dict], single: dict) -> list[dict]:

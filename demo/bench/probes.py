@@ -107,7 +107,7 @@ def _memory(model_id: str, workdir: str) -> dict:
     import torch
 
     from demo.bench.measure import app_defaults, default_comparison_defenses
-    from demo.bench.models import ensure_apt_prompt, prepare
+    from demo.bench.stand_ins import ensure_apt_prompt, prepare
     from demo.defenses.base import Paradigm
     from demo.models.loading import load_image_tower, load_model
     from demo.models.zoo import ZOO

@@ -9,7 +9,13 @@ parameters (episodic). Randomized defenses draw from a local generator seeded pe
   what changed, timings, passes per image).
 - `as_module(clf, seed)` -> an `nn.Module` images -> logits through the defense, differentiable for
   adaptive attacks: BPDA (identity backward) for non-differentiable steps, EOT (averaged logits over
-  random draws) for randomized ones.
+  random draws) for randomized ones. Each adaptive path is a `DefenseModule` subclass named by the
+  defense's `module` class attribute.
+
+The class attributes are the one record of each method's facts (its paradigm, whether it is randomized,
+its adaptive path, the trained weights it needs and the command that trains them). The model zoo's
+robust twins, the training command line, the benchmark's stand-ins and the evaluation suite's rows are
+all read from them through `DEFENSES`, so a new method is its own file plus its registration line.
 """
 from __future__ import annotations
 
@@ -30,6 +36,15 @@ class Paradigm(str, Enum):
     TEST_TIME = "test-time"
     TRAINING_FREE = "training-free"
     STACKED = "stacked"  # one of each of the three, in one pipeline (demo/defenses/stack.py)
+
+
+class Weights(str, Enum):
+    """Trained weights a defense needs besides the base model (files in the teaching models' folders)."""
+
+    NONE = ""
+    IMAGE_TOWER = "image tower"   # a robust twin: `visual_<name>.safetensors`, the text tower is the base's
+    PROMPTS = "prompts"           # learned prompts (and statistics) used with the base model's towers
+    CALIBRATION = "calibration"   # a threshold measured on clean images
 
 
 class DefenseError(ValueError):
@@ -80,10 +95,43 @@ def bpda(x: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
     return BPDAWrapper.apply(x, transformed.detach())
 
 
+def local_generator(seed: int) -> torch.Generator:
+    # A CPU generator gives the same draws on every device, so a seed means the same thing on a laptop
+    # and on a GPU Space.
+    return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
+class DefenseModule(nn.Module):
+    """Base of the adaptive paths (`Defense.as_module`): images -> logits through `defense` on `clf`.
+    `num_classes` is the classifier's, for attacks that need the class count (APGD-T, AutoAttack).
+    `generator` is seeded once and advances with every call, so each attack step sees fresh random
+    draws while a whole attack run stays reproducible."""
+
+    def __init__(self, defense: Defense, clf: nn.Module, seed: int = 0):
+        super().__init__()
+        self.defense, self.clf, self.seed = defense, clf, int(seed)
+        self.num_classes = getattr(clf, "num_classes", None)
+        self.generator = local_generator(self.seed)
+
+
+class _PredictModule(DefenseModule):
+    """Adaptive path by BPDA through the whole defense: forward = the defense's logits, backward =
+    the gradient of the undefended classifier at the defended input (identity for the defense)."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = self.defense.predict(self.clf, images.detach(), self.seed)
+        seen = out.images if out.images is not None else images.detach()
+        surrogate = self.clf(bpda(images, seen) if out.images is not None else images)
+        # Value of the defense, gradient of the surrogate.
+        return surrogate + (out.logits - surrogate).detach()
+
+
 @dataclass
 class Defense(abc.ABC):
-    """Base class. Subclasses set the class attributes and implement `predict`; override `as_module`
-    when the default (the defense's own forward through `predict` with BPDA) is not right."""
+    """Base class. Subclasses set the class attributes and implement `predict`; they set `module` to
+    their own `DefenseModule` when the default adaptive path (the defense's own forward through
+    `predict` with BPDA) is not right."""
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
@@ -92,6 +140,15 @@ class Defense(abc.ABC):
     randomized: ClassVar[bool] = False      # True -> adaptive attacks use EOT
     reference: ClassVar[str] = ""
     deviation: ClassVar[str] = ""           # where this implementation departs from the paper, said in the UI
+    trained_weights: ClassVar[Weights] = Weights.NONE
+    trained_by: ClassVar[str] = ""          # the command that trains `trained_weights` for a teaching model
+    needs_vit: ClassVar[bool] = False       # prompts inside the image tower's blocks: ViT towers only
+    module: ClassVar[type[DefenseModule]] = _PredictModule  # the adaptive path (see `as_module`)
+
+    @classmethod
+    def method(cls) -> str:
+        """The method's short name, e.g. "PMG-AFT" (the title up to its parenthesis)."""
+        return (cls.title or cls.name).split(" (")[0]
 
     @classmethod
     def params(cls) -> list:
@@ -122,7 +179,8 @@ class Defense(abc.ABC):
 
     def as_module(self, clf: nn.Module, seed: int = 0) -> nn.Module:
         """The defended model for adaptive attacks (images -> logits, gradients reach the input)."""
-        return _PredictModule(self, clf, seed)
+        self.check()
+        return self.module(self, clf, seed)
 
     def adaptive_variants(self) -> dict[str, "Defense"]:
         """Further adaptive attacks an evaluation should also run, by name: defenses configured to give
@@ -138,19 +196,28 @@ class Defense(abc.ABC):
         return Passes(grad=1)
 
 
-class _PredictModule(nn.Module):
-    """Adaptive path by BPDA through the whole defense: forward = the defense's logits, backward =
-    the gradient of the undefended classifier at the defended input (identity for the defense)."""
+@dataclass
+class ClassifierDefense(Defense):
+    """A defense that is another classifier, fixed beforehand (robust weights, learned prompts): it predicts
+    in one ordinary pass, and attacking it adaptively means attacking that classifier, so `as_module` is
+    the classifier itself, exactly."""
 
-    def __init__(self, defense: Defense, clf: nn.Module, seed: int):
-        super().__init__()
-        self.defense, self.clf, self.seed = defense, clf, seed
-        self.num_classes = getattr(clf, "num_classes", None)
+    paradigm: ClassVar[Paradigm] = Paradigm.TRAINING_TIME
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            out = self.defense.predict(self.clf, images.detach(), self.seed)
-        seen = out.images if out.images is not None else images.detach()
-        surrogate = self.clf(bpda(images, seen) if out.images is not None else images)
-        # Value of the defense, gradient of the surrogate.
-        return surrogate + (out.logits - surrogate).detach()
+    @abc.abstractmethod
+    def classifier(self, clf: nn.Module) -> nn.Module:
+        """The defended classifier (images -> logits), built from `clf` and the defense's weights."""
+
+    @abc.abstractmethod
+    def explain(self, clf: nn.Module) -> tuple[str, dict]:
+        """What it classifies with, in words for the summary, and the facts for the JSON download."""
+
+    def predict(self, clf, images, seed):
+        logits = self.classifier(clf)(images)
+        how, changed = self.explain(clf)
+        summary = [f"Classified with {how}; one ordinary pass, and it says {name!r}."
+                   for name in label_names(clf, logits.argmax(-1))]
+        return DefenseOutput(logits=logits, changed=changed, summary=summary)
+
+    def as_module(self, clf: nn.Module, seed: int = 0) -> nn.Module:
+        return self.classifier(clf)

@@ -18,13 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 import torch.nn as nn
 
 from ..registry import DEFENSES, UnknownNameError
 from ..timing import Passes, Timings
-from .base import Defense, DefenseError, DefenseOutput, Paradigm, label_names, param
+from .base import Defense, DefenseError, DefenseModule, DefenseOutput, Paradigm, label_names, param
 from .training_free.input_transform import InputTransformDefense, local_generator
-from .training_time.twin import RobustTwinDefense, twin_visual
+from .training_time.twin import RobustTwinDefense
 
 PREFIX = "stack:"
 # What each slot accepts.
@@ -38,6 +39,17 @@ def allowed(slot: str) -> list[str]:
     return ["none"] + DEFENSES.names(SLOTS[slot])
 
 
+class _StackModule(DefenseModule):
+    """The stack's adaptive path: its parts' own paths, chained (`Stack.chain`)."""
+
+    def __init__(self, defense: "Stack", clf: nn.Module, seed: int = 0):
+        super().__init__(defense, clf, seed)
+        self.chain = defense.chain(clf, seed)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.chain(images)
+
+
 @DEFENSES.register("stack")
 @dataclass
 class Stack(Defense):
@@ -46,6 +58,7 @@ class Stack(Defense):
     training-free rows of the leaderboard that stack). Parameters name the parts; "none" leaves one out."""
 
     title = "All three together (stacked)"
+    module: ClassVar[type[DefenseModule]] = _StackModule
     paradigm = Paradigm.STACKED
     differentiable = False   # the default stack's JPEG step is crossed by BPDA
     randomized = True        # the default stack's R-TPT draws views
@@ -99,7 +112,7 @@ class Stack(Defense):
     def robust(self, clf: nn.Module) -> nn.Module:
         """The classifier with the training-time part's image tower (the shared one when the slot is empty)."""
         tt = self.parts()["training_time"]
-        return clf if tt is None else clf.with_visual(twin_visual(clf, tt.twin))
+        return clf if tt is None else tt.classifier(clf)
 
     def predict(self, clf, images, seed):
         parts = self.parts()
@@ -117,7 +130,7 @@ class Stack(Defense):
             timings.merge(out.timings)
         changed = {"parts": {s: getattr(self, s) for s in self.parts_order}, "test-time": adapted}
         if parts["training_time"] is not None:
-            changed["image tower"] = parts["training_time"].twin
+            changed["image tower"] = parts["training_time"].name
         if free is not None:
             changed["training-free"] = free.changed(images, seen)
         summary = [f"{self.title}: the image went through {free.title if free else 'no transform'}, then "
@@ -127,7 +140,7 @@ class Stack(Defense):
         return DefenseOutput(logits=logits, images=seen if free is not None else None, changed=changed,
                              summary=summary, timings=timings)
 
-    def as_module(self, clf, seed: int = 0) -> nn.Module:
+    def chain(self, clf, seed: int = 0) -> nn.Module:
         """Each part's adaptive path, chained: transform (BPDA/exact, EOT) -> adaptation (BPDA through the
         tuning, EOT across steps) -> robust tower (exact gradients)."""
         parts = self.parts()

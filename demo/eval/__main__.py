@@ -19,7 +19,7 @@ import sys
 from ..attacks import ATTACKS
 from ..models.loading import ModelLoadError, exact_float32
 from ..registry import UnknownNameError
-from . import report
+from .publish import report
 from .run import EvalConfig, EvalError, attack_params, evaluate, make_defense
 
 

@@ -6,9 +6,9 @@ either model's runs.
 """
 from __future__ import annotations
 
-from . import published as P
+from .publish import markdown as md, published as P
 from .metrics import fmt_ci
-from .published import PREFIXES, model_results
+from .publish.published import PREFIXES, model_results
 
 TITLES = {"teaching": "ResNet", "teaching-vit": "ViT"}
 
@@ -35,17 +35,15 @@ def side_by_side(results: dict[str, dict]) -> str:
         return ("The ViT teaching model's runs have no results yet (`python -m demo.eval.suite status` shows "
                 "how far they are).\n")
     names = list(dict.fromkeys(list(numbers["teaching"]) + list(numbers["teaching-vit"])))
-    head = " | ".join(f"{TITLES[m]} {what}" for what in ("clean (seen)", "worst case (seen)", "worst case (held-out)")
-                      for m in PREFIXES)
-    lines = [f"| defense | paradigm | {head} | AutoAttack 4/255 (seen), ResNet | ViT |",
-             "|---|---|" + "---|" * 8]
+    head = [f"{TITLES[m]} {what}" for what in ("clean (seen)", "worst case (seen)", "worst case (held-out)")
+            for m in PREFIXES]
+    rows = []
     for name in names:
         ds = [numbers[m].get(name) for m in PREFIXES]
         first = next(d for d in ds if d)
-        cells = [_cell(d, "seen", "clean") for d in ds] + [_cell(d, "seen") for d in ds] + \
-                [_cell(d, "held_out") for d in ds] + [_cell(d, "aa4") for d in ds]
-        lines.append(f"| {first['title']} | {first['paradigm']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append([first["title"], first["paradigm"]] + [_cell(d, "seen", "clean") for d in ds]
+                    + [_cell(d, "seen") for d in ds] + [_cell(d, "held_out") for d in ds] + [_cell(d, "aa4") for d in ds])
+    return md.text(["defense", "paradigm", *head, "AutoAttack 4/255 (seen), ResNet", "ViT"], rows)
 
 
 PROBE_TEXT = """**Why the ViT names held-out pairs less often.** Linear probes learn to read the shape (or the colour)

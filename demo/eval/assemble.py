@@ -183,14 +183,3 @@ def timing_weights(shards: list[dict]) -> list[float]:
     n_all = sum(s["data"]["n"] for s in shards)
     n_cpu = sum(s["data"]["n"] for s, c in zip(shards, cpu) if c)
     return [n_all / n_cpu if c else 0.0 for c in cpu]
-
-
-def shard_wall(shards: list[dict]) -> str:
-    """The wall time of image shards in words, CPU and GPU shards apart ('40 s in 4 image shards')."""
-    gpu = [s for s in shards if s["device"] != "cpu"]
-    cpu = [s for s in shards if s["device"] == "cpu"]
-    if not gpu or not cpu:
-        where = " on a GPU" if gpu else ""
-        return f"{sum(s['seconds'] for s in shards):.0f} s in {len(shards)} image shards{where}"
-    return (f"{len(shards)} image shards: {sum(s['seconds'] for s in cpu):.0f} s for {len(cpu)} on the CPU, "
-            f"{sum(s['seconds'] for s in gpu):.0f} s for {len(gpu)} on a GPU")

@@ -22,6 +22,7 @@ from .. import world
 from ..models import teaching, world_check
 from ..models.loading import load_model
 from .metrics import fmt_ci
+from .publish import markdown as md
 
 MODELS = ("teaching", "teaching-vit")
 TITLES = {"teaching": "ResNet", "teaching-vit": "ViT"}
@@ -140,24 +141,21 @@ def stage_names(loaded) -> list[str]:
 def table(result: dict) -> str:
     """Markdown: a row per stage and model, probe accuracy on seen and held-out pairs with 95% intervals."""
     n = result["n_test"]
-    lines = ["| model | stage | shape (seen pairs) | shape (held-out pairs) | colour (held-out pairs) |",
-             "|---|---|---:|---:|---:|"]
-    for model, r in result["models"].items():
-        for name, s in zip(r["stage_names"], r["stages"]):
-            cells = [fmt_ci(s[k], n) for k in ("shape_seen", "shape_held_out", "colour_held_out")]
-            lines.append(f"| {TITLES.get(model, model)} | {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    keys = ("shape_seen", "shape_held_out", "colour_held_out")
+    rows = [[TITLES.get(model, model), name] + [fmt_ci(s[k], n) for k in keys]
+            for model, r in result["models"].items() for name, s in zip(r["stage_names"], r["stages"])]
+    return md.text(["model", "stage", "shape (seen pairs)", "shape (held-out pairs)", "colour (held-out pairs)"], rows,
+                   align="llrrr")
 
 
-def _by_model(result: dict, section: str, first: str, suffixes: tuple[str, str], align: str, label, cells) -> str:
+def _by_model(result: dict, section: str, first: tuple[str, str], suffixes: tuple[str, str], align: str, label,
+              cells) -> str:
     """Markdown: a row per entry of each tower's `section`, its image count, then two columns per tower."""
     models = result["models"]
-    head = " | ".join(f"{TITLES.get(m, m)}{suffix}" for m in models for suffix in suffixes)
-    lines = [f"| {first} | {head} |", "|---|---:|" + align * len(models)]
-    for key, row in next(iter(models.values()))[section].items():
-        body = [c for r in models.values() for c in cells(r[section][key])]
-        lines.append(f"| {label(key, row)} | {row['n']} | " + " | ".join(body) + " |")
-    return "\n".join(lines) + "\n"
+    head = [f"{TITLES.get(m, m)}{suffix}" for m in models for suffix in suffixes]
+    rows = [[label(key, row), row["n"]] + [c for r in models.values() for c in cells(r[section][key])]
+            for key, row in next(iter(models.values()))[section].items()]
+    return md.text([*first, *head], rows, align="lr" + align * len(models))
 
 
 def pair_table(result: dict) -> str:
@@ -166,14 +164,14 @@ def pair_table(result: dict) -> str:
         top = next(iter(p["confusions"].items()), None)
         return [fmt_ci(p["accuracy"], p["n"]), f"{top[0]} ({top[1]} of {p['n']})" if top else "-"]
 
-    return _by_model(result, "held_out_pairs", "held-out pair | images", ("", "'s commonest wrong answer"),
-                     "---:|---|", lambda pair, row: pair, cells)
+    return _by_model(result, "held_out_pairs", ("held-out pair", "images"), ("", "'s commonest wrong answer"),
+                     "rl", lambda pair, row: pair, cells)
 
 
 def gap_table(result: dict) -> str:
     """Markdown: each shape's shape-prompt accuracy inside its hue gap and elsewhere, per tower."""
-    return _by_model(result, "hue_gap", "shape (held out in) | images each", (", in the gap", ", elsewhere"),
-                     "---:|---:|", lambda shape, row: f"{shape} ({row['held_out_in']})",
+    return _by_model(result, "hue_gap", ("shape (held out in)", "images each"), (", in the gap", ", elsewhere"),
+                     "rr", lambda shape, row: f"{shape} ({row['held_out_in']})",
                      lambda g: [fmt_ci(g[k], g["n"]) for k in ("in_gap", "elsewhere")])
 
 

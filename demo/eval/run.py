@@ -171,7 +171,7 @@ def _attack(atk, module, x, y, target, seed):
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    """Run the evaluation and return a JSON-ready dict (see `demo.eval.report` for its rendering)."""
+    """Run the evaluation and return a JSON-ready dict (see `demo.eval.publish.report` for its rendering)."""
     start = time.perf_counter()
     device = torch.device(cfg.device) if cfg.device else None
     model = load_model(cfg.model, device)

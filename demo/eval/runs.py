@@ -16,11 +16,13 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from .published import RESULTS_DIR
+from ..defenses import DEFENSES, Paradigm
+from .publish.published import RESULTS_DIR
 
-MAIN = "none,tecoa,fare,pmg_aft,apt,clipure,jpeg,bit_depth,median"
+# Every training-time defense that runs on both teaching models (those that need a ViT get their own runs).
+TRAINING_TIME = ",".join(DEFENSES.names(lambda c: c.paradigm is Paradigm.TRAINING_TIME and not c.needs_vit))
+MAIN = f"none,{TRAINING_TIME},clipure,jpeg,bit_depth,median"
 COUNTER = "none,ttc,random_resize_pad,anti_adversary"
-TRAINING_TIME = "tecoa,fare,pmg_aft,apt"
 TRAINING_FREE_AA = "jpeg,median,bit_depth,clipure"
 PGD4 = "--attack pgd --eps 4 --steps 10 --n 500 --adaptive"
 EOT = "--attack pgd --eps 4 --steps 10 --n 200 --adaptive"
@@ -181,7 +183,7 @@ def stray_shards(folder: Path = RESULTS_DIR) -> list[Path]:
     return [p for p in sorted(root.glob("*/*.json")) if not _STEM.match(p.stem) or (p.parent.name, p.stem) not in known]
 
 
-# The lessons (demo/eval/lessons.py turns them into tables): random noise against PGD-10 at the same
+# The lessons (demo/eval/publish/lessons.py turns them into tables): random noise against PGD-10 at the same
 # budgets, transfer from one model to another, and defenses of the three paradigms stacked.
 NOISE_EPS = (1, 4, 16)
 LESSON_MODELS = {"teaching": "", "teaching-vit": "vit_"}

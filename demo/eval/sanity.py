@@ -29,6 +29,7 @@ from ..attacks import ATTACKS, quantize
 from ..defenses import DEFENSES
 from ..models.loading import load_model
 from . import metrics as M
+from .publish import markdown as md
 from .run import attack_params, load_world
 
 EPS_SWEEP = (0, 1, 2, 4, 8, 16, 32)
@@ -113,11 +114,9 @@ def run_checks(n: int = 200, robust: str | None = "tecoa", seed: int = 0) -> dic
 
 def markdown(result: dict) -> str:
     n = result["n"]
-    lines = ["| check | model | outcome | values |", "|---|---|---|---|"]
-    for c in result["checks"]:
-        values = ", ".join(f"{k} {M.fmt_ci(v, n)}" for k, v in c["values"].items())
-        lines.append(f"| {c['check']} | {c['model']} | {'passed' if c['passed'] else '**FAILED**'} | {values} |")
-    return "\n".join(lines) + "\n"
+    rows = [[c["check"], c["model"], "passed" if c["passed"] else "**FAILED**",
+             ", ".join(f"{k} {M.fmt_ci(v, n)}" for k, v in c["values"].items())] for c in result["checks"]]
+    return md.text(["check", "model", "outcome", "values"], rows)
 
 
 def main(argv: list[str] | None = None) -> dict:

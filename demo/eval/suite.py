@@ -23,9 +23,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from . import report, runs as R
+from . import runs as R
 from .assemble import merge
-from .published import RESULTS_DIR
+from .publish import report
+from .publish.published import RESULTS_DIR
 
 
 def merge_ready(folder: Path = RESULTS_DIR) -> list[str]:
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.force:
             names = [n for n in names if n in R.missing()]
         return 1 if run(names, args.jobs, args.force) else 0
-    from . import tables
+    from .publish import tables
 
     merge_ready()
     for path in tables.write_all():

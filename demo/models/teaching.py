@@ -41,12 +41,6 @@ PREPROCESS_CFG = {
     "resize_mode": "shortest",
 }
 
-# Robust image towers (visual state dicts) trained by `python -m demo.train tecoa|fare|pmg_aft`.
-VISUAL_WEIGHTS = {
-    "tecoa": TEACHING_DIR / "visual_tecoa.safetensors",
-    "fare": TEACHING_DIR / "visual_fare.safetensors",
-    "pmg_aft": TEACHING_DIR / "visual_pmg_aft.safetensors",
-}
 APT_PROMPT = TEACHING_DIR / "apt_prompt.safetensors"
 # TTC's tau threshold for this model, from `python -m demo.train ttc-threshold`.
 TTC_CALIBRATION = TEACHING_DIR / "ttc_calibration.json"
@@ -77,6 +71,13 @@ class TeachingModel:
 
     def visual_weights(self, method: str) -> Path:
         return self.folder / f"visual_{method}.safetensors"
+
+    def robust_towers(self) -> dict[str, Path]:
+        """Defense name -> robust image tower (a visual state dict), for every tower in the folder: each
+        weight-trained defense's training command writes `visual_<name>.safetensors` here, so the shipped
+        files say which robust twins a teaching model has."""
+        prefix = "visual_"
+        return {p.stem[len(prefix):]: p for p in sorted(self.folder.glob(f"{prefix}*.safetensors"))}
 
     @property
     def apt_prompt(self) -> Path:

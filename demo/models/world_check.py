@@ -12,14 +12,12 @@ the final embedding, which the world was trained to map onto its 64 captions, se
 (the best image-text cosine missed the app's photo-like examples).
 
 The threshold is the 99.5th percentile of the score on calibration images that neither training nor
-evaluation uses, so about 0.5% of world images raise a false alarm. `python -m demo.models.world_check fit
-[--model teaching-vit]` writes world_check.safetensors into that teaching model's folder; `... measure` reports the false-alarm rate on the
-evaluation images and the detection rate on `demo.world.outside`.
+evaluation uses, so about 0.5% of world images raise a false alarm. `python -m demo.eval.check_world fit
+[--model teaching-vit]` writes world_check.safetensors into that teaching model's folder; `... measure` reports the
+false-alarm rate on the evaluation images and the detection rate on `demo.world.outside`.
 """
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -114,7 +112,8 @@ def _world(n: int, seed: int, image_size: int, split: str = "seen") -> torch.Ten
     return torch.cat([world.make_batch(100, seed + c, image_size, split)[0] for c in range(-(-n // 100))])[:n]
 
 
-def _batched(loaded: LoadedModel, x: torch.Tensor, fn) -> torch.Tensor:
+def batched(loaded: LoadedModel, x: torch.Tensor, fn) -> torch.Tensor:
+    """`fn(loaded, x)` in batches of 100 images, concatenated."""
     return torch.cat([fn(loaded, x[i:i + 100]) for i in range(0, len(x), 100)])
 
 
@@ -130,7 +129,7 @@ def fit(loaded: LoadedModel, n_fit: int = 2000, n_calibration: int = 1000) -> Wo
         # Stored in fp16 (half the file); rounded before calibrating, so the threshold fits what ships.
         precisions.append(torch.linalg.inv(cov).half().float())
     partial = WorldCheck(tuple(means), tuple(precisions), float("inf"))
-    calib = _batched(loaded, _world(n_calibration, CALIBRATION_SEED, loaded.image_size), partial.scores)
+    calib = batched(loaded, _world(n_calibration, CALIBRATION_SEED, loaded.image_size), partial.scores)
     return WorldCheck(partial.means, partial.precisions, float(calib.quantile(QUANTILE)))
 
 
@@ -190,54 +189,3 @@ def verdict(loaded: LoadedModel, x: torch.Tensor) -> Verdict | None:
         x = torch.nn.functional.interpolate(x, size=(judge.image_size,) * 2, mode="bilinear", antialias=True)
     score = float(check.scores(judge, x[:1])[0])
     return Verdict(score > check.threshold, score, check.threshold)
-
-
-def measure(loaded: LoadedModel, check: WorldCheck, n: int = 500) -> dict:
-    """False alarms on the evaluation images (seen and held-out classes), detections per non-world kind."""
-    from ..eval.run import load_world
-    from ..pipeline import to_model_input
-    from ..world.outside import outside_images
-
-    out = {"threshold": check.threshold, "false_alarm": {}, "detected": {}}
-    for split in ("seen", "held_out"):
-        x, _ = load_world(n, loaded.image_size, split)
-        out["false_alarm"][split] = {"n": n, "rate": float(_batched(loaded, x, check.outside).float().mean())}
-    total = hits = 0
-    for kind, images in outside_images(loaded.image_size).items():
-        x = torch.cat([to_model_input(loaded, im) for im in images])
-        flags = check.outside(loaded, x)
-        out["detected"][kind] = {"n": len(images), "rate": float(flags.float().mean())}
-        total, hits = total + len(images), hits + int(flags.sum())
-    out["detected"]["all"] = {"n": total, "rate": hits / total}
-    return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    from .loading import load_model
-
-    p = argparse.ArgumentParser(prog="python -m demo.models.world_check", description=__doc__.split("\n\n")[0])
-    p.add_argument("cmd", choices=("fit", "measure"))
-    p.add_argument("--model", default="teaching")
-    p.add_argument("--out", help="measure: also write <out>.json")
-    args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    loaded = load_model(args.model, torch.device("cpu"))
-    if args.cmd == "fit":
-        which = teaching_model_of(loaded)
-        if which is None:
-            raise SystemExit(f"{args.model} is not a teaching model: the world check is for models of the teaching world")
-        print(f"wrote {save(fit(loaded), which.folder)}")
-        return
-    check = check_for(loaded)
-    if check is None:
-        raise SystemExit(f"{args.model} has no fitted world check; run `python -m demo.models.world_check fit`")
-    result = {"command": "python -m demo.models.world_check measure" + (f" --out {args.out}" if args.out else "")
-              + (f" --model {args.model}" if args.model != "teaching" else ""),
-              **measure(loaded, check)}
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out + ".json").write_text(json.dumps(result, indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    main()

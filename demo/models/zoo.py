@@ -1,4 +1,8 @@
-"""The model zoo: which CLIPs the app offers, and which robust twins back the training-time defenses."""
+"""The model zoo: which CLIPs the app offers, and which robust twins back the training-time defenses.
+
+A twin is keyed by the name of the defense it backs. The teaching models' twins are the robust image
+towers found in their folders (`teaching.TeachingModel.robust_towers`); hub models name their published
+checkpoints here."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -46,25 +50,23 @@ def _add(spec: ModelSpec) -> None:
     ZOO[spec.key] = spec
 
 
+_TEACHING = teaching.MODELS["teaching"]
 _add(ModelSpec("teaching", "Teaching model (offline, embedded)", _TEACH, online=False,
-               twins={"tecoa": "teaching-tecoa", "fare": "teaching-fare", "pmg_aft": "teaching-pmg_aft"},
+               twins={m: f"teaching-{m}" for m in _TEACHING.robust_towers()},
                description="A small CLIP trained from scratch on the procedural teaching world. It only knows that world."))
-_add(ModelSpec("teaching-tecoa", "Teaching model, TeCoA image tower", _TEACH, online=False, base="teaching",
-               visual_weights=str(teaching.VISUAL_WEIGHTS["tecoa"])))
-_add(ModelSpec("teaching-fare", "Teaching model, FARE image tower", _TEACH, online=False, base="teaching",
-               visual_weights=str(teaching.VISUAL_WEIGHTS["fare"])))
-_add(ModelSpec("teaching-pmg_aft", "Teaching model, PMG-AFT image tower", _TEACH, online=False, base="teaching",
-               visual_weights=str(teaching.VISUAL_WEIGHTS["pmg_aft"])))
+for _method, _tower in _TEACHING.robust_towers().items():
+    _add(ModelSpec(f"teaching-{_method}", f"Teaching model, {_method} image tower", _TEACH, online=False,
+                   base="teaching", visual_weights=str(_tower)))
 _VIT = teaching.MODELS["teaching-vit"]
 _VIT_FILES = {"arch": f"local-dir:{_VIT.folder}", "online": False, "text_weights": str(_VIT.text_weights)}
 _add(ModelSpec("teaching-vit", "Teaching model, ViT image tower (offline, embedded)", visual_weights=str(_VIT.tower),
-               twins={m: f"teaching-vit-{m}" for m in ("tecoa", "fare", "pmg_aft")}, **_VIT_FILES,
+               twins={m: f"teaching-vit-{m}" for m in _VIT.robust_towers()}, **_VIT_FILES,
                description="The teaching model's text tower with a small Vision Transformer image tower, the "
                            "architecture of the CLIPs people use. It only knows the teaching world, and recognizes "
                            "its held-out colour-shape pairs poorly so far (see the README)."))
-for _method, _name in (("tecoa", "TeCoA"), ("fare", "FARE"), ("pmg_aft", "PMG-AFT")):
-    _add(ModelSpec(f"teaching-vit-{_method}", f"Teaching ViT, {_name} image tower", base="teaching-vit",
-                   visual_weights=str(_VIT.visual_weights(_method)), **_VIT_FILES))
+for _method, _tower in _VIT.robust_towers().items():
+    _add(ModelSpec(f"teaching-vit-{_method}", f"Teaching ViT, {_method} image tower", base="teaching-vit",
+                   visual_weights=str(_tower), **_VIT_FILES))
 _add(ModelSpec("vit-b-32", "CLIP ViT-B/32 (LAION-2B)", "ViT-B-32", "laion2b_s34b_b79k",
                twins={"tecoa": "vit-b-32-tecoa4", "fare": "vit-b-32-fare4"}))
 _add(ModelSpec("vit-b-32-tecoa4", "TeCoA4 ViT-B/32 (LAION-2B)", "hf-hub:chs20/TeCoA4-ViT-B-32-laion2B-s34B-b79K", base="vit-b-32"))

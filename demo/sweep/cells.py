@@ -76,7 +76,7 @@ def run_cell(cell: Cell, threads: int, expected_weights: dict[str, str] | None =
 
 def record(cell: Cell, cell_key: str, ident: dict, threads: int, out: dict) -> dict:
     """The stored form of a finished cell: the `demo.eval` result (as `python -m demo.eval --out` writes
-    it, so `demo.eval.published` reads it), plus the sweep's metadata under "sweep"."""
+    it, so `demo.eval.publish.published` reads it), plus the sweep's metadata under "sweep"."""
     return {"command": command(cell, threads), **out["result"],
             "sweep": {"name": cell.name, "key": cell_key, "run": cell.run, "model": cell.model,
                       "argv": list(cell.argv), "threads": threads, "weights": ident["weights"],

@@ -1,8 +1,8 @@
 """The merged output of a sweep, built from its results folder alone: `leaderboard.md` and
-`leaderboard.json` (the ranked table of `demo.eval.tables.leaderboard` per model, every cell's numbers,
-what is missing or failed, the sweep command), and `by_name/<model>/<run>.json`, the cells under their
-published run names, a folder `demo.eval.published` and `demo.eval.tables.write_all` read as they read
-docs/results/.
+`leaderboard.json` (the ranked table of `demo.eval.publish.tables.leaderboard` per model, every cell's
+numbers, what is missing or failed, the sweep command), and `by_name/<model>/<run>.json`, the cells under
+their published run names, a folder `demo.eval.publish.published` and `demo.eval.publish.tables.write_all`
+read as they read docs/results/.
 """
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import json
 import time
 from pathlib import Path
 
-from ..eval import published as P
-from ..eval import tables as T
 from ..eval.metrics import fmt_ci
-from ..eval.report import attack_label
+from ..eval.publish import markdown as md, published as P, tables as T
+from ..eval.publish.report import attack_label
 from .store import Store, write_json, write_text
 
 MANIFEST = "sweep.json"
@@ -91,16 +90,16 @@ def cell_rows(cells: list[tuple[dict, dict | None]]) -> list[dict]:
 
 
 def _rows_table(rows: list[dict]) -> str:
-    lines = ["| cell | defense | attack | data | clean | oblivious | adaptive | worst case | cell s |",
-             "|---|---|---|---|---|---|---|---|---:|"]
+    lines = []
     for r in rows:
+        cells = [r["cell"], r["defense"], r["attack"], r["data"]]
         if "error" in r:
-            lines.append(f"| {r['cell']} | {r['defense']} | {r['attack']} | {r['data']} | not run: {r['error']} | | | | |")
+            lines.append(cells + [f"not run: {r['error']}", "", "", "", ""])
             continue
-        lines.append(f"| {r['cell']} | {r['defense']} | {r['attack']} | {r['data']} | {fmt_ci(r['clean'], r['n'])} "
-                     f"| {fmt_ci(r['oblivious'], r['n'])} | {fmt_ci(r['adaptive'], r['n'])} | {fmt_ci(r['worst'], r['n'])} "
-                     f"| {r['seconds']:.0f} |")
-    return "\n".join(lines) + "\n"
+        lines.append(cells + [fmt_ci(r[k], r["n"]) for k in ("clean", "oblivious", "adaptive", "worst")]
+                     + [f"{r['seconds']:.0f}"])
+    return md.text(["cell", "defense", "attack", "data", "clean", "oblivious", "adaptive", "worst case", "cell s"],
+                 lines, align="llllllllr")
 
 
 def merge(out: str | Path) -> dict:

@@ -17,7 +17,7 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
-from ..eval.report import finite_json
+from ..eval.publish.report import finite_json
 from .grid import Cell, config
 
 KEY_FORMAT = 1  # bump when the meaning of a stored cell changes, so old files stop matching

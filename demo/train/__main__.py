@@ -1,4 +1,7 @@
-"""python -m demo.train {clip,finetune,tecoa,fare,pmg_aft,apt,fap,tapt-prompts,ttc-threshold} [options]: train the teaching model and its defenses."""
+"""python -m demo.train WHAT [options]: train the teaching model and its defenses.
+
+WHAT is clip or finetune (the teaching model itself), a robust image tower (one command per defense that
+needs one, named after it), apt, fap, tapt-prompts or ttc-threshold."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +10,12 @@ from pathlib import Path
 
 import torch
 
+from ..defenses import DEFENSES
+from ..defenses.base import Weights
 from ..models import teaching
+
+# The defenses that classify with a robust image tower: each gets a command that fine-tunes one.
+TOWERS = DEFENSES.names(lambda c: c.trained_weights is Weights.IMAGE_TOWER)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="weight of a cosine distance to the ResNet teaching model's image embeddings (teaching-vit)")
     ft.add_argument("--init", type=Path, default=None,
                     help="start from this image tower (.safetensors of an earlier run) instead of the model's own")
-    for method in ("tecoa", "fare", "pmg_aft"):
+    for method in TOWERS:
         r = sub.add_parser(method, help="adversarially fine-tune the teaching model's image tower "
-                           f"({method.upper().replace('_', '-')})")
+                           f"({DEFENSES.get(method).method()})")
         r.add_argument("--steps", type=int, default=200)
         r.add_argument("--batch-size", type=int, default=64)
         r.add_argument("--lr", type=float, default=3e-4)
@@ -88,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--minutes", type=float, default=None, help="stop (and save) after this much wall time")
         s.add_argument("--threads", type=int, default=None)
-        if name in ("clip", "finetune", "tecoa", "fare", "pmg_aft"):
+        if name in ("clip", "finetune", *TOWERS):
             s.add_argument("--device", default="cpu", help="cpu or cuda (the world is rendered on the CPU either way)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -100,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
         result = train_clip(args.steps, args.batch_size, args.lr, args.seed, args.minutes, args.out or which.folder,
                             args.eval_every, args.init, which, args.distill, args.hints, args.factors, args.device)
-    elif args.what in ("tecoa", "fare", "pmg_aft"):
+    elif args.what in TOWERS:
         from .robust import train_robust
 
         result = train_robust(args.what, args.steps, args.batch_size, args.lr, args.eps / 255, args.inner_steps,
@@ -114,12 +122,12 @@ def main(argv: list[str] | None = None) -> int:
                                    args.shape_hues, args.hue_batch, args.device, init=args.init,
                                    palette_shapes=args.palette_shapes, hue_saturation=args.hue_saturation, embed_kd=args.embed_kd)
     elif args.what == "apt":
-        from .apt import train_apt
+        from .apt_prompt import train_apt
 
         result = train_apt(args.steps, args.batch_size, args.lr, args.eps / 255, args.seed, args.minutes,
                            args.out or which.apt_prompt, args.eval_every, args.model)
     elif args.what == "fap":
-        from .fap import train_fap
+        from .fap_prompts import train_fap
 
         result = train_fap(args.model, args.shots, args.epochs, args.batch_size, args.lr, args.eps / 255, args.seed,
                            args.minutes, args.out or which.folder)

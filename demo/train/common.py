@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, IterableDataset
 
 from .. import world
+from ..attacks import ATTACKS
 from ..models import teaching
 from ..models.classifier import ZeroShotClassifier, build_text_features
 
@@ -93,3 +94,17 @@ def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, 
     i2t = F.cross_entropy(logits, m / m.sum(1, keepdim=True))
     t2i = F.cross_entropy(logits.t(), (m / m.sum(0, keepdim=True)).t())
     return 0.5 * (i2t + t2i)
+
+
+def progress_record(model, step: int, loss: float, seconds: float, eps: float, n: int = 200) -> dict:
+    """One entry of a training log: the loss, zero-shot accuracy on seen and held-out classes, and robust
+    accuracy under PGD-10 at `eps` on `n` seen images (the same images and attack seed at every entry)."""
+    images, labels, _ = world.make_batch(n, 7, teaching.IMAGE_SIZE, "seen")
+    images, labels = images.to(model.device), labels.to(model.device)
+    adv = ATTACKS.create("pgd", eps=eps, alpha=eps / 4, steps=10)(model, images, labels, seed=0).adv_images
+    with torch.no_grad():
+        robust = float((model(adv).argmax(1) == labels).float().mean())
+    return {"step": step, "loss": round(loss, 4), "seconds": round(seconds),
+            "seen": zero_shot_accuracy(model, 500, seed=1, split="seen"),
+            "held_out": zero_shot_accuracy(model, 500, seed=2, split="held_out"),
+            f"pgd10_{eps * 255:.0f}": robust}

@@ -50,7 +50,7 @@ from ..models import teaching
 from ..models.classifier import ZeroShotClassifier, build_text_features
 from ..models.loading import load_model
 from ..registry import ATTACKS
-from .common import Clock, cosine_lr, save_half, world_loader, zero_shot_accuracy
+from .common import Clock, cosine_lr, progress_record, save_half, world_loader
 
 log = logging.getLogger(__name__)
 
@@ -191,16 +191,8 @@ def train_robust(method: str, steps: int, batch_size: int, lr: float, eps: float
 def _evaluate(base, visual, step: int, loss: float, seconds: float, eps: float, logit_scale: float | None = None,
               n: int = 200) -> dict:
     feats = build_text_features(base.clip, base.tokenizer, world.CLASSNAMES, [world.EVAL_TEMPLATE])
-    clf = _classifier(base, visual, feats, world.CLASSNAMES, logit_scale)
-    images, labels, _ = world.make_batch(n, 7, teaching.IMAGE_SIZE, "seen")
-    images, labels = images.to(clf.device), labels.to(clf.device)
-    adv = ATTACKS.create("pgd", eps=eps, alpha=eps / 4, steps=10)(clf, images, labels, seed=0).adv_images
-    with torch.no_grad():
-        robust = float((clf(adv).argmax(1) == labels).float().mean())
-    return {"step": step, "loss": round(loss, 4), "seconds": round(seconds),
-            "seen": zero_shot_accuracy(clf, 500, seed=1, split="seen"),
-            "held_out": zero_shot_accuracy(clf, 500, seed=2, split="held_out"),
-            f"pgd10_{eps * 255:.0f}": robust}
+    return progress_record(_classifier(base, visual, feats, world.CLASSNAMES, logit_scale), step, loss, seconds,
+                           eps, n)
 
 
 def finetune_teaching(steps: int, batch_size: int, lr: float, seed: int, minutes: float | None, out_dir,

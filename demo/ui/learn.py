@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..eval import published
+from ..eval.publish import published
 from . import assets
 
 # Learn-tab pages that end with the published numbers of their paradigm.

@@ -5,7 +5,7 @@ Those claims are run on both teaching models by tests/ui/test_lesson.py, which c
 on the models a scene lists in `holds_on` and fail on the others, where the scene says why; so a scene
 cannot go on promising what a model no longer shows. Beside its one-image result each scene
 quotes the measured population number (`population`, filled from docs/results by
-`demo.eval.published.fill`), so a class sees both the anecdote and the measurement.
+`demo.eval.publish.published.fill`), so a class sees both the anecdote and the measurement.
 """
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ SCENES = [
 
 def model_note(scene: Scene, model_key: str, vit_numbers: dict | None = None) -> str:
     """What the page adds to a scene on a model other than the one it was measured on (empty on that one)."""
-    from ..eval import published
+    from ..eval.publish import published
 
     if model_key == MEASURED_ON:
         return ""

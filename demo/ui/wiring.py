@@ -12,7 +12,7 @@ import gradio as gr
 
 from ..pipeline import PARADIGMS
 from ..registry import ATTACKS, DEFENSES
-from ..eval import published
+from ..eval.publish import published
 from . import assets, explore, handlers, views
 from . import jobs, scenes
 from .events import clean_first_event, long_event, quick_event, stream_event

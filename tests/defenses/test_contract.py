@@ -11,6 +11,7 @@ import demo.defenses  # noqa: F401  (registers every defense)
 import demo.models.classifier as classifier_module
 from demo import world
 from demo.defenses import DEFENSES, DefenseError, Paradigm
+from demo.defenses.base import DefenseModule, Weights
 from demo.models import loading
 
 NAMES = DEFENSES.names()
@@ -146,3 +147,39 @@ def test_out_of_range_parameter_is_a_defense_error(setup):
     bad = type(defense)(**{f.name: f.metadata["lo"] - 1})
     with pytest.raises(DefenseError):
         bad(clf, images, seed=0)
+
+
+@pytest.mark.parametrize("setup", NAMES, indirect=True)
+def test_the_adaptive_path_is_the_registered_module(setup):
+    """One base for "defense as a module": a defense names its adaptive path (`module`, a DefenseModule),
+    except where attacking it means attacking a classifier (no defense, a robust tower or learned prompts)."""
+    defense, clf, images = setup
+    assert issubclass(type(defense).module, DefenseModule)
+    module = defense.as_module(clf, seed=0)
+    if defense.name == "none" or defense.paradigm == Paradigm.TRAINING_TIME:
+        assert not isinstance(module, DefenseModule)
+    else:
+        assert type(module) is type(defense).module
+        assert module.defense is defense and module.clf is clf and module.num_classes == clf.num_classes
+
+
+def test_the_registry_says_which_weights_each_defense_needs_and_how_they_are_trained():
+    from demo.models.zoo import ZOO
+    from demo.train.__main__ import TOWERS, main
+
+    towers = DEFENSES.names(lambda c: c.trained_weights is Weights.IMAGE_TOWER)
+    assert "tecoa" in towers and "none" not in towers and "apt" not in towers
+    # The teaching models ship a robust tower for every such defense, and the zoo lists exactly those.
+    for key in ("teaching", "teaching-vit"):
+        assert sorted(ZOO[key].twins) == sorted(towers)
+    assert list(TOWERS) == towers
+    for name in DEFENSES.names(lambda c: c.trained_weights is not Weights.NONE):
+        cls = DEFENSES.get(name)
+        words = cls.trained_by.split()
+        assert len(words) >= 4 and words[:3] == ["python", "-m", "demo.train"], name
+        with pytest.raises(SystemExit) as exit_info:  # the command exists: its --help parses
+            main(words[3:] + ["--help"])
+        assert exit_info.value.code == 0, cls.trained_by
+    for name in towers:
+        assert DEFENSES.get(name).trained_by == f"python -m demo.train {name}"
+    assert not DEFENSES.get("jpeg").trained_by and DEFENSES.get("jpeg").trained_weights is Weights.NONE

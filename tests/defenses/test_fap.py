@@ -13,7 +13,7 @@ from demo.defenses import DEFENSES, DefenseError
 from demo.defenses.test_time import maple
 from demo.defenses.training_time import fap
 from demo.models.loading import load_model
-from demo.train import fap as fap_train
+from demo.train import fap_prompts as fap_train
 
 LABELS = ["cat", "dog", "car"]
 CFG = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 4, "width": 32, "patch_size": 8, "head_width": 16},

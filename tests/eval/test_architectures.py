@@ -1,5 +1,6 @@
 """The ResNet/ViT table reads each model's own runs: `vit_` runs never leak into the ResNet tables."""
-from demo.eval import architectures as A, published as P
+from demo.eval import architectures as A
+from demo.eval.publish import published as P
 
 
 def test_side_by_side_reads_each_model_from_its_own_runs():

@@ -1,4 +1,4 @@
-"""The lessons' tables and numbers (demo.eval.lessons), and the Learn texts' claims against the published runs."""
+"""The lessons' tables and numbers (demo.eval.publish.lessons), and the Learn texts' claims against the published runs."""
 from __future__ import annotations
 
 import re
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from demo.eval import lessons as L
-from demo.eval import published as P
+from demo.eval.publish import lessons as L
+from demo.eval.publish import published as P
 from demo.eval.metrics import significantly_above
 
 

@@ -7,7 +7,7 @@ import torch
 
 from demo import world
 from demo.eval import architectures, probe
-from demo.eval import published as P
+from demo.eval.publish import published as P
 
 
 def test_a_probe_reads_what_the_features_carry_and_nothing_else():

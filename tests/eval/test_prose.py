@@ -1,7 +1,7 @@
 """The report's sentences follow the numbers they are built from."""
 from __future__ import annotations
 
-from demo.eval import prose
+from demo.eval.publish import prose
 
 
 def _row(title: str, paradigm: str, worst: float, aa: float | None = None) -> dict:

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from demo.eval import published as P
-from demo.eval import tables
+from demo.eval.publish import published as P
+from demo.eval.publish import tables
 from demo.eval.__main__ import main
 from demo.ui import assets
 
@@ -82,7 +82,7 @@ def test_fill_quotes_the_results_and_says_when_missing():
 
 
 def test_fill_quotes_the_vit_teaching_model_by_prefix():
-    from demo.eval.published import model_results
+    from demo.eval.publish.published import model_results
 
     vit = P.defense_numbers(model_results(P.load(), "teaching-vit"))["tecoa"]["seen"]
     resnet = {"tecoa": {"seen": {"clean": 0.5}}}
@@ -100,7 +100,7 @@ def test_every_number_the_learn_tab_quotes_is_published():
 
 
 def test_the_learn_tabs_comparisons_hold_in_the_published_numbers():
-    from demo.eval.published import model_results
+    from demo.eval.publish.published import model_results
 
     vit = P.defense_numbers(model_results(P.load(), "teaching-vit"))
     text = " ".join(assets.content("test_time").split())

@@ -9,7 +9,7 @@ import pytest
 from demo.eval import runs as R, suite
 from demo.eval.__main__ import main
 from demo.eval.assemble import TIMING_FIELDS, MergeError, merge
-from demo.eval.report import finite_json
+from demo.eval.publish.report import finite_json
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -52,7 +52,7 @@ def test_shards_merge_into_the_unsharded_result(capsys):
 def test_shards_from_a_gpu_keep_every_outcome_and_leave_the_times_to_the_cpu_shards(capsys):
     import copy
 
-    from demo.eval.assemble import shard_wall
+    from demo.eval.publish.interim import shard_wall
 
     parts = [main(_argv(["--start", str(s), "--n", "4"])) for s in (0, 4)]
     on_cpu = merge(copy.deepcopy(parts))
@@ -115,7 +115,7 @@ def test_suite_runs_shards_resumes_and_merges(tmp_path, monkeypatch):
 
 
 def test_an_unfinished_autoattack_run_is_reported_beside_pgd_on_the_same_images(tmp_path, monkeypatch):
-    from demo.eval import interim, published as P
+    from demo.eval.publish import interim, published as P
 
     main(_argv(["--n", "8", "--out", str(tmp_path / "pgd4_tiny_seen")]))
     name = "aa4_tiny_seen"

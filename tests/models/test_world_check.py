@@ -11,7 +11,7 @@ from demo.world.outside import outside_images, portrait
 
 def test_shipped_check_separates_world_from_photos(teaching_model):
     check = W.check_for(teaching_model)
-    assert check is not None, "the teaching model ships its fitted world check (python -m demo.models.world_check fit)"
+    assert check is not None, "the teaching model ships its fitted world check (python -m demo.eval.check_world fit)"
     seen, _ = load_world(100, teaching_model.image_size, "seen")
     held, _ = load_world(100, teaching_model.image_size, "held_out")
     false_alarms = float(torch.cat([check.outside(teaching_model, seen), check.outside(teaching_model, held)]).float().mean())

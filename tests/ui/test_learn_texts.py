@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from demo.eval import published
+from demo.eval.publish import published
 from demo.eval.metrics import significantly_above
 from demo.ui import assets
 
@@ -59,7 +59,7 @@ def test_the_tecoa_and_fare_notes_tell_mao_et_al_from_the_4_255_retraining(model
         for sentence in _sentences(note):
             if "RobustVLM" in sentence:
                 assert "4/255" in sentence and "10-step" in sentence and "Mao" not in sentence, sentence
-    from demo.eval import prose
+    from demo.eval.publish import prose
 
     texts = [TeCoA.deviation, assets.content("training_time"), prose.INTRO]
     for text in texts:

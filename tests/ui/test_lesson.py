@@ -70,7 +70,7 @@ def test_each_scene_says_truly_whether_it_shows_on_the_vit(scene, vit_model):
 @pytest.mark.parametrize("scene", scenes.SCENES, ids=lambda s: s.title)
 def test_each_scene_quotes_its_population_number(scene):
     """The one-image lesson comes with the measured number on many images, read from docs/results."""
-    from demo.eval import published
+    from demo.eval.publish import published
 
     assert scene.population, "a scene without its population number teaches from one image only"
     text = published.fill(scene.population)
@@ -90,8 +90,8 @@ def test_scene_notes_by_model():
 def test_the_jpeg_scene_reason_on_the_vit_is_measured():
     """'the ViT's perturbations survive compression': JPEG against the oblivious attack keeps far fewer
     images right on the ViT than on the ResNet."""
-    from demo.eval import published
-    from demo.eval.published import model_results
+    from demo.eval.publish import published
+    from demo.eval.publish.published import model_results
 
     results = published.load()
     resnet = published.defense_numbers(model_results(results, "teaching"))["jpeg"]["seen"]["oblivious"]
@@ -112,7 +112,7 @@ def test_the_readme_counts_the_scenes_that_show_on_the_vit():
 # --- what each scene's words claim, against the numbers of the model it was measured on ----------------
 
 def _measured() -> dict:
-    from demo.eval import published
+    from demo.eval.publish import published
 
     return published.defense_numbers(published.model_results(published.load(), scenes.MEASURED_ON))
 

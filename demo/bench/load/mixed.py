@@ -20,8 +20,9 @@ import time
 import uuid
 from pathlib import Path
 
-from ..report import replace_section
-from .common import (EXAMPLES, MAX_GROWTH, free_port, make_client, result_digest, rss_mb, start_server, stop_server,
+from ...eval.publish.markdown import table
+from ..writeup import replace_section
+from .harness import (EXAMPLES, MAX_GROWTH, free_port, make_client, result_digest, rss_mb, start_server, stop_server,
                      wait_ready)
 
 BEGIN, END = "<!-- mixed load test: begin -->", "<!-- mixed load test: end -->"
@@ -180,17 +181,19 @@ def section(res: dict) -> str:
         "against the app on 127.0.0.1. Half send cheap requests (`/classify`, a one-step FGSM `/attack`); the "
         "others send adaptive comparisons (PGD-10 through TeCoA, TPT and TTC), cancel them after a second, or "
         "drop the event stream after a second as a closed tab does.", "",
-        "| measure | value | check |", "|---|---|:---:|",
-        f"| requests sent | {res['requests']} ({res['completed']} completed, {res['cancelled_or_dropped']} cancelled "
-        "or dropped) | |",
-        f"| errors | {len(res['errors'])} | {ok(c['no_errors'])} |",
-        f"| completed results identical to the request alone | {res['identical']} of {res['completed']} | "
-        f"{ok(c['identical'])} |",
-        f"| cheap requests: median / p95 latency under load | {res['cheap_median_s']:.2f} / {res['cheap_p95_s']:.2f} s "
-        f"({res['cheap_n']} requests; goal p95 <= {CHEAP_P95_S:g} s) | {ok(c['cheap_p95'])} |",
-        f"| heavy comparisons: median latency | {res['heavy_median_s']:.1f} s | |",
-        f"| server memory (RSS) after the solo runs / after a {WARMUP_S:.0f} s warm-up of the same load / after the "
-        f"load | {res['rss_alone_mb']:.0f} / {res['rss_before_mb']:.0f} / {res['rss_after_mb']:.0f} MB "
-        f"(growth during the load {100 * res['growth']:+.1f}%; goal < {100 * MAX_GROWTH:.0f}%) | {ok(c['memory'])} |",
+        *table(["measure", "value", "check"], [
+            ["requests sent", f"{res['requests']} ({res['completed']} completed, {res['cancelled_or_dropped']} "
+             "cancelled or dropped)", ""],
+            ["errors", len(res["errors"]), ok(c["no_errors"])],
+            ["completed results identical to the request alone", f"{res['identical']} of {res['completed']}",
+             ok(c["identical"])],
+            ["cheap requests: median / p95 latency under load",
+             f"{res['cheap_median_s']:.2f} / {res['cheap_p95_s']:.2f} s ({res['cheap_n']} requests; goal p95 <= "
+             f"{CHEAP_P95_S:g} s)", ok(c["cheap_p95"])],
+            ["heavy comparisons: median latency", f"{res['heavy_median_s']:.1f} s", ""],
+            [f"server memory (RSS) after the solo runs / after a {WARMUP_S:.0f} s warm-up of the same load / after "
+             "the load", f"{res['rss_alone_mb']:.0f} / {res['rss_before_mb']:.0f} / {res['rss_after_mb']:.0f} MB "
+             f"(growth during the load {100 * res['growth']:+.1f}%; goal < {100 * MAX_GROWTH:.0f}%)", ok(c["memory"])],
+        ], align="llc"),
         "",
     ] + ([f"Errors: {'; '.join(res['errors'][:5])}", ""] if res["errors"] else []))

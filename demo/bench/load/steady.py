@@ -15,9 +15,9 @@ import threading
 import time
 from pathlib import Path
 
-from ..models import checkpoint_id
-from ..report import loadtest_section, replace_loadtest_section
-from .common import (ENV, EXAMPLES, MAX_GROWTH, free_port, make_client, result_digest, rss_mb, start_server,
+from ..stand_ins import checkpoint_id
+from ..writeup import loadtest_section, replace_loadtest_section
+from .harness import (ENV, EXAMPLES, MAX_GROWTH, free_port, make_client, result_digest, rss_mb, start_server,
                      stop_server, wait_ready)
 
 

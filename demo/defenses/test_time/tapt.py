@@ -34,7 +34,7 @@ from safetensors.torch import load_file
 from ...models import teaching
 from ...registry import DEFENSES
 from ...timing import Passes, Timings, timer
-from ..base import Defense, DefenseError, DefenseOutput, Paradigm, label_names, param
+from ..base import Defense, DefenseError, DefenseOutput, Paradigm, Weights, label_names, param
 from . import maple
 from .tpt import TPT, _TunedModule, entropy, kept_views, marginal_entropy, random_resized_crops
 
@@ -88,6 +88,9 @@ class TAPT(Defense):
 
     title = "TAPT (test-time adversarial prompt tuning)"
     paradigm = Paradigm.TEST_TIME
+    trained_weights = Weights.PROMPTS
+    trained_by = "python -m demo.train tapt-prompts --model teaching-vit"
+    needs_vit = True
     randomized = True
     reference = ("Wang et al., TAPT: Test-Time Adversarial Prompt Tuning for Robust Inference in VLMs, "
                  "CVPR 2025 (arXiv 2411.13136)")
@@ -174,10 +177,12 @@ class TAPT(Defense):
     def adaptive_passes(self):
         return self.eot_draws * (self.steps * Passes(batched_grad=self.views) + Passes(grad=1))
 
-    def as_module(self, clf: nn.Module, seed: int = 0, eot_samples: int | None = None) -> nn.Module:
+    # TPT's BPDA module: each call tunes as `predict` does (views from seed + call number), then
+    # classifies the input differentiably with the tuned prompts held constant.
+    module = _TunedModule
+
+    def as_module(self, clf: nn.Module, seed: int = 0) -> nn.Module:
         self.check()
         pretrained(clf)  # a model without prompts is refused before the attack starts
-        # TPT's BPDA module: each call tunes as `predict` does (views from seed + call number), then
-        # classifies the input differentiably with the tuned prompts held constant.
-        return _TunedModule(self, clf, seed, self.eot_draws if eot_samples is None else eot_samples)
+        return super().as_module(clf, seed)
 

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from ...registry import DEFENSES
 from ...timing import Passes, Timings, timer
-from ..base import Defense, DefenseOutput, Paradigm, label_names, param
+from ..base import Defense, DefenseModule, DefenseOutput, Paradigm, label_names, param
 from .prompt_learner import CTX_INIT, PromptLearner
 
 # Views per encoder call: bounds memory for large batches without changing any result.
@@ -92,6 +92,33 @@ def marginal_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(avg.exp() * avg).sum(-1)
 
 
+class _TunedModule(DefenseModule):
+    """The adaptive-attack path: BPDA through the adaptation.
+
+    Each forward tunes the prompt exactly as `predict` does, without tracking gradients to the image
+    (the tuned context is treated as a constant, the straight-through view of the adaptation), then
+    classifies the input differentiably with the tuned text features: the image itself for TPT, the
+    reliability-weighted views for R-TPT (crops are differentiable, so gradients reach every view).
+
+    Randomness: call i draws its views from seed + i, so the first call equals `predict(seed)` and an
+    iterative attack sees fresh draws at every step (EOT across iterations); the defense's `eot_draws` > 1
+    also averages the logits of that many draws within one call, at that many times the cost.
+    """
+
+    def __init__(self, defense: TPT, clf: nn.Module, seed: int):
+        super().__init__(defense, clf, seed)
+        self.eot_samples = max(1, int(defense.eot_draws))
+        self.calls = 0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for _ in range(self.eot_samples):
+            generator = torch.Generator().manual_seed(self.seed + self.calls)
+            self.calls += 1
+            outs.append(self.defense.run(self.clf, images, generator, differentiable=True)[0])
+        return torch.stack(outs).mean(0)
+
+
 @DEFENSES.register("tpt")
 @dataclass
 class TPT(Defense):
@@ -100,6 +127,7 @@ class TPT(Defense):
     title = "TPT (test-time prompt tuning)"
     paradigm = Paradigm.TEST_TIME
     randomized = True
+    module = _TunedModule
     reference = "Shu et al., Test-Time Prompt Tuning for Zero-Shot Generalization in VLMs, NeurIPS 2022 (arXiv 2209.07511)"
     deviation = ("Views are random resized crops with flips (the paper's ImageNet setting; its AugMix views "
                  "for fine-grained datasets are not offered), cut from the image at the model's resolution: "
@@ -224,35 +252,3 @@ class TPT(Defense):
         if self.view_grad:
             return self.eot_draws * Passes(batched_grad=self.views)
         return self.eot_draws * Passes(batched_forward=self.views, grad=1)
-
-    def as_module(self, clf: nn.Module, seed: int = 0, eot_samples: int | None = None) -> nn.Module:
-        self.check()
-        return _TunedModule(self, clf, seed, self.eot_draws if eot_samples is None else eot_samples)
-
-
-class _TunedModule(nn.Module):
-    """The adaptive-attack path: BPDA through the adaptation.
-
-    Each forward tunes the prompt exactly as `predict` does, without tracking gradients to the image
-    (the tuned context is treated as a constant, the straight-through view of the adaptation), then
-    classifies the input differentiably with the tuned text features: the image itself for TPT, the
-    reliability-weighted views for R-TPT (crops are differentiable, so gradients reach every view).
-
-    Randomness: call i draws its views from seed + i, so the first call equals `predict(seed)` and an
-    iterative attack sees fresh draws at every step (EOT across iterations); `eot_samples` > 1 also
-    averages the logits of that many draws within one call, at that many times the cost.
-    """
-
-    def __init__(self, defense: TPT, clf: nn.Module, seed: int, eot_samples: int = 1):
-        super().__init__()
-        self.defense, self.clf, self.seed, self.eot_samples = defense, clf, int(seed), max(1, int(eot_samples))
-        self.num_classes = getattr(clf, "num_classes", None)
-        self.calls = 0
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        outs = []
-        for _ in range(self.eot_samples):
-            generator = torch.Generator().manual_seed(self.seed + self.calls)
-            self.calls += 1
-            outs.append(self.defense.run(self.clf, images, generator, differentiable=True)[0])
-        return torch.stack(outs).mean(0)

@@ -6,13 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from ...registry import DEFENSES
 from ...timing import Passes
-from ..base import Defense, DefenseOutput, Paradigm, param
+from ..base import Defense, DefenseModule, DefenseOutput, Paradigm, param
 from .input_transform import check_images
+
+
+class _AntiAdversaryModule(DefenseModule):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        _, signs = self.defense.signs(self.clf, images)
+        return self.clf(self.defense.replay(images, signs))
 
 
 @DEFENSES.register("anti_adversary")
@@ -37,6 +42,7 @@ class AntiAdversary(Defense):
     paradigm = Paradigm.TRAINING_FREE
     differentiable = True
     randomized = False
+    module = _AntiAdversaryModule
     reference = "Alfarra et al., Combating Adversaries with Anti-Adversaries, AAAI 2022 (arXiv 2103.14347)"
     deviation = ("Step size 1/255, the step of TTC's counterattack, instead of the official 0.15 (set for "
                  "CIFAR-10 models without input normalization, it would move every pixel by up to 0.3 of its "
@@ -93,18 +99,3 @@ class AntiAdversary(Defense):
 
     def adaptive_passes(self):
         return Passes(forward=1, grad=self.steps + 1)
-
-    def as_module(self, clf, seed: int = 0) -> nn.Module:
-        self.check()
-        return _AntiAdversaryModule(self, clf)
-
-
-class _AntiAdversaryModule(nn.Module):
-    def __init__(self, defense: AntiAdversary, clf: nn.Module):
-        super().__init__()
-        self.defense, self.clf = defense, clf
-        self.num_classes = getattr(clf, "num_classes", None)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        _, signs = self.defense.signs(self.clf, images)
-        return self.clf(self.defense.replay(images, signs))

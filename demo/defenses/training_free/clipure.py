@@ -8,11 +8,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from ...registry import DEFENSES
-from ..base import Defense, DefenseError, DefenseOutput, Paradigm, label_names, param
+from ..base import Defense, DefenseError, DefenseModule, DefenseOutput, Paradigm, label_names, param
 from .input_transform import check_images
 
 _DEFAULT_TEMPLATES = ("a photo of a {}.",)
@@ -60,6 +59,11 @@ def purify(features: torch.Tensor, null: torch.Tensor, steps: int, eta: float) -
     return u
 
 
+class _CLIPureModule(DefenseModule):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.clf.logits_from_features(self.defense.purify(self.clf, self.clf.encode(images)))
+
+
 @DEFENSES.register("clipure")
 @dataclass
 class CLIPure(Defense):
@@ -91,6 +95,7 @@ class CLIPure(Defense):
     paradigm = Paradigm.TRAINING_FREE
     differentiable = True
     randomized = False
+    module = _CLIPureModule
     reference = "Zhang et al., ICLR 2025 (arXiv 2502.18176)"
     deviation = (
         "The step's gradient is normalized per image, which is the official code's behaviour at batch size 1 "
@@ -130,17 +135,3 @@ class CLIPure(Defense):
                            f"steps of {turn:.1f} degrees; it ended {angle:.1f} degrees from where it started{note}. "
                            f"It says {name!r}.")
         return DefenseOutput(logits=logits, features=purified, changed=changed, summary=summary)
-
-    def as_module(self, clf, seed: int = 0) -> nn.Module:
-        self.check()
-        return _CLIPureModule(self, clf)
-
-
-class _CLIPureModule(nn.Module):
-    def __init__(self, defense: CLIPure, clf: nn.Module):
-        super().__init__()
-        self.defense, self.clf = defense, clf
-        self.num_classes = getattr(clf, "num_classes", None)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.clf.logits_from_features(self.defense.purify(self.clf, self.clf.encode(images)))

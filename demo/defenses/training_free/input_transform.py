@@ -15,21 +15,34 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn as nn
 
 from ...timing import Passes
-from ..base import Defense, DefenseError, DefenseOutput, Paradigm, bpda
-
-
-def local_generator(seed: int) -> torch.Generator:
-    # A CPU generator gives the same draws on every device, so a seed means the same thing on a laptop
-    # and on a GPU Space.
-    return torch.Generator(device="cpu").manual_seed(int(seed))
+from ..base import Defense, DefenseError, DefenseModule, DefenseOutput, Paradigm, bpda, local_generator
 
 
 def check_images(images: torch.Tensor) -> None:
     if images.ndim != 4 or images.shape[1] != 3:
         raise DefenseError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
+
+
+class _TransformModule(DefenseModule):
+    """images -> logits through the transform: its real gradient where it has one (`exact_gradient`),
+    else BPDA; EOT over `defense.draws` draws.
+
+    Successive calls advance the module's generator, so attack steps see fresh random draws (as the
+    defense would at test time) while a whole attack run stays reproducible.
+    """
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = 0.0
+        for _ in range(self.defense.draws):
+            if self.defense.exact_gradient:
+                logits = logits + self.clf(self.defense.transform(images, self.generator).clamp(0, 1))
+                continue
+            with torch.no_grad():
+                transformed = self.defense.transform(images.detach(), self.generator).clamp(0, 1)
+            logits = logits + self.clf(bpda(images, transformed))
+        return logits / self.defense.draws
 
 
 @dataclass
@@ -44,6 +57,7 @@ class InputTransformDefense(Defense):
     differentiable: ClassVar[bool] = False
     # True when `transform` is differentiable in the images: adaptive attacks then use its real gradient.
     exact_gradient: ClassVar[bool] = False
+    module = _TransformModule
 
     @abc.abstractmethod
     def transform(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -65,33 +79,3 @@ class InputTransformDefense(Defense):
 
     def adaptive_passes(self):
         return Passes(grad=self.draws)
-
-    def as_module(self, clf, seed: int = 0) -> nn.Module:
-        self.check()
-        return _TransformModule(self, clf, seed)
-
-
-class _TransformModule(nn.Module):
-    """images -> logits through the transform: its real gradient where it has one (`exact_gradient`),
-    else BPDA; EOT over `defense.draws` draws.
-
-    The generator is seeded once and advances with every call, so successive attack steps see fresh
-    random draws (as the defense would at test time) while a whole attack run stays reproducible.
-    """
-
-    def __init__(self, defense: InputTransformDefense, clf: nn.Module, seed: int):
-        super().__init__()
-        self.defense, self.clf = defense, clf
-        self.num_classes = getattr(clf, "num_classes", None)
-        self.generator = local_generator(seed)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = 0.0
-        for _ in range(self.defense.draws):
-            if self.defense.exact_gradient:
-                logits = logits + self.clf(self.defense.transform(images, self.generator).clamp(0, 1))
-                continue
-            with torch.no_grad():
-                transformed = self.defense.transform(images.detach(), self.generator).clamp(0, 1)
-            logits = logits + self.clf(bpda(images, transformed))
-        return logits / self.defense.draws

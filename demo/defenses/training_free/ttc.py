@@ -7,12 +7,11 @@ import threading
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn as nn
 
 from ...models import teaching
 from ...registry import DEFENSES
 from ...timing import Passes
-from ..base import Defense, DefenseOutput, Paradigm, label_names, param
+from ..base import Defense, DefenseModule, DefenseOutput, Paradigm, Weights, label_names, param
 from .input_transform import check_images, local_generator
 
 PAPER_TAU_THRES = 0.2  # set in the paper for OpenAI CLIP ViT-B/32; the official code uses it for every model
@@ -53,6 +52,42 @@ def _clip_to_image(delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(torch.minimum(delta, 1.0 - x), -x)
 
 
+class _TTCModule(DefenseModule):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        d = self.defense
+        aware = d.detector_aware and d.steps > 0
+        logits = 0.0
+        for _ in range(d.eot_draws):
+            plan = d.plan(self.clf, images, self.generator, force=aware)
+            if not aware:
+                logits = logits + self.clf(d.replay(images, plan).clamp(0, 1))
+                continue
+            logits = logits + self._soft_branch(images, plan)
+        return logits / d.eot_draws
+
+    def _soft_branch(self, images: torch.Tensor, plan: CounterattackPlan) -> torch.Tensor:
+        """log(w p_noise + (1 - w) p_counter) with w the hard tau test in the forward pass and, in the
+        backward pass, a hinge -relu(1.25 thres - tau) / thres: the tau test made differentiable (Tramer et al., "On Adaptive Attacks to Adversarial Example Defenses", NeurIPS 2020),
+        with tau differentiable in x. Raising the loss through w means moving tau to the branch that is
+        fooled, typically above the threshold, where TTC adds noise only."""
+        d, clf = self.defense, self.clf
+        thres = d.threshold(clf)[0]
+        noisy_in = (images + _clip_to_image(plan.noise, images)).clamp(0, 1)
+        clean = clf.encode(images, normalize=False)
+        noisy = clf.encode(noisy_in, normalize=False)
+        tau = (noisy - clean).norm(dim=-1) / clean.norm(dim=-1).clamp_min(1e-12)
+        # A hinge on tau: no pull once tau is MARGIN above the threshold, so images that already look
+        # clean spend the whole budget on the label (a sign-gradient step would otherwise be dominated
+        # by the tau term).
+        h = -WEIGHT * torch.relu(thres * (1 + MARGIN) - tau).unsqueeze(-1) / max(thres, 1e-12)
+        hard = (plan.tau >= thres).to(h.dtype).unsqueeze(-1)
+        # The value is the branch TTC really takes; only the gradient comes from the hinge.
+        w = hard + (h - h.detach())
+        p_noise = clf.logits_from_features(noisy).float().softmax(-1)
+        p_counter = clf(d.replay(images, plan).clamp(0, 1)).float().softmax(-1)
+        return (w * p_noise + (1 - w) * p_counter).clamp_min(1e-12).log()
+
+
 @DEFENSES.register("ttc")
 @dataclass
 class TTC(Defense):
@@ -82,8 +117,11 @@ class TTC(Defense):
 
     title = "TTC (test-time counterattacks)"
     paradigm = Paradigm.TRAINING_FREE
+    trained_weights = Weights.CALIBRATION  # optional: without it the paper's threshold is used
+    trained_by = "python -m demo.train ttc-threshold"
     differentiable = True
     randomized = True
+    module = _TTCModule
     reference = "Xing, Zhao & Sebe, CVPR 2025 (arXiv 2503.03613)"
     deviation = ("tau_thres is calibrated per model: on the teaching model, the largest threshold that keeps "
                  "clean accuracy within 2 points on calibration images (the paper's 0.2 was set for OpenAI CLIP; "
@@ -209,50 +247,3 @@ class TTC(Defense):
             # differentiable tau: x and x + delta_0 encoded again with gradients
             return self.eot_draws * Passes(forward=1, grad=self.steps + 3)
         return self.eot_draws * Passes(forward=1, grad=self.steps + 1)
-
-    def as_module(self, clf, seed: int = 0) -> nn.Module:
-        self.check()
-        return _TTCModule(self, clf, seed)
-
-
-class _TTCModule(nn.Module):
-    def __init__(self, defense: TTC, clf: nn.Module, seed: int):
-        super().__init__()
-        self.defense, self.clf = defense, clf
-        self.num_classes = getattr(clf, "num_classes", None)
-        # Seeded once, advancing per call: each attack step sees fresh random starts.
-        self.generator = local_generator(seed)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        d = self.defense
-        aware = d.detector_aware and d.steps > 0
-        logits = 0.0
-        for _ in range(d.eot_draws):
-            plan = d.plan(self.clf, images, self.generator, force=aware)
-            if not aware:
-                logits = logits + self.clf(d.replay(images, plan).clamp(0, 1))
-                continue
-            logits = logits + self._soft_branch(images, plan)
-        return logits / d.eot_draws
-
-    def _soft_branch(self, images: torch.Tensor, plan: CounterattackPlan) -> torch.Tensor:
-        """log(w p_noise + (1 - w) p_counter) with w the hard tau test in the forward pass and, in the
-        backward pass, a hinge -relu(1.25 thres - tau) / thres: the tau test made differentiable (Tramer et al., "On Adaptive Attacks to Adversarial Example Defenses", NeurIPS 2020),
-        with tau differentiable in x. Raising the loss through w means moving tau to the branch that is
-        fooled, typically above the threshold, where TTC adds noise only."""
-        d, clf = self.defense, self.clf
-        thres = d.threshold(clf)[0]
-        noisy_in = (images + _clip_to_image(plan.noise, images)).clamp(0, 1)
-        clean = clf.encode(images, normalize=False)
-        noisy = clf.encode(noisy_in, normalize=False)
-        tau = (noisy - clean).norm(dim=-1) / clean.norm(dim=-1).clamp_min(1e-12)
-        # A hinge on tau: no pull once tau is MARGIN above the threshold, so images that already look
-        # clean spend the whole budget on the label (a sign-gradient step would otherwise be dominated
-        # by the tau term).
-        h = -WEIGHT * torch.relu(thres * (1 + MARGIN) - tau).unsqueeze(-1) / max(thres, 1e-12)
-        hard = (plan.tau >= thres).to(h.dtype).unsqueeze(-1)
-        # The value is the branch TTC really takes; only the gradient comes from the hinge.
-        w = hard + (h - h.detach())
-        p_noise = clf.logits_from_features(noisy).float().softmax(-1)
-        p_counter = clf(d.replay(images, plan).clamp(0, 1)).float().softmax(-1)
-        return (w * p_noise + (1 - w) * p_counter).clamp_min(1e-12).log()

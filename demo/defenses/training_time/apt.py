@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ...models import teaching
 from ...registry import DEFENSES
-from ..base import DefenseError, DefenseOutput, Paradigm, Defense, label_names
+from ..base import ClassifierDefense, DefenseError, Weights
 from ..text_cache import TextFeatureCache
 from ..test_time.prompt_learner import PromptLearner
 from .twin import twin_visual
@@ -72,9 +72,10 @@ class _APTClassifier(nn.Module):
 
 @DEFENSES.register("apt")
 @dataclass
-class APT(Defense):
+class APT(ClassifierDefense):
     title = "APT (adversarially tuned prompt)"
-    paradigm = Paradigm.TRAINING_TIME
+    trained_weights = Weights.PROMPTS
+    trained_by = "python -m demo.train apt"
     reference = ("Li et al., One Prompt Word is Enough to Boost Adversarial Robustness for Pre-trained "
                  "Vision-Language Models, CVPR 2024, arXiv 2403.01849")
     deviation = ("Teaching model only. 4 context tokens initialised from 'a photo of a' and 80 AdamW steps of "
@@ -82,16 +83,9 @@ class APT(Defense):
                  "per class); the inner PGD is the paper's (3 steps of 2.67/255 at eps 4/255, against the current "
                  "prompt).")
 
-    def _module(self, clf) -> _APTClassifier:
+    def classifier(self, clf) -> _APTClassifier:
         return _APTClassifier(clf, twin_visual(clf, "tecoa"), prompt_text_features(clf))
 
-    def predict(self, clf, images, seed):
-        logits = self._module(clf)(images)
-        summary = [f"Classified with the TeCoA image tower and a text prompt learned on adversarial examples "
-                   f"beforehand; one ordinary pass, and it says {name!r}."
-                   for name in label_names(clf, logits.argmax(-1))]
-        return DefenseOutput(logits=logits, changed={"prompt": "learned context (4 tokens)", "image tower": "TeCoA"},
-                             summary=summary)
-
-    def as_module(self, clf, seed=0):
-        return self._module(clf)
+    def explain(self, clf):
+        return ("the TeCoA image tower and a text prompt learned on adversarial examples beforehand",
+                {"prompt": "learned context (4 tokens)", "image tower": "TeCoA"})

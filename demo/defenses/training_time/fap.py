@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from ...models import teaching
 from ...models.rng import local_rng
 from ...registry import DEFENSES
-from ..base import Defense, DefenseError, DefenseOutput, Paradigm, label_names
+from ..base import ClassifierDefense, DefenseError, Weights
 from ..text_cache import TextFeatureCache
 from ..test_time import maple
 
@@ -109,11 +109,13 @@ class Prompted(nn.Module):
 
 @DEFENSES.register("fap")
 @dataclass
-class FAP(Defense):
+class FAP(ClassifierDefense):
     """Few-shot adversarial multi-modal prompts (needs a ViT image tower)."""
 
     title = "FAP (few-shot adversarial prompts)"
-    paradigm = Paradigm.TRAINING_TIME
+    trained_weights = Weights.PROMPTS
+    trained_by = "python -m demo.train fap --model teaching-vit"
+    needs_vit = True
     reference = ("Zhou et al., Few-Shot Adversarial Prompt Learning on Vision-Language Models, NeurIPS 2024, "
                  "arXiv 2403.14774")
     deviation = ("Needs a ViT image tower: offered for the teaching ViT, prompted at 5 of its 6 blocks (official: "
@@ -122,12 +124,9 @@ class FAP(Defense):
                  "'a photo of a {class}.' (the official code appends the class name after the dataset "
                  "template). Float32, not fp16.")
 
-    def predict(self, clf, images, seed):
-        logits = Prompted(clf, learned_prompts(clf))(images)
-        summary = [f"Classified with text and image prompts learned beforehand on 16 images per class and "
-                   f"attacked copies of them; one ordinary pass, and it says {name!r}."
-                   for name in label_names(clf, logits.argmax(-1))]
-        return DefenseOutput(logits=logits, changed={"prompt": "learned text and image prompts"}, summary=summary)
-
-    def as_module(self, clf, seed=0):
+    def classifier(self, clf):
         return Prompted(clf, learned_prompts(clf))
+
+    def explain(self, clf):
+        return ("text and image prompts learned beforehand on 16 images per class and attacked copies of them",
+                {"prompt": "learned text and image prompts"})

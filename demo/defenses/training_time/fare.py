@@ -1,25 +1,18 @@
 """FARE: unsupervised adversarial fine-tuning of the image embedding.
 
 Reference: Schlarmann, Singh, Croce, Hein. "Robust CLIP: Unsupervised Adversarial Fine-Tuning of
-Vision Embeddings for Robust Large Vision-Language Models". ICML 2024. arXiv 2402.12336.
-
-Online models use the published FARE checkpoints (`hf-hub:chs20/FARE4-ViT-B-32-laion2B-s34B-b79K`,
-`hf-hub:chs20/fare2-clip`); the teaching model uses the image tower trained by
-`python -m demo.train fare` (see demo/train/robust.py for the recipe and its deviations).
+Vision Embeddings for Robust Large Vision-Language Models". ICML 2024. arXiv 2402.12336. Published
+checkpoints: FARE4 and FARE2 (`hf-hub:chs20/FARE4-ViT-B-32-laion2B-s34B-b79K`, `hf-hub:chs20/fare2-clip`).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from ...registry import DEFENSES
 from .twin import RobustTwinDefense
 
 
 @DEFENSES.register("fare")
-@dataclass
 class FARE(RobustTwinDefense):
     title = "FARE (adversarially fine-tuned, unsupervised)"
-    twin = "fare"
     reference = ("Schlarmann et al., Robust CLIP: Unsupervised Adversarial Fine-Tuning of Vision Embeddings "
                  "for Robust Large Vision-Language Models, ICML 2024, arXiv 2402.12336")
     deviation = ("FARE's recipe (RobustVLM, whose FARE4 checkpoints hub models use): AdamW at eps 4/255, "

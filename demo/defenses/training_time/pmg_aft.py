@@ -7,22 +7,17 @@ Tuning-for-Zero-Shot-Adversarial-Robustness).
 TeCoA's loss plus two KL terms that pull the adversarial prediction towards the frozen pre-trained
 model's prediction on the same adversarial image and towards the fine-tuned model's own clean
 prediction, so the tower keeps more of what the pre-trained model knew (its zero-shot generalization).
-No hub checkpoint exists, so only the teaching model has one, trained by `python -m demo.train pmg_aft`
-(see demo/train/robust.py for the recipe and its deviations).
+No hub checkpoint exists, so only the teaching models have one (see twin.py for how it is trained).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from ...registry import DEFENSES
 from .twin import RobustTwinDefense
 
 
 @DEFENSES.register("pmg_aft")
-@dataclass
 class PMGAFT(RobustTwinDefense):
     title = "PMG-AFT (adversarially fine-tuned, guided by the original model)"
-    twin = "pmg_aft"
     reference = ("Wang et al., Pre-trained Model Guided Fine-Tuning for Zero-Shot Adversarial Robustness, "
                  "CVPR 2024, arXiv 2401.04350")
     deviation = ("Teaching model only (no published checkpoint), trained with the budget of TeCoA and FARE here: "

@@ -10,17 +10,13 @@ the teaching model uses the image tower trained by
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ...registry import DEFENSES
 from .twin import RobustTwinDefense
 
 
 @DEFENSES.register("tecoa")
-@dataclass
 class TeCoA(RobustTwinDefense):
     title = "TeCoA (adversarially fine-tuned, supervised)"
-    twin = "tecoa"
     reference = "Mao et al., Understanding Zero-Shot Adversarial Robustness for Large-Scale Models, ICLR 2023, arXiv 2212.07016"
     # Mao et al.'s recipe and RobustVLM's 4/255 retraining differ in budget, attack and optimizer; the hub
     # checkpoints and the teaching twins follow the retraining, so the note names both.

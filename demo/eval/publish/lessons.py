@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from . import metrics as M
+from .. import metrics as M
 from . import published as P
-from .runs import LESSON_MODELS, NOISE_EPS, TRANSFERS
+from ..runs import LESSON_MODELS, NOISE_EPS, TRANSFERS
 
 TITLES = {"teaching": "ResNet", "teaching-vit": "ViT", "teaching-tecoa": "ResNet, TeCoA tower",
           "teaching-fare": "ResNet, FARE tower", "teaching-vit-tecoa": "ViT, TeCoA tower",

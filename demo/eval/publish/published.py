@@ -11,7 +11,9 @@ import json
 import re
 from pathlib import Path
 
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "results"
+from . import markdown as md
+
+RESULTS_DIR = Path(__file__).resolve().parents[3] / "docs" / "results"
 _RUN = re.compile(r"^(?P<attack>pgd|aa)(?P<eps>\d+)_(?P<group>.+)_(?P<split>seen|held_out)$")
 
 
@@ -166,11 +168,9 @@ def paradigm_table(paradigm: str, numbers: dict[str, dict] | None = None) -> str
         return "not run" if not d or d.get(field) is None else f"{100 * d[field]:.1f}%"
 
     aa = any(numbers[k].get("aa4") for k in names if k != "none")
-    lines = ["| defense | clean | robust, worst case | robust, held-out classes |" + (" AutoAttack 4/255 |" if aa else ""),
-             "|---|---|---|---|" + ("---|" if aa else "")]
-    for k in names:
-        d = numbers[k]
-        row = f"| {d['title']} | {pct(d.get('seen'), 'clean')} | {pct(d.get('seen'), 'worst')} | {pct(d.get('held_out'), 'worst')} |"
-        lines.append(row + (f" {pct(d.get('aa4'), 'worst')} |" if aa else ""))
+    rows = [[numbers[k]["title"], pct(numbers[k].get("seen"), "clean"), pct(numbers[k].get("seen"), "worst"),
+             pct(numbers[k].get("held_out"), "worst")] + ([pct(numbers[k].get("aa4"), "worst")] if aa else [])
+            for k in names]
+    header = ["defense", "clean", "robust, worst case", "robust, held-out classes"] + (["AutoAttack 4/255"] if aa else [])
     return ("Measured on the teaching model, PGD-10 at 4/255, the worst case over the oblivious and the adaptive "
-            "attack (all numbers, intervals and commands: docs/results.md):\n\n" + "\n".join(lines) + "\n")
+            "attack (all numbers, intervals and commands: docs/results.md):\n\n" + md.text(header, rows))

@@ -15,8 +15,8 @@ from ..defenses import DEFENSES
 from ..models.loading import load_image_tower, load_model, pick_device
 from ..models.zoo import ZOO
 from . import measure, probes
-from .models import checkpoint_id, ensure_apt_prompt, ensure_visual_prompts, prepare
-from .report import machine, write
+from .stand_ins import checkpoint_id, ensure_apt_prompt, ensure_visual_prompts, prepare
+from .writeup import machine, write
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..assemble import merge
+from ..metrics import fmt_ci
+from ..runs import RESULTS_DIR, SHARD_SIZE, progress, shards
 from . import published as P
-from .assemble import merge, shard_wall
-from .metrics import fmt_ci
-from .runs import RESULTS_DIR, SHARD_SIZE, progress, shards
 
 SPLIT_WORDS = {"seen": "seen", "held_out": "held-out"}
 
@@ -70,3 +70,14 @@ def text(entries: list[dict]) -> str:
     return ("**AutoAttack under way on the † rows.** What the finished image shards show so far (not ranked by: "
             "the rows keep their PGD-10 numbers and their † until the run is complete):\n\n"
             + "\n".join(lines) + "\n")
+
+
+def shard_wall(shards: list[dict]) -> str:
+    """The wall time of image shards in words, CPU and GPU shards apart ('40 s in 4 image shards')."""
+    gpu = [s for s in shards if s["device"] != "cpu"]
+    cpu = [s for s in shards if s["device"] == "cpu"]
+    if not gpu or not cpu:
+        where = " on a GPU" if gpu else ""
+        return f"{sum(s['seconds'] for s in shards):.0f} s in {len(shards)} image shards{where}"
+    return (f"{len(shards)} image shards: {sum(s['seconds'] for s in cpu):.0f} s for {len(cpu)} on the CPU, "
+            f"{sum(s['seconds'] for s in gpu):.0f} s for {len(gpu)} on a GPU")

@@ -2,7 +2,7 @@
 about an effect is built from the published numbers (`what_this_shows`), so it cannot outlive them."""
 from __future__ import annotations
 
-from .metrics import fmt_ci, significantly_above
+from ..metrics import fmt_ci, significantly_above
 
 INTRO = """# Robustness results on the teaching model
 

@@ -5,7 +5,8 @@ import json
 import math
 from pathlib import Path
 
-from .metrics import fmt_ci, fmt_pct
+from ..metrics import fmt_ci, fmt_pct
+from . import markdown as md
 
 
 def _num(x, digits: int = 1) -> str:
@@ -51,29 +52,25 @@ def markdown(result: dict) -> str:
         "",
         "## Undefended model",
         "",
-        "| clean acc. | robust acc. | attack success | mean L-inf | mean L2 | attack ms/image | passes/image |",
-        "|---|---|---|---|---|---|---|",
-        f"| {fmt_ci(u['clean_accuracy'], n)} | {fmt_ci(u['robust_accuracy'], n)} | {fmt_pct(u['attack_success_rate'])} "
-        f"| {_num(u['mean_linf'] * 255, 2)}/255 | {_num(u['mean_l2'], 3)} | {_num(u['ms_per_image'])} "
-        f"| {_passes(u['passes_per_image'])} |",
+        *md.table(["clean acc.", "robust acc.", "attack success", "mean L-inf", "mean L2", "attack ms/image",
+                   "passes/image"],
+                  [[fmt_ci(u["clean_accuracy"], n), fmt_ci(u["robust_accuracy"], n), fmt_pct(u["attack_success_rate"]),
+                    f"{_num(u['mean_linf'] * 255, 2)}/255", _num(u["mean_l2"], 3), _num(u["ms_per_image"]),
+                    _passes(u["passes_per_image"])]]),
     ]
     if "targeted_success_rate" in u:
         lines += ["", f"Targeted success (prediction = chosen target): {fmt_pct(u['targeted_success_rate'])}"]
     if result["defenses"]:
         adaptive = result.get("adaptive")
-        head = "| defense | paradigm | clean acc. | robust acc. (oblivious) |"
-        rule = "|---|---|---|---|"
+        head = ["defense", "paradigm", "clean acc.", "robust acc. (oblivious)"]
         if adaptive:
-            head += " robust acc. (adaptive) | robust acc. (worst case) | adaptive attack ms/image |"
-            rule += "---|---|---|"
-        head += " defense ms/image | defense passes/image |"
-        rule += "---|---|"
-        lines += ["", "## Defenses", "", head, rule]
+            head += ["robust acc. (adaptive)", "robust acc. (worst case)", "adaptive attack ms/image"]
+        head += ["defense ms/image", "defense passes/image"]
+        rows = []
         for row in result["defenses"]:
             title = f"{row['title']} (`{row['name']}`)"
             if "error" in row:
-                width = 4 + (3 if adaptive else 0)
-                lines.append(f"| {title} | {row['paradigm']} | not run: {row['error']} |" + " |" * (width - 1))
+                rows.append([title, row["paradigm"], f"not run: {row['error']}"] + [""] * (len(head) - 3))
                 continue
             cells = [title, row["paradigm"], fmt_ci(row["clean_accuracy"], n), fmt_ci(row["robust_accuracy_oblivious"], n)]
             if adaptive:
@@ -81,7 +78,8 @@ def markdown(result: dict) -> str:
                 cells += [fmt_ci(row["robust_accuracy_adaptive"], n) + flag, fmt_ci(row.get("robust_accuracy_worst"), n),
                           _num(row["adaptive_attack_ms_per_image"])]
             cells += [_num(row["ms_per_image"]), _passes(row["passes_per_image"])]
-            lines.append("| " + " | ".join(cells) + " |")
+            rows.append(cells)
+        lines += ["", "## Defenses", "", *md.table(head, rows)]
     lines += [
         "",
         f"Brackets: 95% Wilson interval over the {n} images; two accuracies whose intervals overlap may not "

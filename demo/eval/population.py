@@ -20,13 +20,13 @@ import torch
 from .. import world
 from ..attacks import quantize
 from ..defenses.base import Defense, Paradigm
-from ..eval.metrics import wilson_interval
-from ..eval.run import load_world
 from ..models.loading import LoadedModel
 from ..timing import RunCancelled, cancellable
-from . import budget
-from .compare import PARADIGMS, ProgressFn
-from .inputs import InputError, make_attack, make_defense
+from ..pipeline import budget
+from ..pipeline.compare import PARADIGMS, ProgressFn
+from ..pipeline.inputs import InputError, make_attack, make_defense
+from .metrics import wilson_interval
+from .run import load_world
 
 DEFAULT_N = 50
 MAX_N = 500  # the published runs' size: beyond it the images have no published counterpart
@@ -135,7 +135,7 @@ def published_reference(model_key: str, attack, defense: Defense | None, adaptiv
                         column: str, results: dict | None = None) -> tuple[float, int, str] | None:
     """The published accuracy of the same setting (model, data split, attack and its parameters; for a
     defense column the same defense and attack mode), largest run first; None when none was run."""
-    from ..eval import published as P
+    from .publish import published as P
 
     results = P.load() if results is None else results
     params = {f.name: getattr(attack, f.name) for f in attack.params()}
@@ -197,7 +197,7 @@ def iter_population(loaded: LoadedModel, attack_name: str, attack_params: dict |
     clf = loaded.classifier(world.CLASSNAMES, [world.EVAL_TEMPLATE])
     titles = {"clean": "Clean", "attacked": f"Attacked ({attack.title or attack.name})"}
     titles |= {k: d.title or d.name for k, d in built.items()}
-    from ..eval.published import load
+    from .publish.published import load
 
     results = load()
     refs = {k: published_reference(loaded.key, attack, built.get(k), adaptive, split, k, results) for k in titles}

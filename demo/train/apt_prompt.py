@@ -15,13 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from .. import world
-from ..models import teaching
 from ..models.loading import load_model
 from ..registry import ATTACKS
 from ..defenses.test_time.prompt_learner import PromptLearner
 from ..defenses.training_time.apt import _APTClassifier
 from ..defenses.training_time.twin import twin_visual
-from .common import Clock, cosine_lr, save_half, world_loader, zero_shot_accuracy
+from .common import Clock, cosine_lr, progress_record, save_half, world_loader
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +72,4 @@ def _evaluate(base, visual, ctx, step, loss, seconds, eps, n=200) -> dict:
     clf = base.classifier(world.CLASSNAMES, [world.EVAL_TEMPLATE])
     with torch.no_grad():
         text = F.normalize(PromptLearner.for_classifier(clf).text_features(ctx), dim=-1)
-    model = _APTClassifier(clf, visual, text)
-    images, labels, _ = world.make_batch(n, 7, teaching.IMAGE_SIZE, "seen")
-    adv = ATTACKS.create("pgd", eps=eps, alpha=eps / 4, steps=10)(model, images, labels, seed=0).adv_images
-    with torch.no_grad():
-        robust = float((model(adv).argmax(1) == labels).float().mean())
-    return {"step": step, "loss": round(loss, 4), "seconds": round(seconds),
-            "seen": zero_shot_accuracy(model, 500, seed=1, split="seen"),
-            "held_out": zero_shot_accuracy(model, 500, seed=2, split="held_out"),
-            f"pgd10_{eps * 255:.0f}": robust}
+    return progress_record(_APTClassifier(clf, visual, text), step, loss, seconds, eps, n)

@@ -1,4 +1,4 @@
-"""docs/results.md and docs/leaderboard.md, generated from the published runs (`demo.eval.published`).
+"""docs/results.md and docs/leaderboard.md, generated from the published runs (`published`).
 
 Every number in them is read from docs/results/*.json; the prose between the tables is written around
 those numbers, so a rerun that changes them changes the text too. `python -m demo.eval.suite report`.
@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import published as P
-from .assemble import shard_wall
-from .metrics import fmt_ci, significantly_above, wilson_interval
+from ..metrics import fmt_ci, significantly_above, wilson_interval
+from . import interim, markdown as md, prose, published as P
+from .interim import shard_wall
 from .report import attack_label
-from .summary import how_attacked
+from .overview import how_attacked
 
 DOCS = P.RESULTS_DIR.parent
 PARADIGMS = ("none", "training-time", "test-time", "training-free")
@@ -46,31 +46,31 @@ def _how(row: dict) -> str:
 
 
 def pgd_table(table: dict[str, dict]) -> str:
-    lines = ["| defense | paradigm | clean | oblivious | adaptive | worst case | how the adaptive attack went | defense ms/image |",
-             "|---|---|---|---|---|---|---|---|"]
+    rows = []
     for r in _ordered(table):
         n, flag = r["n"], " ⚠" if r.get("adaptive_weaker_than_oblivious") else ""
-        lines.append(f"| {r['title']} | {r['paradigm']} | {fmt_ci(r['clean_accuracy'], n)} "
-                     f"| {fmt_ci(r['robust_accuracy_oblivious'], n)} | {fmt_ci(r.get('robust_accuracy_adaptive'), n)}{flag} "
-                     f"| {fmt_ci(r.get('robust_accuracy_worst'), n)} | {_how(r)} | {r.get('ms_per_image', 0):.1f} |")
-    return "\n".join(lines) + "\n"
+        rows.append([r["title"], r["paradigm"], fmt_ci(r["clean_accuracy"], n),
+                     fmt_ci(r["robust_accuracy_oblivious"], n), fmt_ci(r.get("robust_accuracy_adaptive"), n) + flag,
+                     fmt_ci(r.get("robust_accuracy_worst"), n), _how(r), f"{r.get('ms_per_image', 0):.1f}"])
+    return md.text(["defense", "paradigm", "clean", "oblivious", "adaptive", "worst case",
+                    "how the adaptive attack went", "defense ms/image"], rows)
 
 
 def aa_table(tables: dict) -> str:
     aa = {eps: tables.get(("aa", eps, "seen"), {}) for eps in (1, 4)}
     pgd = tables.get(("pgd", 4, "seen"), {})
     names = [r["name"] for r in _ordered(aa[4] or aa[1])]
-    lines = ["| model | clean | AutoAttack 1/255 | AutoAttack 4/255 | PGD-10 4/255 (n=500) | AutoAttack 4/255 transferred from the undefended model |",
-             "|---|---|---|---|---|---|"]
+    rows = []
     for name in names:
         a1, a4, p = aa[1].get(name), aa[4].get(name), pgd.get(name)
         ref = a4 or a1
-        lines.append(f"| {ref['title']} | {fmt_ci(ref['clean_accuracy'], ref['n'])} "
-                     f"| {fmt_ci(a1['robust_accuracy_worst'], a1['n']) if a1 else 'not run'} "
-                     f"| {fmt_ci(a4['robust_accuracy_worst'], a4['n']) if a4 else 'not run'} "
-                     f"| {fmt_ci(p['robust_accuracy_worst'], p['n']) if p else 'not run'} "
-                     f"| {fmt_ci(a4['robust_accuracy_oblivious'], a4['n']) if a4 and name != 'none' else '-'} |")
-    return "\n".join(lines) + "\n"
+        rows.append([ref["title"], fmt_ci(ref["clean_accuracy"], ref["n"]),
+                     fmt_ci(a1["robust_accuracy_worst"], a1["n"]) if a1 else "not run",
+                     fmt_ci(a4["robust_accuracy_worst"], a4["n"]) if a4 else "not run",
+                     fmt_ci(p["robust_accuracy_worst"], p["n"]) if p else "not run",
+                     fmt_ci(a4["robust_accuracy_oblivious"], a4["n"]) if a4 and name != "none" else "-"])
+    return md.text(["model", "clean", "AutoAttack 1/255", "AutoAttack 4/255", "PGD-10 4/255 (n=500)",
+                    "AutoAttack 4/255 transferred from the undefended model"], rows)
 
 
 def eot_table(results: dict) -> str:
@@ -84,15 +84,15 @@ def eot_table(results: dict) -> str:
         return "Not run yet.\n"
     defenses = sorted({d for v in rows.values() for d in v})
     titles = {d: next(v[d][0]["title"] for v in rows.values() if d in v) for d in defenses}
-    lines = ["| EOT draws per step | " + " | ".join(f"{titles[d]}: adaptive | {titles[d]}: worst case" for d in defenses) + " |",
-             "|---|" + "---|---|" * len(defenses)]
+    lines = []
     for draws in sorted(rows):
-        cells = []
+        cells = [draws]
         for d in defenses:
             row, n = rows[draws].get(d, (None, 0))
             cells += [fmt_ci(row["robust_accuracy_adaptive"], n), fmt_ci(row["robust_accuracy_worst"], n)] if row else ["-", "-"]
-        lines.append(f"| {draws} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        lines.append(cells)
+    header = ["EOT draws per step"] + [f"{titles[d]}: {what}" for d in defenses for what in ("adaptive", "worst case")]
+    return md.text(header, lines)
 
 
 def saturation(results: dict, defense: str, default: int) -> str:
@@ -138,7 +138,7 @@ def sanity_table(results: dict) -> str:
     s = results.get("sanity")
     if not s:
         return "Not run yet.\n"
-    from .sanity import markdown
+    from ..sanity import markdown
 
     failed = [c for c in s["checks"] if not c["passed"]]
     verdict = "All checks passed." if not failed else f"{len(failed)} check(s) FAILED: " + "; ".join(
@@ -148,9 +148,7 @@ def sanity_table(results: dict) -> str:
 
 def leaderboard(numbers: dict[str, dict]) -> str:
     ranked = sorted((d for d in numbers.values() if "leaderboard_worst" in d), key=lambda d: -d["leaderboard_worst"])
-    lines = ["| rank | defense | paradigm | worst-case robust acc. (seen, 4/255) | attacks counted | clean (seen) "
-             "| clean (held-out) | worst case (held-out) | defense ms/image |", "|---|---|---|---|---|---|---|---|---|"]
-    prev = None
+    lines, prev = [], None
     for i, d in enumerate(ranked, start=1):
         n, w = d["leaderboard_n"], d["leaderboard_worst"]
         tie = prev is not None and not (wilson_interval(prev[0], prev[1])[0] > wilson_interval(w, n)[1])
@@ -160,11 +158,12 @@ def leaderboard(numbers: dict[str, dict]) -> str:
         dagger = "" if "aa4" in d["leaderboard_attacks"] else " †"
         held_worst = d.get("leaderboard_held_out_worst", held.get("worst"))
         held_n = f" (n={d['leaderboard_held_out_n']})" if "leaderboard_held_out_n" in d else ""
-        lines.append(f"| {i}{' ≈' if tie else ''} | {d['title']} | {d['paradigm']} | {fmt_ci(w, n)}, n={n}{dagger} | {attacks} "
-                     f"| {pct(d.get('seen', {}).get('clean'))} | {pct(held.get('clean'))} | {pct(held_worst)}{held_n} "
-                     f"| {d.get('seen', {}).get('ms') or 0:.1f} |")
+        lines.append([f"{i}{' ≈' if tie else ''}", d["title"], d["paradigm"], f"{fmt_ci(w, n)}, n={n}{dagger}", attacks,
+                      pct(d.get("seen", {}).get("clean")), pct(held.get("clean")), f"{pct(held_worst)}{held_n}",
+                      f"{d.get('seen', {}).get('ms') or 0:.1f}"])
         prev = (w, n)
-    return "\n".join(lines) + "\n"
+    return md.text(["rank", "defense", "paradigm", "worst-case robust acc. (seen, 4/255)", "attacks counted",
+                    "clean (seen)", "clean (held-out)", "worst case (held-out)", "defense ms/image"], lines)
 
 
 def _commands(tables_runs: list[dict]) -> str:
@@ -208,7 +207,7 @@ def _split_runs(results: dict, split: str) -> list[dict]:
 
 def write_all(folder: Path | None = None, docs: Path | None = None) -> list[Path]:
     """Write results.md and leaderboard.md into `docs` (default docs/) from the runs in `folder`."""
-    from . import architectures, interim, prose
+    from .. import architectures
 
     everything = P.load() if folder is None else P.load(folder)
     results = architectures.model_results(everything, "teaching")
@@ -236,7 +235,7 @@ def write_all(folder: Path | None = None, docs: Path | None = None) -> list[Path
     from .lessons import section as lessons_section  # noise vs PGD, transfer, stacked defenses
 
     parts.append(lessons_section(everything))
-    from .runs import SHARD_SIZE, missing, progress
+    from ..runs import SHARD_SIZE, missing, progress
 
     where = P.RESULTS_DIR if folder is None else Path(folder)
     absent = missing(where)

@@ -10,7 +10,7 @@ from demo.attacks import ATTACKS
 from demo.eval.metrics import wilson_interval
 from demo.eval.run import load_world
 from demo.pipeline.inputs import InputError
-from demo.pipeline.population import iter_population, max_images, published_reference, run_population
+from demo.eval.population import iter_population, max_images, published_reference, run_population
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PGD = {"eps": 8 / 255, "alpha": 2 / 255, "steps": 2}

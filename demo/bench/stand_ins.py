@@ -5,8 +5,8 @@ architecture) and the shorthand `vit-b-32-random`. A random model has the same c
 one, and it is built the way real weights are loaded: `open_clip.create_model(ARCH, pretrained=None)`,
 its state dict saved as safetensors, then loaded through `load_model` from that file.
 
-The training-time defenses need robust twins (TeCoA, FARE, PMG-AFT) and APT a learned prompt, which only some
-models have. For the others the benchmark registers stand-ins of the same shape, so that the rows measure
+The training-time defenses need robust twins (the defenses whose weights are an image tower) and APT a
+learned prompt, which only some models have. For the others the benchmark registers stand-ins of the same shape, so that the rows measure
 the same compute: random models get two more random checkpoints of the same architecture (so "base plus
 two twins" also gives the memory of three loaded models), other models a second and third copy of their
 own weights; APT gets the initial context ("a photo of a"). Each stand-in is listed in the report.
@@ -20,14 +20,21 @@ from pathlib import Path
 import open_clip
 import torch
 
-from ..defenses.training_time.twin import TWIN_TITLES
+from ..defenses import DEFENSES
+from ..defenses.base import Weights
 from ..models.zoo import ZOO, ModelSpec, spec_for
 
 RANDOM_PREFIX = "random:"
 ALIASES = {"vit-b-32-random": "ViT-B-32"}
-TWINS = ("tecoa", "fare", "pmg_aft")
-# Random checkpoints are seeded: the base is seed 0, the TeCoA and FARE stand-ins seeds 1 and 2.
-TWIN_SEEDS = {"tecoa": 1, "fare": 2, "pmg_aft": 3}
+TWINS = tuple(DEFENSES.names(lambda c: c.trained_weights is Weights.IMAGE_TOWER))
+# Random checkpoints are seeded: the base is seed 0, the twins' stand-ins 1, 2, ... in registry order.
+TWIN_SEEDS = {which: seed for seed, which in enumerate(TWINS, start=1)}
+
+
+def _titles(names, last: str = ", ") -> str:
+    """The methods' short names, "TeCoA, FARE and PMG-AFT" with last=" and "."""
+    titles = [DEFENSES.get(w).method() for w in names]
+    return last.join([", ".join(titles[:-1]), titles[-1]] if len(titles) > 1 else titles)
 
 
 def random_arch(model_id: str) -> str | None:
@@ -79,7 +86,7 @@ def prepare(model_id: str, workdir: Path) -> tuple[str, list[str]]:
         twin_specs = {which: ModelSpec(f"{model_id}-{which}", f"{arch} (random weights, {which} stand-in)", arch,
                                        str(random_checkpoint(arch, seed, workdir)), base=model_id, online=False)
                       for which, seed in TWIN_SEEDS.items()}
-        notes.append(f"TeCoA, FARE and PMG-AFT twins: random {arch} checkpoints (seeds "
+        notes.append(f"{_titles(TWINS, ' and ')} twins: random {arch} checkpoints (seeds "
                      f"{', '.join(str(s) for s in TWIN_SEEDS.values())}), the base model is seed 0")
     else:
         base = spec_for(model_id)
@@ -88,7 +95,7 @@ def prepare(model_id: str, workdir: Path) -> tuple[str, list[str]]:
         twin_specs = {which: dataclasses.replace(base, key=f"{base.key}#{which}", base=base.key, twins={},
                                                  label=f"{base.label} ({which} stand-in)")
                       for which in TWINS if which not in base.twins}
-        notes.append(f"{', '.join(TWIN_TITLES[w] for w in twin_specs)}: another copy of the same weights "
+        notes.append(f"{_titles(twin_specs)}: another copy of the same weights "
                      "(the model has no robust twin)")
     twins = dict(base.twins)
     for which, spec in twin_specs.items():

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from ..eval.publish.markdown import table
+
 # The load test (`python -m demo.bench.load`) keeps its numbers between these markers; rewriting the
 # benchmark report keeps that section as it is.
 LOADTEST_BEGIN, LOADTEST_END = "<!-- load-test:begin -->", "<!-- load-test:end -->"
@@ -82,22 +84,21 @@ def _params(params: dict) -> str:
 
 
 def _method_table(rows: list[dict], kind: str) -> list[str]:
-    extra = " paradigm |" if kind == "defense" else ""
-    lines = [f"| {kind} |{extra} default parameters | runs | ms / image | forward / image | fwd+bwd / image | "
-             f"single forward / fwd+bwd ms alongside | expected ms | overhead ratio | <= {TARGET_RATIO} |",
-             "|---|" + ("---|" if extra else "") + "---|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    para = ["paradigm"] if kind == "defense" else []
+    header = [kind, *para, "default parameters", "runs", "ms / image", "forward / image", "fwd+bwd / image",
+              "single forward / fwd+bwd ms alongside", "expected ms", "overhead ratio", f"<= {TARGET_RATIO}"]
+    lines = []
     for r in rows:
-        para = f" {r.get('paradigm', '')} |" if extra else ""
+        first = [r["name"], *([r.get("paradigm", "")] if para else []), _params(r["params"])]
         if r["error"]:
-            lines.append(f"| {r['name']} |{para} {_params(r['params'])} | {_why_not(r['error'])} | | | | | | | |")
+            lines.append(first + [_why_not(r["error"])] + [""] * 7)
             continue
         ref = r.get("reference")
         alongside = f"{_f(ref['forward_ms'])} / {_f(ref['grad_ms'])}" if ref else "-"
-        lines.append(f"| {r['name']} |{para} {_params(r['params'])} | {len(r['samples_ms_per_image'])} | "
-                     f"{_f(r['ms_per_image'])} | "
-                     f"{_f(r['forward'], 2)} | {_f(r['grad'], 2)} | {alongside} | {_f(r['expected_ms'])} | "
-                     f"{_f(r['ratio'], 2)} | {_verdict(r['ratio'], TARGET_RATIO)} |")
-    return lines
+        lines.append(first + [len(r["samples_ms_per_image"]), _f(r["ms_per_image"]), _f(r["forward"], 2),
+                              _f(r["grad"], 2), alongside, _f(r["expected_ms"]), _f(r["ratio"], 2),
+                              _verdict(r["ratio"], TARGET_RATIO)])
+    return table(header, lines, align="l" * (len(para) + 2) + "r" * 7 + "c")
 
 
 def _section(res: dict) -> list[str]:
@@ -129,22 +130,48 @@ def _section(res: dict) -> list[str]:
                       f"{c['labels']} labels, {c['image']}) through `{c['route']}`: median **{c['ms'] / 1000:.3f} s** "
                       f"over {len(c['samples_ms'])} run(s)"
                       + (f"; target <= {target} s: {_verdict(c['ms'] / 1000, target)}" if target else "") + ".", "",
-                      "| stage (library, one run) | ms | forward / image | fwd+bwd / image |", "|---|---:|---:|---:|"]
-            lines += [f"| {st['stage']} | {_f(st['ms'])} | {_f(st['forward'], 2)} | {_f(st['grad'], 2)} |"
-                      for st in c["stages"]]
-            lines += [f"| library total | {_f(sum(st['ms'] for st in c['stages']))} | | |", ""]
+                      *table(["stage (library, one run)", "ms", "forward / image", "fwd+bwd / image"],
+                             [[st["stage"], _f(st["ms"]), _f(st["forward"], 2), _f(st["grad"], 2)]
+                              for st in c["stages"]]
+                             + [["library total", _f(sum(st["ms"] for st in c["stages"])), "", ""]], align="lrrr"),
+                      ""]
     if res.get("levers"):
         lines += ["**Speed levers** (the same comparison under each setting; median of the handler's wall time, "
-                  "and the library stages of one run; predictions: clean, attacked, then one per paradigm)", "",
-                  "| image tower | test-time views | comparison s | library s | attack ms | test-time ms | predictions |",
-                  "|---|---:|---:|---:|---:|---:|---|"]
+                  "and the library stages of one run; predictions: clean, attacked, then one per paradigm)", ""]
+        rows = []
         for lv in res["levers"]:
             stage = {st["stage"].split(":")[0]: st["ms"] for st in lv["stages"]}
-            lines.append(f"| {lv['precision']} | {lv['views']} | {lv['ms'] / 1000:.2f} | {lv['library_ms'] / 1000:.2f} "
-                         f"| {_f(stage.get('attack'))} | {_f(stage.get('test-time'))} "
-                         f"| {', '.join(lv.get('predictions') or [])} |")
-        lines.append("")
+            rows.append([lv["precision"], lv["views"], f"{lv['ms'] / 1000:.2f}", f"{lv['library_ms'] / 1000:.2f}",
+                         _f(stage.get("attack")), _f(stage.get("test-time")), ", ".join(lv.get("predictions") or [])])
+        lines += table(["image tower", "test-time views", "comparison s", "library s", "attack ms", "test-time ms",
+                        "predictions"], rows, align="lrrrrrl") + [""]
     return lines
+
+
+def _probe_table(entries: list[dict], header: list[str], align: str, targets: dict, cells) -> list[str]:
+    """A row per probe: `cells(entry, target)` where it ran (target None off the CPU or where the model has
+    none), the reason where it failed."""
+    rows = []
+    for e in entries:
+        if e.get("error"):
+            rows.append([e["model"], e["device"], f"failed: {e['error'][:160]}"] + [""] * (len(header) - 3))
+            continue
+        rows.append(cells(e, targets.get(e["model"]) if e["device"] == "cpu" else None))
+    return table(header, rows, align)
+
+
+def _cold_cells(c: dict, target) -> list:
+    return ([c["model"], c["device"]]
+            + [_f(c[k], 2) for k in ("import_torch_s", "ready_s", "first_prediction_s", "model_load_s",
+                                     "process_wall_s")]
+            + [_verdict(c["ready_s"], target) if target else "-"])
+
+
+def _memory_cells(m: dict, target) -> list:
+    gpu = f" (GPU allocated {_f(m['cuda_max_allocated_mb'], 0)} MB)" if "cuda_max_allocated_mb" in m else ""
+    return [m["model"], m["device"] + gpu, ", ".join(m["models_loaded"]), _f(m["before_models_mb"], 0),
+            _f(m["loaded_mb"], 0), _f(m.get("resident_loaded_mb"), 0), _f(m["after_comparison_mb"], 0),
+            _verdict(m["after_comparison_mb"], target) if target else "-"]
 
 
 def _probes(results: dict) -> list[str]:
@@ -153,40 +180,21 @@ def _probes(results: dict) -> list[str]:
     if cold:
         lines += ["## Cold start", "",
                   "A fresh interpreter imports `app` with the model as the startup model (page built, model "
-                  "loaded), then classifies one example. Seconds from the first line of the process.", "",
-                  "| model | device | import torch | import app (ready) | first prediction | model load | "
-                  "process wall | <= target |", "|---|---|---:|---:|---:|---:|---:|:---:|"]
-        for c in cold:
-            if c.get("error"):
-                lines.append(f"| {c['model']} | {c['device']} | failed: {c['error'][:160]} | | | | | |")
-                continue
-            target = TARGET_COLD_S.get(c["model"]) if c["device"] == "cpu" else None
-            lines.append(f"| {c['model']} | {c['device']} | {_f(c['import_torch_s'], 2)} | {_f(c['ready_s'], 2)} | "
-                         f"{_f(c['first_prediction_s'], 2)} | {_f(c['model_load_s'], 2)} | "
-                         f"{_f(c['process_wall_s'], 2)} | "
-                         f"{_verdict(c['ready_s'], target) if target else '-'} |")
-        lines.append("")
+                  "loaded), then classifies one example. Seconds from the first line of the process.", ""]
+        lines += _probe_table(cold, ["model", "device", "import torch", "import app (ready)", "first prediction",
+                                     "model load", "process wall", "<= target"], "llrrrrrc", TARGET_COLD_S,
+                              _cold_cells) + [""]
     mem = results.get("memory", [])
     if mem:
         lines += ["## Peak memory", "",
                   "Peak resident memory (high-water mark) of a fresh process that loads the model and its two robust twins (TeCoA, FARE), "
                   "then runs one full comparison with defaults. The twins are kept as image towers only, as the "
                   "training-time defenses load them. Resident: memory in use once loading is done; the peak "
-                  "includes the temporary copy of a checkpoint while it is read.", "",
-                  "| model | device | models loaded | before loading (MB) | peak, 3 models loaded (MB) | "
-                  "resident, 3 models loaded (MB) | peak after a comparison (MB) | <= target |",
-                  "|---|---|---|---:|---:|---:|---:|:---:|"]
-        for m in mem:
-            if m.get("error"):
-                lines.append(f"| {m['model']} | {m['device']} | failed: {m['error'][:160]} | | | | | |")
-                continue
-            target = TARGET_MEMORY_MB.get(m["model"]) if m["device"] == "cpu" else None
-            gpu = f" (GPU allocated {_f(m['cuda_max_allocated_mb'], 0)} MB)" if "cuda_max_allocated_mb" in m else ""
-            lines.append(f"| {m['model']} | {m['device']}{gpu} | {', '.join(m['models_loaded'])} | "
-                         f"{_f(m['before_models_mb'], 0)} | "
-                         f"{_f(m['loaded_mb'], 0)} | {_f(m.get('resident_loaded_mb'), 0)} | "
-                         f"{_f(m['after_comparison_mb'], 0)} | "
-                         f"{_verdict(m['after_comparison_mb'], target) if target else '-'} |")
+                  "includes the temporary copy of a checkpoint while it is read.", ""]
+        lines += _probe_table(mem, ["model", "device", "models loaded", "before loading (MB)",
+                                    "peak, 3 models loaded (MB)", "resident, 3 models loaded (MB)",
+                                    "peak after a comparison (MB)", "<= target"], "lllrrrrc", TARGET_MEMORY_MB,
+                              _memory_cells)
         notes = sorted({n for m in mem for n in m.get("notes", [])})
         lines += ([""] + [f"- {n}" for n in notes] if notes else []) + [""]
     return lines
@@ -267,22 +275,23 @@ def loadtest_section(res: dict, server_log: list[str] | None = None) -> str:
              f"({res['device']}), {res['clients']} concurrent `gradio_client` clients x {res['rounds']} full "
              f"comparisons on `/compare` (page defaults, defenses {', '.join(res['defenses'])}), "
              f"{res['distinct']} distinct requests (example image and seed), each also run alone first.", "",
-             "| measure | value | check |", "|---|---|:---:|",
-             f"| server ready after | {res['startup_s']:.1f} s | |",
-             f"| requests alone: median latency | {statistics.median(res['alone_s']):.2f} s | |",
-             f"| concurrent run: wall time | {res['wall_s']:.1f} s for {res['total']} comparisons "
-             f"({60 * res['total'] / res['wall_s']:.1f} per minute) | |",
-             f"| latency under load: median / p95 / max | "
-             + (f"{statistics.median(lat):.2f} / {_p95(lat):.2f} / {max(lat):.2f} s" if lat else "-") + " | |",
-             f"| errors | {res['errors']} of {res['total']} | {ok(checks['no_errors'])} |",
-             f"| results identical to the request run alone | {res['identical']} of {res['total']} | "
-             f"{ok(checks['identical'])} |",
-             f"| server RSS: at start / before / after the concurrent run | {res['rss_start_mb']:.0f} / "
-             f"{res['rss_before_mb']:.0f} / {res['rss_after_mb']:.0f} MB (growth {100 * res['growth']:+.1f}%) | "
-             f"{ok(checks['memory'])} |",
-             f"| clients told their queue position while waiting | {res['queued_with_position']} of "
-             f"{res['queued']} queued requests; largest position {res['max_rank']} (0 = next in line), largest queue "
-             f"{res['max_queue_size']} | {ok(checks['queue_position'])} |"]
+             *table(["measure", "value", "check"], [
+                 ["server ready after", f"{res['startup_s']:.1f} s", ""],
+                 ["requests alone: median latency", f"{statistics.median(res['alone_s']):.2f} s", ""],
+                 ["concurrent run: wall time", f"{res['wall_s']:.1f} s for {res['total']} comparisons "
+                  f"({60 * res['total'] / res['wall_s']:.1f} per minute)", ""],
+                 ["latency under load: median / p95 / max",
+                  f"{statistics.median(lat):.2f} / {_p95(lat):.2f} / {max(lat):.2f} s" if lat else "-", ""],
+                 ["errors", f"{res['errors']} of {res['total']}", ok(checks["no_errors"])],
+                 ["results identical to the request run alone", f"{res['identical']} of {res['total']}",
+                  ok(checks["identical"])],
+                 ["server RSS: at start / before / after the concurrent run",
+                  f"{res['rss_start_mb']:.0f} / {res['rss_before_mb']:.0f} / {res['rss_after_mb']:.0f} MB "
+                  f"(growth {100 * res['growth']:+.1f}%)", ok(checks["memory"])],
+                 ["clients told their queue position while waiting",
+                  f"{res['queued_with_position']} of {res['queued']} queued requests; largest position "
+                  f"{res['max_rank']} (0 = next in line), largest queue {res['max_queue_size']}",
+                  ok(checks["queue_position"])]], align="llc")]
     if res.get("failures"):
         lines += ["", "Failures (first 5):", ""] + [f"- {f}" for f in res["failures"][:5]]
     return "\n".join(lines) + "\n"
