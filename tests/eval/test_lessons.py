@@ -179,3 +179,12 @@ def test_transfer_to_a_twin_is_the_main_tables_oblivious_attack(name, twin):
     assert t["per_image"]["clean_pred"] == row["per_image"]["clean_pred"][:n]
     same = sum(a == b for a, b in zip(t["per_image"]["adv_pred"], row["per_image"]["oblivious_pred"][:n]))
     assert same >= 0.97 * n
+
+
+def test_large_noise_does_less_than_a_small_attack():
+    """noise.md: random corners at 16/255 cost less than PGD-10 at 1/255 on the ResNet."""
+    numbers = L.run_numbers()
+    assert "a sixteenth of that size, already brings the model down" in _text("noise")
+    noise16, pgd1 = numbers["lesson_noise_corners_16"], numbers["lesson_pgd_1"]
+    assert significantly_above(noise16["robust"], pgd1["robust"], min(noise16["n"], pgd1["n"]))
+    assert numbers["lesson_pgd_16"]["robust"] < pgd1["robust"] < numbers["lesson_noise_corners_1"]["robust"]
