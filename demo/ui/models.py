@@ -11,7 +11,8 @@ import time
 
 from ..models.loading import MODEL_ENV, LoadedModel, resolve_model
 from ..models.teaching import MODELS as TEACHING_MODELS
-from ..models.zoo import DEFAULT_OFFLINE, ZOO, spec_for
+from ..models.hub import weights_cached
+from ..models.zoo import DEFAULT_OFFLINE, DEFAULT_ONLINE, ZOO, spec_for
 from ..pipeline import InputError
 
 # A fallback (hub unreachable) is retried after this long; a successful load is kept for good.
@@ -22,11 +23,12 @@ _resolved: dict[str, tuple[LoadedModel, str, float, bool]] = {}
 
 
 def startup_key(requested: str | None = None) -> str:
-    """The model the app starts on: the --model flag, else $DEMO_MODEL, else the offline teaching model.
-
-    The teaching model is the default so that starting the app never waits on the network.
-    """
-    return requested or os.environ.get(MODEL_ENV) or DEFAULT_OFFLINE
+    """The model the app starts on: the --model flag, else $DEMO_MODEL, else the real CLIP (ViT-B/32) when
+    its weights are already in the local Hugging Face cache (a Space with `preload_from_hub`), else the
+    offline teaching model. Starting the app never waits on the network."""
+    if requested or os.environ.get(MODEL_ENV):
+        return requested or os.environ[MODEL_ENV]
+    return DEFAULT_ONLINE if weights_cached(spec_for(DEFAULT_ONLINE)) else DEFAULT_OFFLINE
 
 
 def choices(startup: str) -> list[tuple[str, str]]:
