@@ -1,17 +1,19 @@
 """Event wrappers: a handler of `handlers` (or `explore`) as a Gradio event function.
 
 Long handlers show a progress bar and can be stopped (`jobs`); a streaming one sends each column as it
-is ready; quick ones return at once. Each wrapper keeps the handler's parameter names as its signature,
-so the page's API documents real names.
+is ready; quick ones return at once. Every event that touches a model runs through a GPU function of
+`zerogpu` (a plain call off ZeroGPU), with the work registered here when the page is built. Each wrapper
+keeps the handler's parameter names as its signature, so the page's API documents real names.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import threading
 
 import gradio as gr
 
-from . import handlers, jobs
+from . import handlers, jobs, zerogpu
 
 
 def _named(fn, handler, extra: tuple = (), extra_kw: dict | None = None):
@@ -26,18 +28,26 @@ def _named(fn, handler, extra: tuple = (), extra_kw: dict | None = None):
     return fn
 
 
+def _flat(value):
+    return handlers.flat(value) if isinstance(value, tuple) else value
+
+
 def long_event(handler, allowed: set[str]):
     """An event around a long handler: progress bar, flat outputs, and a run that stops when the
     session's stop token (last input) is set, the event is cancelled or the client goes away."""
 
+    def work(*values, progress, emit):
+        return _flat(handler(*values, allowed=allowed, progress=progress))
+
+    task = zerogpu.register(work, price=handler, allowed=allowed)
+
     async def run(*args, progress=gr.Progress()):
         *values, token = args
         jobs.start(token)
-        work = jobs.on_gpu(
-            lambda: _flat(handler(*values, allowed=allowed, progress=jobs.guarded(progress, token))),
-            lambda: handler(*values, allowed=allowed, progress=None))
         try:
-            return await jobs.run_stoppable(work, token)
+            async for kind, value in jobs.run(task, tuple(values), token, progress):
+                if kind == "done":
+                    return value
         except jobs.Cancelled:
             raise gr.Error("Stopped.", title="Stopped", print_exception=False) from None
 
@@ -48,20 +58,16 @@ def stream_event(handler, allowed: set[str]):
     """`long_event` for a handler that takes `emit`: each partial result it emits reaches the page at
     once (the clean column first, then the attacked one, then each defense), the full result last."""
 
+    def work(*values, progress, emit):
+        return _flat(handler(*values, allowed=allowed, progress=progress, emit=lambda view: emit(_flat(view))))
+
+    task = zerogpu.register(work, price=handler, allowed=allowed)
+
     async def run(*args, progress=gr.Progress()):
         *values, token = args
         jobs.start(token)
-
-        def work(emit):
-            def relay(view):
-                emit(_flat(view))
-
-            return jobs.on_gpu(
-                lambda: _flat(handler(*values, allowed=allowed, progress=jobs.guarded(progress, token), emit=relay)),
-                lambda: handler(*values, allowed=allowed, progress=None))()
-
         try:
-            async for _, value in jobs.run_streaming(work, token):
+            async for _, value in jobs.run(task, tuple(values), token, progress):
                 yield value
         except jobs.Cancelled:
             raise gr.Error("Stopped.", title="Stopped", print_exception=False) from None
@@ -69,16 +75,24 @@ def stream_event(handler, allowed: set[str]):
     return _named(run, handler, ("stop_token",), {"progress": gr.Progress()})
 
 
-def _flat(value):
-    return handlers.flat(value) if isinstance(value, tuple) else value
-
-
 def quick_event(handler, allowed: set[str]):
+    task = zerogpu.register(lambda *args: _flat(handler(*args, allowed=allowed)))
+
     def run(*args):
-        value = handler(*args, allowed=allowed)
-        return handlers.flat(value) if isinstance(value, tuple) else value
+        return zerogpu.run_quick(task, args, {})
 
     return _named(run, handler)
+
+
+def gpu_event(fn):
+    """`fn`, an event function of the page that touches a model, run as a quick GPU call (see `zerogpu`)."""
+    task = zerogpu.register(fn)
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        return zerogpu.run_quick(task, args, kwargs)
+
+    return run
 
 
 def clean_first_event(classify, limit: int):
