@@ -37,7 +37,7 @@ from demo.ui import models, zerogpu  # noqa: E402
 
 if zerogpu.on_zerogpu():
     # Models reach ZeroGPU's workers only when moved to "cuda" here, in the main thread, before launch.
-    zerogpu.prepare(models.startup_key(_ARGS.model if _ARGS else None))
+    models.preload(models.startup_key(_ARGS.model if _ARGS else None))
 
 demo = build_demo(model=_ARGS.model if _ARGS else None)
 

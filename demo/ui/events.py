@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import threading
 
 import gradio as gr
 
-from . import handlers, jobs, zerogpu
+from ..pipeline import budget, make_attack
+from ..pipeline.compare import check_defenses
+from . import handlers, jobs, models, zerogpu
 
 
 def _named(fn, handler, extra: tuple = (), extra_kw: dict | None = None):
@@ -32,6 +35,32 @@ def _flat(value):
     return handlers.flat(value) if isinstance(value, tuple) else value
 
 
+def _pricer(handler, allowed: set[str]):
+    """price(args) -> (encoder passes, model if loaded) of a request to `handler`, from its attack and
+    defense settings alone: on a ZeroGPU Space the server prices a request without running a model."""
+
+    def price(args: tuple):
+        bound = inspect.signature(handler).bind_partial(*args)
+        bound.apply_defaults()
+        a = bound.arguments
+        key = a.get("model_key")
+        loaded = models.loaded(key) if key in allowed else None
+        defenses = []
+        if "training_time" in a:
+            defenses = list(check_defenses(handlers.defense_settings(
+                a["training_time"], a["test_time"], a["training_free"], a.get("defense_params", ""))).values())
+        if "attack_name" not in a:
+            return budget.defense_passes(defenses), loaded
+        name, params = handlers.attack_settings(a["attack_name"], a.get("eps"), a.get("steps"),
+                                                a.get("attack_params", ""))
+        passes = budget.comparison_passes(make_attack(name, params), defenses, a.get("mode") == handlers.ADAPTIVE)
+        if "eps_list" in a:  # a robustness curve: one comparison per budget
+            passes = passes * max(1, len(re.findall(r"\d+(?:\.\d*)?", str(a["eps_list"]))))
+        return passes, loaded
+
+    return price
+
+
 def long_event(handler, allowed: set[str]):
     """An event around a long handler: progress bar, flat outputs, and a run that stops when the
     session's stop token (last input) is set, the event is cancelled or the client goes away."""
@@ -39,7 +68,7 @@ def long_event(handler, allowed: set[str]):
     def work(*values, progress, emit):
         return _flat(handler(*values, allowed=allowed, progress=progress))
 
-    task = zerogpu.register(work, price=handler, allowed=allowed)
+    task = zerogpu.register(work, price=_pricer(handler, allowed))
 
     async def run(*args, progress=gr.Progress()):
         *values, token = args
@@ -61,7 +90,7 @@ def stream_event(handler, allowed: set[str]):
     def work(*values, progress, emit):
         return _flat(handler(*values, allowed=allowed, progress=progress, emit=lambda view: emit(_flat(view))))
 
-    task = zerogpu.register(work, price=handler, allowed=allowed)
+    task = zerogpu.register(work, price=_pricer(handler, allowed))
 
     async def run(*args, progress=gr.Progress()):
         *values, token = args

@@ -44,26 +44,6 @@ def request_stop(token: dict | None) -> None:
         token["stop"] = True
 
 
-def _malloc_trim():
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        return None
-
-
-_TRIM = _malloc_trim()
-
-
-def release_memory() -> None:
-    """Hand freed heap memory back to the system after a run. Each worker thread allocates from its own
-    glibc arena, which keeps freed pages: with several runs at once, resident memory otherwise ratchets up
-    (measured over a 3-minute mixed load test: +34.5% without this, +6.9% with it)."""
-    if _TRIM is not None:
-        _TRIM(0)
-
-
 def client_connected() -> bool:
     """False once Gradio has marked the running event dead (its client disconnected).
 

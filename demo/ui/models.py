@@ -5,6 +5,7 @@ page or the API, so a visitor cannot make the server open arbitrary paths.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -67,12 +68,19 @@ def loaded(key: str | None) -> LoadedModel | None:
 
 
 def preload(startup: str) -> None:
-    """Load every model the selector offers, with its robust twins' image towers, in the calling thread.
+    """Load every model the selector offers, with its robust twins' image towers, and the attack backend,
+    in the calling thread.
 
     On a ZeroGPU Space this runs at startup in the main thread, where `spaces` records each model moved to
-    "cuda" and hands it to the GPU workers: a model loaded later, in a request's thread, could not be."""
+    "cuda" and hands it to the GPU workers: a model loaded later, in a request's thread, could not be. And
+    a GPU worker is forked from a serving thread: a module that another thread was importing at that moment
+    would stay locked in the worker for good, so the backend is imported here first."""
     from ..models.loading import ModelLoadError, load_image_tower
 
+    try:
+        importlib.import_module("torchattacks")
+    except ImportError:  # the attacks say so themselves when chosen
+        log.warning("torchattacks is not installed")
     offered = {key for _, key in choices(startup)}
     for key in sorted(offered, key=lambda k: k != startup):
         try:

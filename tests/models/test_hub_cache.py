@@ -15,11 +15,12 @@ from demo.models.hub import weights_cached
 from demo.models.loading import ModelLoadError, load_image_tower, load_model, resolve_model
 from demo.models.zoo import spec_for
 
-from conftest import TINY_CFG
-
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 PREPROCESS = {"size": 32, "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
               "interpolation": "bicubic", "resize_mode": "shortest"}
+TINY_CFG = {"embed_dim": 16,
+            "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
 # Shaped like ViT-L/14 twins' open_clip_config.json, which may leave out `quick_gelu` (tiny sizes, for speed).
 L14_STYLE = {"embed_dim": 16,
              "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
