@@ -149,7 +149,9 @@ def test_a_long_run_asks_for_a_duration_from_its_gpu_passes(image_file, model_ke
     from demo.ui import handlers, models, zerogpu
 
     models.get_model(model_key, allowed)  # loaded, as at startup
-    key = zerogpu.register(lambda *a, **k: None, price=handlers.compare, allowed=allowed)
+    from demo.ui.events import _pricer
+
+    key = zerogpu.register(lambda *a, **k: None, price=_pricer(handlers.compare, allowed))
     task = zerogpu._TASKS[key]
 
     def request(attack="pgd", steps=5, views=8):
@@ -158,9 +160,10 @@ def test_a_long_run_asks_for_a_duration_from_its_gpu_passes(image_file, model_ke
 
     small, large = zerogpu.request_seconds(task, request()), zerogpu.request_seconds(task, request(steps=50, views=64))
     assert 0 < small < large
-    passes = zerogpu.request_passes(task, request(steps=50, views=64))
+    passes, loaded = task.price(request(steps=50, views=64))
     assert passes.grad >= 50 and passes.batched_forward + passes.forward >= 64
-    assert large == pytest.approx(zerogpu.gpu_pass_times(models.loaded(model_key)).seconds(passes))
+    assert loaded is models.loaded(model_key) is not None
+    assert large == pytest.approx(zerogpu.gpu_pass_times(loaded).seconds(passes))
     duration = zerogpu._long_duration(key, request(steps=50, views=64), {}, 0)
     assert duration == zerogpu.gpu_duration(large) and zerogpu.GPU_MIN_S <= duration <= zerogpu.GPU_MAX_S
     assert zerogpu._long_duration(key, request(attack="no-such-attack"), {}, 0) == zerogpu.GPU_QUICK_S
