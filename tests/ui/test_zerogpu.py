@@ -1,6 +1,6 @@
 """The app on a ZeroGPU Space, under the `spaces` package's own emulation (SPACES_ZERO_GPU=true): it
-answers /classify and /compare_json exactly as without it, and a request neither registers a GPU function
-nor forks a GPU worker of its own.
+answers /classify and /compare_json as without it, /compare still streams column by column, and a request
+neither registers a GPU function nor forks a GPU worker of its own.
 
 The emulation patches torch for the whole process, so each app runs in a subprocess (SERVE below) on the
 teaching model. Two things of a real Space are stood in for there: the device API that lends the GPU
@@ -64,6 +64,8 @@ comparison = dict(request, attack_name="pgd", eps=4, steps=3, target="(none: unt
                   defense_params='{"tpt": {"views": 8}}')
 out = {"classify": client.predict(**request, api_name="/classify")[1:],
        "compare_json": client.predict(**comparison, api_name="/compare_json")}
+streamed = list(client.submit(**comparison, api_name="/compare"))  # column by column, then the whole
+out["compare_updates"], out["compare_verdicts"] = len(streamed), streamed[-1][-1]
 if emulated:
     out["gpu_functions"] = len(decorator.decorated_cache)
     out["forks"] = len(forks)
@@ -123,6 +125,9 @@ def test_under_zerogpu_the_app_answers_exactly_as_without_it(answers):
     columns = plain["compare_json"]["columns"]
     assert len(columns) == 5 and len({c["prediction"] for c in columns}) >= 1
     assert_same_answers(zero["compare_json"], plain["compare_json"])
+    # /compare streams each of its 5 columns as it is ready, then the full result, across the GPU worker too.
+    assert zero["compare_updates"] == plain["compare_updates"] == 6
+    assert zero["compare_verdicts"] == plain["compare_verdicts"]
 
 
 def test_a_request_registers_no_gpu_function_and_forks_no_worker_of_its_own(answers):
