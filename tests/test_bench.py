@@ -186,3 +186,25 @@ def test_both_teaching_models_are_held_to_the_classroom_target():
     for model in ("teaching", "teaching-vit"):
         section = text.split(f"### {model} on cpu")[1].split("\n### ")[0]
         assert "target <= 0.5 s" in section.split("**Full comparison**")[1].split("\n")[0], model
+
+
+def test_an_update_rewrites_only_the_measured_sections(tmp_path):
+    """`--update`: the measured model's section is replaced, the others and their command line stay, and
+    the report says which section was rewritten by which command."""
+    from demo.bench.collect import merged
+    from demo.bench.writeup import machine, markdown
+
+    def run(model, ms):
+        return {"model": model, "device": "cpu", "error": f"stand-in {ms}"}
+
+    previous = {"command": "python -m demo.bench --models a,b", "date": "2026-01-01 00:00", "machine": machine(),
+                "runs": [run("a", 1), run("b", 2)], "cold_start": [], "memory": []}
+    (tmp_path / "benchmarks.json").write_text(json.dumps(previous))
+    new = {"command": "python -m demo.bench --models b --update", "date": "2026-02-02 00:00", "machine": machine(),
+           "runs": [run("b", 3)], "cold_start": [], "memory": []}
+    out = merged(new, tmp_path / "benchmarks.json")
+    assert [r["error"] for r in out["runs"]] == ["stand-in 1", "stand-in 3"]
+    assert out["command"] == previous["command"] and out["updates"][0]["sections"] == "b on cpu"
+    text = markdown(out)
+    assert "Section b on cpu rewritten by `python -m demo.bench --models b --update` on 2026-02-02" in text
+    assert "Not measured: stand-in 1" in text and "stand-in 2" not in text

@@ -41,12 +41,14 @@ def parse(argv: list[str] | None = None) -> Config:
                    help="tiny budget for tests (rough numbers): 1 timed run, no warm-up unless --warmup, batch 1")
     p.add_argument("--workdir", type=Path, help="where random checkpoints and stand-in prompts are kept")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown report; JSON goes next to it")
+    p.add_argument("--update", action="store_true",
+                   help="rewrite only these models' sections of the existing report (its JSON), keeping the others")
     a = p.parse_args(argv)
     cfg = Config(models=_names(a.models), repeats=a.repeats, warmup=1 if a.warmup is None else a.warmup, batch=a.batch,
                  min_seconds=a.min_seconds, compare_repeats=a.repeats, attacks=_names(a.attacks),
                  defenses=_names(a.defenses),
                  compare=not a.no_compare, levers=a.levers, probes=not a.no_probes, out=a.out,
-                 command="python -m demo.bench " + shlex.join(sys.argv[1:] if argv is None else argv))
+                 update=a.update, command="python -m demo.bench " + shlex.join(sys.argv[1:] if argv is None else argv))
     cfg.devices = available_devices() if a.devices == "auto" else _names(a.devices)
     if a.quick:
         cfg.repeats = cfg.compare_repeats = cfg.batch = 1

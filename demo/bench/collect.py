@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import tempfile
 import time
@@ -42,6 +43,7 @@ class Config:
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "demo-bench")
     out: Path = Path("docs/benchmarks.md")
     command: str = "python -m demo.bench"
+    update: bool = False  # rewrite only the measured models' sections of an existing report
 
 
 def available_devices() -> list[str]:
@@ -142,5 +144,19 @@ def run(cfg: Config) -> dict:
                     entry["loaded_on"] = entry.get("device")
                     entry.update(model=model_id, device=device)
                     probe.append(entry)
+    if cfg.update:
+        results = merged(results, cfg.out.with_suffix(".json"))
     write(results, cfg.out)
     return results
+
+
+def merged(results: dict, previous: Path) -> dict:
+    """The previous report's results with the runs of `results` in place of the same model's and device's,
+    noted as an update (a slow section can be rewritten without measuring all the others again)."""
+    old = json.loads(previous.read_text(encoding="utf-8"))
+    new = {(r["model"], r["device"]): r for r in results["runs"]}
+    old["runs"] = [new.pop((r["model"], r["device"]), r) for r in old["runs"]] + list(new.values())
+    sections = ", ".join(f"{m} on {d}" for m, d in ((r["model"], r["device"]) for r in results["runs"]))
+    old.setdefault("updates", []).append({"command": results["command"], "date": results["date"],
+                                          "sections": sections, "machine": results["machine"]})
+    return old

@@ -204,22 +204,25 @@ def markdown(results: dict) -> str:
     m = results["machine"]
     lines = ["# Benchmarks", "",
              f"Written by `{results['command']}` on {results['date']}. Ratios, not absolute times, are what "
-             "to compare between machines.", "",
-             "## Machine", "",
-             f"- CPU: {m['cpu']} ({m['usable_cores']} usable of {m['cpu_count']} cores), "
-             f"memory {_f(m.get('memory_gb'), 1)} GB",
-             f"- torch {m['torch']} with {m['torch_threads']} threads, Python {m['python']}, {m['platform']}",
-             f"- GPU: {m.get('gpu', 'none')}", "",
-             "## Cost of each attack and defense", "",
-             "ms / image: median wall time of a call on the batch, divided by the batch size. Passes: image-encoder "
-             "passes per image counted by the library (forward = without gradient, fwd+bwd = with gradient and a "
-             "backward). Single passes alongside: one forward and one forward+backward on the same batch, timed "
-             "right before each timed run of the method (median per image), so that the machine's drift during "
-             "a long run cancels out. expected ms = forward x single forward ms + fwd+bwd x single "
-             "forward+backward ms, both from those alongside (medians). overhead ratio: the median over the "
-             "timed runs of each run's ms / the expected ms of the single passes timed just before it. "
-             f"Target: overhead ratio <= {TARGET_RATIO}. Work outside the image encoder (text "
-             "tower passes of prompt tuning, augmentation, wrappers) shows up as a ratio above 1.", ""]
+             "to compare between machines.", ""]
+    for u in results.get("updates", []):
+        lines += [f"Section {u['sections']} rewritten by `{u['command']}` on {u['date']} (torch with "
+                  f"{u['machine']['torch_threads']} threads).", ""]
+    lines += ["## Machine", "",
+               f"- CPU: {m['cpu']} ({m['usable_cores']} usable of {m['cpu_count']} cores), "
+               f"memory {_f(m.get('memory_gb'), 1)} GB",
+               f"- torch {m['torch']} with {m['torch_threads']} threads, Python {m['python']}, {m['platform']}",
+               f"- GPU: {m.get('gpu', 'none')}", "",
+               "## Cost of each attack and defense", "",
+               "ms / image: median wall time of a call on the batch, divided by the batch size. Passes: image-encoder "
+               "passes per image counted by the library (forward = without gradient, fwd+bwd = with gradient and a "
+               "backward). Single passes alongside: one forward and one forward+backward on the same batch, timed "
+               "right before each timed run of the method (median per image), so that the machine's drift during "
+               "a long run cancels out. expected ms = forward x single forward ms + fwd+bwd x single "
+               "forward+backward ms, both from those alongside (medians). overhead ratio: the median over the "
+               "timed runs of each run's ms / the expected ms of the single passes timed just before it. "
+               f"Target: overhead ratio <= {TARGET_RATIO}. Work outside the image encoder (text "
+               "tower passes of prompt tuning, augmentation, wrappers) shows up as a ratio above 1.", ""]
     for res in results["runs"]:
         lines += (_section(res) if not res.get("error") else
                   [f"### {res['model']} on {res['device']}", "", f"Not measured: {res['error']}", ""])

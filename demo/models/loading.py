@@ -26,6 +26,7 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from .classifier import ZeroShotClassifier, build_text_features
+from .hub import hub_cache, hub_files, missing_weights, offline, runs_quick_gelu, weights_cached
 from .zoo import DEFAULT_OFFLINE, DEFAULT_ONLINE, ModelSpec, spec_for
 
 log = logging.getLogger(__name__)
@@ -175,11 +176,17 @@ def _load_borrowed_text(clip: nn.Module, spec: ModelSpec) -> None:
 
 def _build(spec: ModelSpec, device: torch.device) -> LoadedModel:
     start = time.perf_counter()
+    hub = hub_files(spec) if spec.text_weights is None else None
+    refusal = missing_weights(spec, hub) if hub is not None and hub.config else None
+    if refusal:
+        raise ModelLoadError(f"could not load model {spec.key!r}: {refusal}")
     try:
         with _RANDOM_INIT_NOTE.quiet(spec.text_weights is not None):  # its "initialized randomly" is not true here
+            # require_pretrained: a hub model whose weights did not load is refused, never served random.
             clip, _, preprocess = open_clip.create_model_and_transforms(
-                spec.arch, pretrained=spec.pretrained, device=device, load_weights=spec.text_weights is None)
-        tokenizer = open_clip.get_tokenizer(spec.arch)
+                spec.arch, pretrained=spec.pretrained, device=device, load_weights=spec.text_weights is None,
+                force_quick_gelu=runs_quick_gelu(spec), require_pretrained=hub is not None, cache_dir=hub_cache())
+        tokenizer = open_clip.get_tokenizer(spec.arch, cache_dir=hub_cache())
         if spec.text_weights:
             _load_borrowed_text(clip, spec)
         if spec.visual_weights:
@@ -282,7 +289,7 @@ def load_image_tower(name: str, device: torch.device | str | None = None) -> nn.
 
 def hub_reachable(timeout: float = 2.0) -> bool:
     """True when the model hub answers a TCP connection within `timeout` seconds (never hangs)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    if offline():
         return False
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
     try:
@@ -297,7 +304,7 @@ def resolve_model(requested: str | None = None, device: torch.device | str | Non
     the offline teaching model when the hub cannot be reached or loading fails. Returns (model, status)."""
     name = requested or os.environ.get(MODEL_ENV) or DEFAULT_ONLINE
     spec = spec_for(name)
-    if spec.online and not _cached_locally(spec) and not hub_reachable():
+    if spec.online and not weights_cached(spec) and not hub_reachable():
         status = f"Model hub not reachable: using the offline teaching model instead of {spec.label}."
         log.warning(status)
         return load_model(DEFAULT_OFFLINE, device), status
@@ -310,20 +317,3 @@ def resolve_model(requested: str | None = None, device: torch.device | str | Non
         status = f"Could not load {spec.label} ({exc}); using the offline teaching model."
         log.warning(status)
         return load_model(DEFAULT_OFFLINE, device), status
-
-
-def _cached_locally(spec: ModelSpec) -> bool:
-    """Whether the hub weights are already in the local Hugging Face cache (then no network is needed)."""
-    try:
-        from huggingface_hub import scan_cache_dir
-
-        repos = {r.repo_id for r in scan_cache_dir().repos}
-    except Exception:
-        return False
-    if spec.arch.startswith("hf-hub:"):
-        return spec.arch[len("hf-hub:"):] in repos
-    try:
-        cfg = open_clip.get_pretrained_cfg(spec.arch, spec.pretrained or "")
-    except Exception:
-        return False
-    return bool(cfg.get("hf_hub")) and cfg["hf_hub"].split("/")[0] + "/" + cfg["hf_hub"].split("/")[1] in repos

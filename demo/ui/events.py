@@ -1,17 +1,22 @@
 """Event wrappers: a handler of `handlers` (or `explore`) as a Gradio event function.
 
 Long handlers show a progress bar and can be stopped (`jobs`); a streaming one sends each column as it
-is ready; quick ones return at once. Each wrapper keeps the handler's parameter names as its signature,
-so the page's API documents real names.
+is ready; quick ones return at once. Every event that touches a model runs through a GPU function of
+`zerogpu` (a plain call off ZeroGPU), with the work registered here when the page is built. Each wrapper
+keeps the handler's parameter names as its signature, so the page's API documents real names.
 """
 from __future__ import annotations
 
+import functools
 import inspect
+import re
 import threading
 
 import gradio as gr
 
-from . import handlers, jobs
+from ..pipeline import budget, make_attack
+from ..pipeline.compare import check_defenses
+from . import handlers, jobs, models, zerogpu
 
 
 def _named(fn, handler, extra: tuple = (), extra_kw: dict | None = None):
@@ -26,18 +31,52 @@ def _named(fn, handler, extra: tuple = (), extra_kw: dict | None = None):
     return fn
 
 
+def _flat(value):
+    return handlers.flat(value) if isinstance(value, tuple) else value
+
+
+def _pricer(handler, allowed: set[str]):
+    """price(args) -> (encoder passes, model if loaded) of a request to `handler`, from its attack and
+    defense settings alone: on a ZeroGPU Space the server prices a request without running a model."""
+
+    def price(args: tuple):
+        bound = inspect.signature(handler).bind_partial(*args)
+        bound.apply_defaults()
+        a = bound.arguments
+        key = a.get("model_key")
+        loaded = models.loaded(key) if key in allowed else None
+        defenses = []
+        if "training_time" in a:
+            defenses = list(check_defenses(handlers.defense_settings(
+                a["training_time"], a["test_time"], a["training_free"], a.get("defense_params", ""))).values())
+        if "attack_name" not in a:
+            return budget.defense_passes(defenses), loaded
+        name, params = handlers.attack_settings(a["attack_name"], a.get("eps"), a.get("steps"),
+                                                a.get("attack_params", ""))
+        passes = budget.comparison_passes(make_attack(name, params), defenses, a.get("mode") == handlers.ADAPTIVE)
+        if "eps_list" in a:  # a robustness curve: one comparison per budget
+            passes = passes * max(1, len(re.findall(r"\d+(?:\.\d*)?", str(a["eps_list"]))))
+        return passes, loaded
+
+    return price
+
+
 def long_event(handler, allowed: set[str]):
     """An event around a long handler: progress bar, flat outputs, and a run that stops when the
     session's stop token (last input) is set, the event is cancelled or the client goes away."""
 
+    def work(*values, progress, emit):
+        return _flat(handler(*values, allowed=allowed, progress=progress))
+
+    task = zerogpu.register(work, price=_pricer(handler, allowed))
+
     async def run(*args, progress=gr.Progress()):
         *values, token = args
         jobs.start(token)
-        work = jobs.on_gpu(
-            lambda: _flat(handler(*values, allowed=allowed, progress=jobs.guarded(progress, token))),
-            lambda: handler(*values, allowed=allowed, progress=None))
         try:
-            return await jobs.run_stoppable(work, token)
+            async for kind, value in jobs.run(task, tuple(values), token, progress):
+                if kind == "done":
+                    return value
         except jobs.Cancelled:
             raise gr.Error("Stopped.", title="Stopped", print_exception=False) from None
 
@@ -48,20 +87,16 @@ def stream_event(handler, allowed: set[str]):
     """`long_event` for a handler that takes `emit`: each partial result it emits reaches the page at
     once (the clean column first, then the attacked one, then each defense), the full result last."""
 
+    def work(*values, progress, emit):
+        return _flat(handler(*values, allowed=allowed, progress=progress, emit=lambda view: emit(_flat(view))))
+
+    task = zerogpu.register(work, price=_pricer(handler, allowed))
+
     async def run(*args, progress=gr.Progress()):
         *values, token = args
         jobs.start(token)
-
-        def work(emit):
-            def relay(view):
-                emit(_flat(view))
-
-            return jobs.on_gpu(
-                lambda: _flat(handler(*values, allowed=allowed, progress=jobs.guarded(progress, token), emit=relay)),
-                lambda: handler(*values, allowed=allowed, progress=None))()
-
         try:
-            async for _, value in jobs.run_streaming(work, token):
+            async for _, value in jobs.run(task, tuple(values), token, progress):
                 yield value
         except jobs.Cancelled:
             raise gr.Error("Stopped.", title="Stopped", print_exception=False) from None
@@ -69,16 +104,24 @@ def stream_event(handler, allowed: set[str]):
     return _named(run, handler, ("stop_token",), {"progress": gr.Progress()})
 
 
-def _flat(value):
-    return handlers.flat(value) if isinstance(value, tuple) else value
-
-
 def quick_event(handler, allowed: set[str]):
+    task = zerogpu.register(lambda *args: _flat(handler(*args, allowed=allowed)))
+
     def run(*args):
-        value = handler(*args, allowed=allowed)
-        return handlers.flat(value) if isinstance(value, tuple) else value
+        return zerogpu.run_quick(task, args, {})
 
     return _named(run, handler)
+
+
+def gpu_event(fn):
+    """`fn`, an event function of the page that touches a model, run as a quick GPU call (see `zerogpu`)."""
+    task = zerogpu.register(fn)
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        return zerogpu.run_quick(task, args, kwargs)
+
+    return run
 
 
 def clean_first_event(classify, limit: int):

@@ -2,25 +2,27 @@
 
 Gradio cancels an event by cancelling its asyncio task, and a dropped client only marks the event dead;
 a function already running in a worker thread would keep computing either way. So a long event is an
-async function (`run_stoppable`) that runs the work in a thread and keeps watching: when its task is
-cancelled, when the page's stop token is set, or when the client is gone, it sets a stop flag. The
-library checks that flag before every encoder pass (`demo.timing.cancellable`), so the run ends within
-one pass and the worker is free again. Each run has its own flag, and each browser session its own
-token (in `gr.State`), so stopping never touches another visitor's run.
+async function (`run`) that drives the work (`zerogpu.run_long`, on a GPU on a ZeroGPU Space) from a
+thread and keeps watching: when its task is cancelled, when the page's stop token is set, or when the
+client is gone, it sets the run's stop flag and closes the work's stream. The library checks the flag
+before every encoder pass (`demo.timing.cancellable`), so the run ends within one pass (on ZeroGPU, at
+the next heartbeat of its GPU worker plus one pass) and the worker is free again. Each run has its own
+flag, and each browser session its own token (in `gr.State`), so stopping never touches another
+visitor's run.
 """
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import threading
+import itertools
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import AsyncIterator
 
-from ..pipeline.budget import Estimated, dry_run, request_scope
-from ..timing import RunCancelled, cancellable
+from ..timing import RunCancelled
+from . import zerogpu
 
 Cancelled = RunCancelled  # what a stopped run raises, in the library and here
-WATCH_S = 0.2             # how often a running event checks that its client is still there
+WATCH_S = zerogpu.WATCH_S  # how often a running event checks its stop token and that its client is there
 # Up to LONG_EVENTS requests run at once (the events' concurrency limit), one heavy one among them (the
 # compute slot in `demo.pipeline.budget`); the spare threads let stopped runs finish their last pass.
 LONG_EVENTS = 4
@@ -40,38 +42,6 @@ def start(token: dict | None) -> None:
 def request_stop(token: dict | None) -> None:
     if isinstance(token, dict):
         token["stop"] = True
-
-
-def guarded(progress: Callable | None, token: dict | None) -> Callable[[float, str], None]:
-    """A progress callback for the library that relays to the page and raises Cancelled once stopped."""
-
-    def report(fraction: float, desc: str = "") -> None:
-        if isinstance(token, dict) and token.get("stop"):
-            raise Cancelled("stopped by the user")
-        if progress is not None:
-            progress(float(fraction), desc=desc)
-
-    return report
-
-
-def _malloc_trim():
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        return None
-
-
-_TRIM = _malloc_trim()
-
-
-def release_memory() -> None:
-    """Hand freed heap memory back to the system after a run. Each worker thread allocates from its own
-    glibc arena, which keeps freed pages: with several runs at once, resident memory otherwise ratchets up
-    (measured over a 3-minute mixed load test: +34.5% without this, +6.9% with it)."""
-    if _TRIM is not None:
-        _TRIM(0)
 
 
 def client_connected() -> bool:
@@ -94,105 +64,62 @@ def client_connected() -> bool:
     return True
 
 
-async def run_stoppable(work: Callable[[], object], token: dict | None):
-    """Run `work()` in a thread until it returns, or until it is asked to stop; then re-raise."""
-    stop = threading.Event()
-
-    def should_stop() -> bool:
-        return stop.is_set() or (isinstance(token, dict) and bool(token.get("stop")))
-
-    def guarded_work():
-        try:
-            with cancellable(should_stop), request_scope(owner=id(token) if isinstance(token, dict) else None):
-                return work()
-        finally:
-            release_memory()
-
-    # The copied context carries Gradio's event id, so progress reports from the thread reach the page.
-    context = contextvars.copy_context()
-    future = asyncio.get_running_loop().run_in_executor(_EXECUTOR, context.run, guarded_work)
-    try:
-        while True:
-            done, _ = await asyncio.wait({future}, timeout=WATCH_S)
-            if done:
-                return future.result()
-            if not client_connected():
-                stop.set()
-    except asyncio.CancelledError:
-        stop.set()
-        raise
+def _stopped(token: dict | None) -> bool:
+    return isinstance(token, dict) and bool(token.get("stop"))
 
 
-async def run_streaming(work: Callable[[Callable[[object], None]], object], token: dict | None):
-    """Like `run_stoppable` for `work(emit)`, which calls `emit(value)` with partial results from its
-    thread: yields (False, value) for each as it comes, then (True, result). Stopping works the same;
-    closing the generator (the event was cancelled) stops the run."""
+_RUN_IDS = itertools.count(1)
+
+
+async def run(task: str, args: tuple, token: dict | None, progress=None) -> AsyncIterator[tuple[str, object]]:
+    """Run the registered long task `task` on `args`: relays its progress to `progress`, yields
+    ("partial", value) for each partial result and ("done", result) last. Raises Cancelled once stopped."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
+    items: asyncio.Queue = asyncio.Queue()
+    run_id = next(_RUN_IDS)
+    stop = zerogpu.stop_flag(run_id)
 
-    def emit(value) -> None:
+    def put(item) -> None:
         try:
-            loop.call_soon_threadsafe(queue.put_nowait, value)
+            loop.call_soon_threadsafe(items.put_nowait, item)
         except RuntimeError:  # the event loop is gone: nobody is watching any more
             pass
 
-    task = asyncio.ensure_future(run_stoppable(lambda: work(emit), token))
+    def pump() -> None:
+        steps = zerogpu.run_long(task, args, {}, run_id, id(token) if isinstance(token, dict) else None)
+        try:
+            for item in steps:
+                if stop.is_set():
+                    break
+                put(item)
+        except BaseException as exc:
+            put(("error", exc))
+        finally:
+            steps.close()  # a GPU worker stops at its next heartbeat
+            put(("end", None))
+
+    # The copied context carries Gradio's request, which `spaces` reads to schedule the GPU.
+    loop.run_in_executor(_EXECUTOR, contextvars.copy_context().run, pump)
     try:
         while True:
-            getter = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-            if getter in done:
-                yield False, getter.result()
-                continue
-            getter.cancel()
-            while not queue.empty():
-                yield False, queue.get_nowait()
-            yield True, task.result()
-            return
+            try:
+                kind, value = await asyncio.wait_for(items.get(), timeout=WATCH_S)
+            except asyncio.TimeoutError:
+                kind, value = "tick", None
+            if _stopped(token) or not client_connected():
+                stop.set()
+            if stop.is_set() and kind in ("partial", "done", "progress"):
+                continue  # stopped: nothing more reaches the page
+            if kind in ("partial", "done"):
+                yield kind, value
+            elif kind == "progress" and progress is not None:
+                progress(value[0], desc=value[1])
+            elif kind == "error":
+                raise value
+            elif kind == "end":
+                if stop.is_set():
+                    raise Cancelled("stopped by the user")
+                return
     finally:
-        if not task.done():
-            task.cancel()
-
-
-# ZeroGPU Spaces lend a GPU per call of a function wrapped in `spaces.GPU(duration=...)`; the duration
-# asked for is the request's own cost estimate with headroom, within what such a Space grants.
-GPU_MIN_S, GPU_MAX_S = 15, 120
-
-
-def spaces_module():
-    """The `spaces` package when it is importable (on ZeroGPU Spaces), else None."""
-    try:
-        import spaces  # noqa: F401
-    except ImportError:
-        return None
-    return spaces
-
-
-def estimated_seconds(call: Callable[[], object]) -> float | None:
-    """The budget's estimate for a handler call, found by calling it in a dry run (nothing is computed)."""
-    try:
-        with dry_run():
-            call()
-    except Estimated as est:
-        return est.seconds
-    except Exception:
-        return None  # the real call will report what is wrong with the request
-    return None
-
-
-def gpu_duration(seconds: float | None) -> int:
-    if seconds is None:
-        return GPU_MAX_S
-    return int(min(GPU_MAX_S, max(GPU_MIN_S, 1.5 * seconds + 10)))
-
-
-def on_gpu(work: Callable[[], object], call: Callable[[], object]) -> Callable[[], object]:
-    """`work` under `spaces.GPU` with a duration from `call`'s estimate on a ZeroGPU Space; else `work`."""
-    spaces = spaces_module()
-    if spaces is None:
-        return work
-
-    def run():  # priced when it runs, in the worker thread, not on the server's event loop
-        return spaces.GPU(duration=gpu_duration(estimated_seconds(call)))(work)()
-
-    return run
+        stop.set()  # after "done" too: the pump has nothing left to relay
+        zerogpu.forget(run_id)

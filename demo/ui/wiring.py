@@ -15,7 +15,7 @@ from ..registry import ATTACKS, DEFENSES
 from ..eval.publish import published
 from . import assets, explore, handlers, views
 from . import jobs, scenes
-from .events import clean_first_event, long_event, quick_event, stream_event
+from .events import clean_first_event, gpu_event, long_event, quick_event, stream_event
 from .panels import Page, defense_note, eps_slider_spec, steps_slider_spec
 
 COMPUTE = "compute"     # concurrency group of the heavy events
@@ -136,7 +136,7 @@ def wire(page: Page, allowed: set[str]) -> None:
         actual = handlers.answering_model(key, allowed=allowed)
         return status, gr.Group(visible=teaching), gr.Dropdown(value=actual) if actual != key else gr.skip()
 
-    page.model.input(model_changed, page.model, [page.model_status, page.teaching_note, page.model],
+    page.model.input(gpu_event(model_changed), page.model, [page.model_status, page.teaching_note, page.model],
                      api_name="load_model", concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
     view_controls = [(g.owner, g.controls["views"]) for g in page.param_groups
                      if g.kind == "defense" and g.owner in handlers.VIEW_DEFENSES and "views" in g.controls]
@@ -146,7 +146,8 @@ def wire(page: Page, allowed: set[str]) -> None:
         return [gr.Slider(value=starts[owner]["views"]) if owner in starts else gr.skip() for owner, _ in view_controls]
 
     if view_controls:
-        page.model.change(views_for_model, page.model, [c for _, c in view_controls], api_visibility="private",
+        page.model.change(gpu_event(views_for_model), page.model, [c for _, c in view_controls],
+                          api_visibility="private",
                           concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
 
     # Classification: on a click (the /classify endpoint) and whenever a new image arrives.
@@ -180,7 +181,7 @@ def wire(page: Page, allowed: set[str]) -> None:
         return handlers.seen_by_model(image, key, allowed=allowed)
 
     for change in (page.image.change, page.model.change):  # a model of another input size sees another picture
-        change(seen, [page.image, page.model], [page.input_note, page.model_view, page.world_note],
+        change(gpu_event(seen), [page.image, page.model], [page.input_note, page.model_view, page.world_note],
                api_visibility="private", concurrency_id=LIGHT, concurrency_limit=LIGHT_LIMIT)
 
     collect, collect_inputs, collect_outputs = _collector(page)

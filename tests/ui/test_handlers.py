@@ -276,10 +276,11 @@ def test_a_stop_inside_a_defense_loop_ends_the_run_within_one_encoder_pass(tiny_
 def test_a_cancelled_event_sets_the_stop_flag_of_its_thread():
     """Cancelling the event's task (an API cancel, the page's Stop) stops the work in its thread."""
     from demo.timing import check_cancelled
+    from demo.ui import zerogpu
 
     seen = []
 
-    def work():
+    def work(progress, emit):
         for _ in range(200):
             try:
                 check_cancelled()
@@ -289,13 +290,19 @@ def test_a_cancelled_event_sets_the_stop_flag_of_its_thread():
             time.sleep(0.01)
         return "finished"
 
+    task = zerogpu.register(work)
+
     async def main():
-        task = asyncio.ensure_future(jobs.run_stoppable(work, jobs.new_token()))
+        async def consume():
+            async for _ in jobs.run(task, (), jobs.new_token()):
+                pass
+
+        running = asyncio.ensure_future(consume())
         await asyncio.sleep(0.1)
-        task.cancel()
+        running.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await task
-        await asyncio.sleep(0.1)
+            await running
+        await asyncio.sleep(0.3)
 
     asyncio.run(main())
     assert seen == ["stopped"]
@@ -362,38 +369,6 @@ def test_classify_says_which_model_answered_when_it_fell_back(image_file):
     image, label, verdict = handlers.classify(image_file, "red star\nblue heart", AUTO_TRUE, "vit-b-32",
                                               allowed={"vit-b-32"})
     assert label and "Answered by Teaching model" in verdict and "not vit-b-32" in verdict
-
-
-def test_on_a_zerogpu_space_heavy_work_asks_for_a_gpu_for_its_estimated_time(
-        monkeypatch, image_file, model_key, allowed, attack_name):
-    """With the `spaces` package importable, the work runs under spaces.GPU with a duration derived from
-    the request's own cost estimate; without it nothing changes. A stand-in records what is asked."""
-    import sys
-    import types
-
-    from demo.ui.wiring import long_event
-
-    asked = []
-
-    def gpu(duration=None):
-        def wrap(fn):
-            def run():
-                asked.append(duration)
-                return fn()
-            return run
-        return wrap
-
-    args = [image_file, LABELS_TEXT, AUTO_TRUE, model_key, attack_name, 8, 5, NO_TARGET, OBLIVIOUS, 0, "none",
-            "none", "none", "{}", "{}", jobs.new_token()]
-    event = long_event(handlers.compare, allowed)
-    asyncio.run(event(*args, progress=lambda *a, **k: None))
-    assert asked == []  # no spaces package: nothing changes
-    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
-    seconds = jobs.estimated_seconds(lambda: handlers.compare(*args[:-1], allowed=allowed, progress=None))
-    assert seconds is not None and seconds > 0
-    values = asyncio.run(event(*args, progress=lambda *a, **k: None))
-    assert len(values) == 5 * 3 + 8 and asked == [jobs.gpu_duration(seconds)]
-    assert jobs.GPU_MIN_S <= asked[0] <= jobs.GPU_MAX_S
 
 
 def test_input_note_says_what_the_model_sees(tmp_path, model_key, allowed):

@@ -17,12 +17,14 @@ from __future__ import annotations
 import copy
 import threading
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
 from ...models import teaching
+from ...models.classifier import bf16_twin
 from ...models.rng import local_rng
 from ...registry import DEFENSES
 from ..base import ClassifierDefense, DefenseError, Weights
@@ -103,8 +105,17 @@ class Prompted(nn.Module):
         self.text = _TEXT.get(clf, lambda: maple.text_features(maple.learner(clf), prompts), extra=(id(prompts),))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        feats, _ = maple.encode_image(self.clf, images, self.prompts)
+        feats, _ = maple.encode_image(_in_precision(self.clf), images, self.prompts)
         return self.clf.logit_scale * feats @ self.text.t()
+
+
+def _in_precision(clf: nn.Module):
+    """`clf` as `maple.encode_image` reads it, with the image tower the classifier itself runs: where it
+    computes in bf16, the tower's bf16 copy, and the image prompts are cast to bf16 as they are inserted.
+    Run on the fp32 tower instead, FAP cost twice a bf16 pass on ViT-B/32 (docs/benchmarks.md)."""
+    if getattr(clf, "precision", "fp32") != "bf16":
+        return clf
+    return SimpleNamespace(clip=SimpleNamespace(visual=bf16_twin(clf.clip.visual)), normalize=clf.normalize)
 
 
 @DEFENSES.register("fap")
@@ -122,7 +133,7 @@ class FAP(ClassifierDefense):
                  "9 of 12), trained on 16 images of each seen colour-shape pair by the official recipe "
                  "(10 epochs, batch 4, SGD lr 0.0035, 2-step PGD at 1/255, lambda 1.5); the class prompt is "
                  "'a photo of a {class}.' (the official code appends the class name after the dataset "
-                 "template). Float32, not fp16.")
+                 "template). Float32 (bfloat16 where the image tower runs in bf16 on a CPU), not fp16.")
 
     def classifier(self, clf):
         return Prompted(clf, learned_prompts(clf))
