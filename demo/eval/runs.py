@@ -107,7 +107,25 @@ def _runs() -> tuple[dict[str, str], dict[str, int]]:
     shard["vit_pgd1_tapt_seen"] = 50
     commands |= {name: f"python -m demo.eval --model teaching-vit {args} --out docs/results/{name}"
                  for name, args in vit.items()}
-    return commands | {"sanity": "python -m demo.eval.sanity --n 200 --out docs/results/sanity"}, shard
+    commands |= {"sanity": "python -m demo.eval.sanity --n 200 --out docs/results/sanity"}
+    return commands | _protocol_runs(shard), shard
+
+
+def _protocol_runs(shard: dict[str, int]) -> dict[str, str]:
+    """The protocol for randomized defenses (`demo.eval.randomized`): one run per EOT draw count, each image
+    scored on 10 fresh draws; the first count also scores the clean images and the transfer attack."""
+    runs = {}
+    # Random resize & pad: EOT-PGD-50, ~15 ms per image per draw and step on one core (~12 s per image at
+    # 16 draws). R-TPT: EOT-PGD-10 on 50 images, as each draw costs 64 views with gradients (~0.8 s).
+    for group, defense, steps, n, size, counts in (("rrp", "random_resize_pad", 50, 100, 50, (1, 2, 4, 8, 16)),
+                                                    ("rtpt", "rtpt", 10, 50, 10, (1, 2, 4))):
+        for k in counts:
+            name = f"rand_{group}_eot{k}_seen"
+            extra = " --transfer" if k == counts[0] else " --no-clean"
+            runs[name] = (f"python -m demo.eval.randomized --model teaching --defense {defense} --steps {steps} "
+                          f"--eot {k} --n {n} --batch-size 10{extra} --out docs/results/{name}")
+            shard[name] = size
+    return runs
 
 
 RUNS, SHARD_SIZE = _runs()
