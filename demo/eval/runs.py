@@ -115,10 +115,11 @@ def _protocol_runs(shard: dict[str, int]) -> dict[str, str]:
     """The protocol for randomized defenses (`demo.eval.randomized`): one run per EOT draw count, each image
     scored on 10 fresh draws; the first count also scores the clean images and the transfer attack."""
     runs = {}
-    # Random resize & pad: EOT-PGD-50, ~15 ms per image per draw and step on one core (~12 s per image at
-    # 16 draws). R-TPT: EOT-PGD-10 on 50 images, as each draw costs 64 views with gradients (~0.8 s).
-    for group, defense, steps, n, size, counts in (("rrp", "random_resize_pad", 50, 100, 50, (1, 2, 4, 8, 16)),
-                                                    ("rtpt", "rtpt", 10, 50, 10, (1, 2, 4))):
+    # Random resize & pad: EOT-PGD-20 on 100 images, ~15 ms per image per draw and step on one core (~5 s
+    # per image at 16 draws). R-TPT: EOT-PGD-10 on 30 images, as each draw costs 64 views with gradients
+    # (~0.8 s) and each scoring draw a full tuning (~0.5 s).
+    for group, defense, steps, n, size, counts in (("rrp", "random_resize_pad", 20, 100, 20, (1, 2, 4, 8, 16)),
+                                                    ("rtpt", "rtpt", 10, 30, 10, (1, 2, 4))):
         for k in counts:
             name = f"rand_{group}_eot{k}_seen"
             extra = " --transfer" if k == counts[0] else " --no-clean"
