@@ -36,7 +36,7 @@ from ..defenses import DEFENSES
 from ..models.loading import exact_float32, load_model
 from .run import EvalError, load_data
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("demo.eval.randomized")  # not __name__: run with -m it is "__main__"
 
 # Scoring seeds lie far above every seed an attack step uses (a batch seed plus at most a few thousand
 # calls), so the draws an image is scored on are fresh.
