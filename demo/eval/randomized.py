@@ -110,9 +110,12 @@ class ProtocolConfig:
     start: int = 0
     batch_size: int = 10
     seed: int = 0
-    attack: bool = True  # False: clean scoring only
+    attack: bool = True  # False: no adaptive attack (clean scoring, transfer)
     clean: bool = True
     transfer: bool = False
+    # Settings of the defense the transfer attack is crafted on (e.g. TAPT's adapt=False: its starting
+    # prompts); None: the undefended model.
+    surrogate: dict | None = None
     device: str | None = None
 
 
@@ -131,6 +134,7 @@ def evaluate(cfg: ProtocolConfig) -> dict:
     defense = DEFENSES.create(defense_name, **options)
     alpha = step_for_budget(eps, steps) if cfg.alpha is None else cfg.alpha
     undefended = DEFENSES.create("none")
+    surrogate = None if cfg.surrogate is None else DEFENSES.create(defense_name, **{**options, **cfg.surrogate})
     out = {k: [] for k in ("clean_right", "adaptive_right", "transfer_right", "best_loss", "undefended_right")}
     curve = [0.0] * (steps + 1)
     for b0 in range(0, ds.labels.shape[0], batch_size):
@@ -140,20 +144,21 @@ def evaluate(cfg: ProtocolConfig) -> dict:
         log.info("images %d-%d (%.0f s)", start + b0, start + b0 + len(y) - 1, time.perf_counter() - t0)
         if cfg.clean:
             out["clean_right"] += score(defense, clf, x, y, score_draws, s).tolist()
-        if not cfg.attack:
-            continue
-        gen = torch.Generator().manual_seed(s)
-        adv, loss, c = eot_pgd(single_draw_module(defense, clf, s), x, y, eps, alpha, steps, eot, gen)
-        adv = quantize_in_budget(adv, x, eps, "linf")
-        out["adaptive_right"] += score(defense, clf, adv, y, score_draws, s).tolist()
-        out["best_loss"] += loss.tolist()
-        curve = [a + v for a, v in zip(curve, c)]
+        if cfg.attack:
+            gen = torch.Generator().manual_seed(s)
+            adv, loss, c = eot_pgd(single_draw_module(defense, clf, s), x, y, eps, alpha, steps, eot, gen)
+            adv = quantize_in_budget(adv, x, eps, "linf")
+            out["adaptive_right"] += score(defense, clf, adv, y, score_draws, s).tolist()
+            out["best_loss"] += loss.tolist()
+            curve = [a + v for a, v in zip(curve, c)]
         if cfg.transfer:
             gen = torch.Generator().manual_seed(s)
-            adv_t, _, _ = eot_pgd(clf, x, y, eps, alpha, steps, 1, gen)
+            crafted_on = surrogate if surrogate is not None else undefended
+            module = clf if surrogate is None else single_draw_module(surrogate, clf, s)
+            adv_t, _, _ = eot_pgd(module, x, y, eps, alpha, steps, 1 if surrogate is None else eot, gen)
             adv_t = quantize_in_budget(adv_t, x, eps, "linf")
             out["transfer_right"] += score(defense, clf, adv_t, y, score_draws, s).tolist()
-            out["undefended_right"] += score(undefended, clf, adv_t, y, 1, s).tolist()
+            out["undefended_right"] += score(crafted_on, clf, adv_t, y, 1, s).tolist()
     return {
         "protocol": "randomized", "model": model.key, "defense": {
             "name": defense_name, "title": defense.title or defense_name, "paradigm": defense.paradigm.value,
@@ -162,6 +167,7 @@ def evaluate(cfg: ProtocolConfig) -> dict:
         "attack": {"name": "eot-pgd", "title": f"EOT-PGD-{steps} (best point)", "eps": eps, "alpha": alpha,
                    "steps": steps, "eot": eot},
         "score_draws": score_draws, "seed": seed, "batch_size": batch_size, "transfer": cfg.transfer,
+        "surrogate": cfg.surrogate,
         "attacked": cfg.attack, "labels": ds.labels.tolist(), **{k: v for k, v in out.items() if v},
         "loss_curve": curve, "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(),
     }
@@ -190,7 +196,8 @@ def merge(parts: list[dict], command: str | None = None) -> dict:
     for k in lists:
         merged[k] = []
     for p in parts:
-        same = all(p[k] == first[k] for k in ("model", "defense", "attack", "score_draws", "seed", "transfer"))
+        same = all(p.get(k) == first.get(k) for k in ("model", "defense", "attack", "score_draws", "seed", "transfer",
+                                                       "surrogate", "attacked"))
         if not same or p["data"]["start"] != expect:
             raise EvalError(f"shard at {p['data']['start']} does not continue the run (expected {expect})")
         expect += p["data"]["n"]
@@ -237,8 +244,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eot", type=int, default=1, help="draws of the defense averaged per gradient step")
     p.add_argument("--score-draws", type=int, default=10, help="fresh draws each final image is scored on")
     p.add_argument("--transfer", action="store_true", help="also the same attack crafted on the undefended model")
+    p.add_argument("--surrogate-option", action="append", default=[], metavar="NAME=VALUE",
+                   help="craft the transfer attack on the defense with this setting changed instead of on the "
+                        "undefended model (repeatable), e.g. adapt=false for TAPT's starting prompts")
     p.add_argument("--no-clean", action="store_true", help="skip scoring the clean images (another draw count has it)")
-    p.add_argument("--no-attack", action="store_true", help="score the clean images only")
+    p.add_argument("--no-attack", action="store_true", help="no adaptive attack (clean images, and --transfer if given)")
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--start", type=int, default=0, help="first image (a multiple of --batch-size)")
     p.add_argument("--batch-size", type=int, default=10)
@@ -249,17 +259,23 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("demo").setLevel(logging.INFO)
     exact_float32()
-    options = {}
-    for item in args.option:
-        if "=" not in item:
-            p.error(f"--option expects NAME=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        options[key.strip()] = _value(value.strip())
+    def settings(items: list[str], flag: str) -> dict:
+        out = {}
+        for item in items:
+            if "=" not in item:
+                p.error(f"{flag} expects NAME=VALUE, got {item!r}")
+            key, value = item.split("=", 1)
+            out[key.strip()] = _value(value.strip())
+        return out
+
+    options = settings(args.option, "--option")
+    surrogate = settings(args.surrogate_option, "--surrogate-option") or None
     try:
         result = evaluate(ProtocolConfig(
             args.model, args.defense, options, args.data, args.eps / 255.0, args.steps,
             None if args.alpha is None else args.alpha / 255.0, args.eot, args.score_draws, args.n, args.start,
-            args.batch_size, args.seed, not args.no_attack, not args.no_clean, args.transfer, args.device))
+            args.batch_size, args.seed, not args.no_attack, not args.no_clean, args.transfer or bool(surrogate),
+            surrogate, args.device))
     except (EvalError, ValueError, KeyError) as exc:
         p.error(str(exc))
     result = {"command": "python -m demo.eval.randomized " + shlex.join(argv), **result}

@@ -126,6 +126,31 @@ def _protocol_runs(shard: dict[str, int]) -> dict[str, str]:
             runs[name] = (f"python -m demo.eval.randomized --model teaching --defense {defense} --steps {steps} "
                           f"--eot {k} --n {n} --batch-size 10{extra} --out docs/results/{name}")
             shard[name] = size
+    # R-TPT decomposed: the tuned prompt alone on the full image, the untuned prompt's reliability-weighted
+    # vote, and both (the method); clean on 100 images per split (2 scoring draws each), then under the
+    # protocol at one draw on the same 30 images as the full method's curve.
+    parts = {"tuned": " --option vote=false", "vote": " --option tune=false", "full": ""}
+    for part, opt in parts.items():
+        for split, data in (("seen", ""), ("held_out", HELD_OUT)):
+            name = f"rand_rtpt_clean_{part}_{split}"
+            runs[name] = (f"python -m demo.eval.randomized --model teaching --defense rtpt{opt} --no-attack "
+                          f"--score-draws 2 --n 100 --batch-size 10{data} --out docs/results/{name}")
+            shard[name] = 20
+        if part != "full":
+            name = f"rand_rtpt_{part}_eot1_seen"
+            runs[name] = (f"python -m demo.eval.randomized --model teaching --defense rtpt{opt} --steps 10 --eot 1 "
+                          f"--n 30 --batch-size 10 --transfer --out docs/results/{name}")
+            shard[name] = 10
+    # TAPT in its paper's threat model (1/255, the budget its starting prompts were trained at), on the ViT:
+    # the starting prompts alone under PGD-10 (deterministic: one scoring draw), and the attack on the
+    # starting prompts handed to the adaptation (scored on 4 draws of TAPT's views, ~2 s each).
+    runs["rand_tapt_start_seen"] = ("python -m demo.eval.randomized --model teaching-vit --defense tapt "
+                                    "--option adapt=false --eps 1 --steps 10 --score-draws 1 --n 100 --batch-size 10 "
+                                    "--transfer --out docs/results/rand_tapt_start_seen")
+    runs["rand_tapt_from_start_seen"] = ("python -m demo.eval.randomized --model teaching-vit --defense tapt "
+                                         "--surrogate-option adapt=false --no-attack --eps 1 --steps 10 --score-draws 4 "
+                                         "--n 50 --batch-size 10 --out docs/results/rand_tapt_from_start_seen")
+    shard["rand_tapt_start_seen"], shard["rand_tapt_from_start_seen"] = 50, 10
     return runs
 
 

@@ -103,3 +103,22 @@ def test_single_draw_module_asks_the_defense_for_one_draw_per_call(teaching_mode
     clf = teaching_model.classifier(["a", "b"])
     module = R.single_draw_module(DEFENSES.create("random_resize_pad", eot_draws=8), clf, 0)
     assert module.defense.eot_draws == 1
+
+
+def test_transfer_from_another_setting_of_the_defense(tiny_dir):
+    plain = R.evaluate(cfg(tiny_dir, attack=False, clean=False, n=2))
+    other = R.evaluate(cfg(tiny_dir, attack=False, clean=False, n=2, surrogate={"max_scale": 1.3}))
+    assert "adaptive_right" not in other and len(other["transfer_right"]) == 2
+    assert other["surrogate"] == {"max_scale": 1.3} and plain["surrogate"] is None
+    with pytest.raises(EvalError, match="does not continue"):
+        R.merge([plain, {**other, "data": {**other["data"], "start": 2}}])
+
+
+def test_command_line_writes_the_result(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "r"
+    R.main(["--model", f"local-dir:{tiny_dir}", "--defense", "random_resize_pad", "--steps", "1", "--n", "2",
+            "--batch-size", "2", "--score-draws", "2", "--option", "max_scale=1.2", "--device", "cpu", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert "adaptive: mean over 2 draws" in text and (tmp_path / "r.json").is_file()
+    with pytest.raises(SystemExit):
+        R.main(["--model", f"local-dir:{tiny_dir}", "--defense", "random_resize_pad", "--option", "max_scale"])
