@@ -247,11 +247,51 @@ def results_section(folder: Path = RESULTS_DIR) -> str:
     return "\n".join(parts)
 
 
+def _survivors(entries: list[dict]) -> tuple[list[int], list[bool]]:
+    """Labels and, per image, whether it survives every attack of every entry (the leaderboard's worst case)."""
+    n = min(len(e["labels"]) for e in entries)
+    labels, ok = entries[0]["labels"][:n], [True] * n
+    for e in entries:
+        per = e["per_image"]
+        runs = [per["oblivious_pred"], per.get("adaptive_pred")] + [v["pred"] for v in e.get("adaptive_variants", {}).values()]
+        for preds in filter(None, runs):
+            ok = [o and p == y for o, p, y in zip(ok, preds, labels)]
+    return labels, ok
+
+
+def paired_ranking(results: dict[str, dict]) -> str:
+    """Each leaderboard row against the next one down, on the images both were attacked on, by McNemar."""
+    from .published import model_results, rows
+
+    tables = rows(model_results(results, "teaching"))
+    per = {}
+    for (attack, eps, split), table in tables.items():
+        if split != "seen" or eps != 4:
+            continue
+        for name, row in table.items():
+            if "adaptive_pred" in row["per_image"]:
+                per.setdefault(name, (row["title"], []))[1].extend([row] + row.get("also", []))
+    ranked = sorted(((t, *_survivors(e)) for t, e in per.values()), key=lambda r: -sum(r[2]) / len(r[2]))
+    lines = ["| row | next row down | images | only the row survives | only the next survives | p | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for (t1, l1, ok1), (t2, l2, ok2) in zip(ranked, ranked[1:]):
+        n = min(len(l1), len(l2))
+        if l1[:n] != l2[:n]:
+            continue
+        a, b, p = mcnemar_exact(ok1[:n], ok2[:n])
+        verdict = paired_verdict(ok1[:n], ok2[:n])
+        word = {"helps": "above", "no better than": "tied with", "worse": "below"}[verdict]
+        lines.append(f"| {t1} | {t2} | {n} | {a} | {b} | {p:.3f} | {word} |")
+    return "\n".join(lines) + "\n"
+
+
 def leaderboard_text(folder: Path = RESULTS_DIR) -> str:
     from .published import load as load_published
 
+    results = load_published(folder)
     return ("## Randomized rows under the protocol for randomized defenses\n\n" + LEADERBOARD_PROSE + "\n"
-            + leaderboard_section(load(folder), load_published(folder)))
+            + leaderboard_section(load(folder), results)
+            + "\n## Neighbouring rows compared on the same images\n\n" + PAIRED_PROSE + "\n" + paired_ranking(results))
 
 
 PROSE = """Randomized and test-time defenses are attacked as AutoAttack's version for randomized defenses and
@@ -282,4 +322,10 @@ TAPT_PROSE = """TAPT starts from prompts trained adversarially (`demo.train tapt
 on the teaching world; its paper trains AdvMaPLe prompts for 100 epochs of SGD on ImageNet) and adapts them per
 image. Its paper's threat model attacks the starting prompts and then lets TAPT adapt; the adaptive run through
 the adaptation itself is the ViT table's TAPT row (`vit_pgd1_tapt_seen`).
+"""
+
+PAIRED_PROSE = """Whether a row is really above the next one is decided by McNemar's exact test on the images both
+were attacked on (two-sided, 5%): only the images that one row keeps and the other loses count. "tied with"
+means the data cannot order the two rows, whatever their percentages; it replaces reading overlapping
+intervals, which ignores that the rows share their images.
 """

@@ -65,3 +65,12 @@ def test_summary_of_a_merged_run(tmp_path):
     merged = R.merge([fake(1, [10, 9, 0], clean=[10, 10, 10]), fake(1, [10], start=3, clean=[5])])
     s = R.summary(merged)
     assert s["adaptive"] == {"mean": 29 / 40, "all": 0.5} and s["clean"] == {"mean": 35 / 40, "all": 0.75}
+
+
+def test_survivors_count_every_attack_and_variant_per_image():
+    a = {"labels": [0, 1, 2, 3], "per_image": {"oblivious_pred": [0, 1, 2, 0], "adaptive_pred": [0, 1, 9, 3]},
+         "adaptive_variants": {"v": {"pred": [0, 9, 2, 3]}}}
+    b = {"labels": [0, 1, 2], "per_image": {"oblivious_pred": [5, 1, 2]}}
+    labels, ok = T._survivors([a, b])
+    assert labels == [0, 1, 2] and ok == [False, False, False]
+    assert T._survivors([a])[1] == [True, False, False, False]
