@@ -108,6 +108,13 @@ def _runs() -> tuple[dict[str, str], dict[str, int]]:
     commands |= {name: f"python -m demo.eval --model teaching-vit {args} --out docs/results/{name}"
                  for name, args in vit.items()}
     commands |= {"sanity": "python -m demo.eval.sanity --n 200 --out docs/results/sanity"}
+    # JPEG and the median through their differentiable paths (a differentiable JPEG; the median's own
+    # gradient) beside BPDA: the worst case keeps the lower, per image, with the other runs of these rows.
+    commands["pgd4_transforms_seen"] = ("python -m demo.eval --model teaching --attack pgd --eps 4 --steps 10 --n 200 "
+                                        "--adaptive --defenses jpeg,median --out docs/results/pgd4_transforms_seen")
+    commands["aa4_transforms_seen"] = ("python -m demo.eval --model teaching --attack autoattack --eps 4 --adaptive "
+                                       "--n 200 --defenses jpeg,median --out docs/results/aa4_transforms_seen")
+    shard["aa4_transforms_seen"] = 50
     return commands | _protocol_runs(shard), shard
 
 
