@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from ..attacks.base import quantize_in_budget, step_for_budget
 from ..defenses import DEFENSES
 from ..models.loading import exact_float32, load_model
+from .randomized_apgd import eot_apgd
 from .run import EvalError, load_data
 
 log = logging.getLogger("demo.eval.randomized")  # not __name__: run with -m it is "__main__"
@@ -116,6 +117,7 @@ class ProtocolConfig:
     # Settings of the defense the transfer attack is crafted on (e.g. TAPT's adapt=False: its starting
     # prompts); None: the undefended model.
     surrogate: dict | None = None
+    method: str = "pgd"  # "pgd": EOT-PGD; "apgd": EOT-APGD-CE and -DLR, per image the worse (`randomized_apgd`)
     device: str | None = None
 
 
@@ -144,7 +146,18 @@ def evaluate(cfg: ProtocolConfig) -> dict:
         log.info("images %d-%d (%.0f s)", start + b0, start + b0 + len(y) - 1, time.perf_counter() - t0)
         if cfg.clean:
             out["clean_right"] += score(defense, clf, x, y, score_draws, s).tolist()
-        if cfg.attack:
+        if cfg.attack and cfg.method == "apgd":
+            right = []
+            for loss_name in ("ce", "dlr"):  # fresh module and generator each, as separate attacks
+                gen = torch.Generator().manual_seed(s)
+                adv, loss, c = eot_apgd(single_draw_module(defense, clf, s), x, y, eps, steps, eot, gen, loss_name)
+                right.append(score(defense, clf, quantize_in_budget(adv, x, eps, "linf"), y, score_draws, s))
+                out.setdefault(f"apgd_{loss_name}_right", []).extend(right[-1].tolist())
+                if loss_name == "ce":
+                    out["best_loss"] += loss.tolist()
+                    curve = [a + v for a, v in zip(curve, c)]
+            out["adaptive_right"] += torch.minimum(*right).tolist()  # per image, the attack that did better
+        elif cfg.attack:
             gen = torch.Generator().manual_seed(s)
             adv, loss, c = eot_pgd(single_draw_module(defense, clf, s), x, y, eps, alpha, steps, eot, gen)
             adv = quantize_in_budget(adv, x, eps, "linf")
@@ -164,8 +177,9 @@ def evaluate(cfg: ProtocolConfig) -> dict:
             "name": defense_name, "title": defense.title or defense_name, "paradigm": defense.paradigm.value,
             "randomized": defense.randomized, "options": options},
         "data": {"source": ds.source, "n": ds.labels.shape[0], "start": start},
-        "attack": {"name": "eot-pgd", "title": f"EOT-PGD-{steps} (best point)", "eps": eps, "alpha": alpha,
-                   "steps": steps, "eot": eot},
+        "attack": {"name": f"eot-{cfg.method}", "eps": eps, "alpha": alpha, "steps": steps, "eot": eot,
+                   "title": f"EOT-PGD-{steps} (best point)" if cfg.method == "pgd" else
+                   f"EOT-APGD-CE and -DLR, {steps} iterations each (best point)"},
         "score_draws": score_draws, "seed": seed, "batch_size": batch_size, "transfer": cfg.transfer,
         "surrogate": cfg.surrogate,
         "attacked": cfg.attack, "labels": ds.labels.tolist(), **{k: v for k, v in out.items() if v},
@@ -192,7 +206,7 @@ def merge(parts: list[dict], command: str | None = None) -> dict:
     parts = sorted(parts, key=lambda p: p["data"]["start"])
     first, expect = parts[0], parts[0]["data"]["start"]
     merged = {**first, "labels": [], "loss_curve": [0.0] * len(first["loss_curve"]), "seconds": 0.0}
-    lists = [k for k in first if k.endswith("_right") or k == "best_loss"]
+    lists = [k for k in first if k.endswith("_right") or k == "best_loss"]  # per-image records
     for k in lists:
         merged[k] = []
     for p in parts:
@@ -240,7 +254,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--data", default="world", help="world | world-held-out")
     p.add_argument("--eps", type=float, default=4.0, help="L-inf budget in /255 (default 4)")
     p.add_argument("--alpha", type=float, help="step size in /255 (default 2.5 * eps / steps)")
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--attack", choices=("pgd", "apgd"), default="pgd",
+                   help="pgd: EOT-PGD; apgd: EOT-APGD-CE and EOT-APGD-DLR (AutoAttack's version for randomized "
+                        "defenses), per image the worse for the defense")
+    p.add_argument("--steps", type=int, default=50, help="iterations (AutoAttack: 100)")
     p.add_argument("--eot", type=int, default=1, help="draws of the defense averaged per gradient step")
     p.add_argument("--score-draws", type=int, default=10, help="fresh draws each final image is scored on")
     p.add_argument("--transfer", action="store_true", help="also the same attack crafted on the undefended model")
@@ -272,10 +289,11 @@ def main(argv: list[str] | None = None) -> dict:
     surrogate = settings(args.surrogate_option, "--surrogate-option") or None
     try:
         result = evaluate(ProtocolConfig(
-            args.model, args.defense, options, args.data, args.eps / 255.0, args.steps,
-            None if args.alpha is None else args.alpha / 255.0, args.eot, args.score_draws, args.n, args.start,
-            args.batch_size, args.seed, not args.no_attack, not args.no_clean, args.transfer or bool(surrogate),
-            surrogate, args.device))
+            model=args.model, defense=args.defense, options=options, data=args.data, eps=args.eps / 255.0,
+            steps=args.steps, alpha=None if args.alpha is None else args.alpha / 255.0, eot=args.eot,
+            score_draws=args.score_draws, n=args.n, start=args.start, batch_size=args.batch_size, seed=args.seed,
+            attack=not args.no_attack, clean=not args.no_clean, transfer=args.transfer or bool(surrogate),
+            surrogate=surrogate, method=args.attack, device=args.device))
     except (EvalError, ValueError, KeyError) as exc:
         p.error(str(exc))
     result = {"command": "python -m demo.eval.randomized " + shlex.join(argv), **result}

@@ -133,6 +133,15 @@ def _protocol_runs(shard: dict[str, int]) -> dict[str, str]:
             runs[name] = (f"python -m demo.eval.randomized --model teaching --defense {defense} --steps {steps} "
                           f"--eot {k} --n {n} --batch-size 10{extra} --out docs/results/{name}")
             shard[name] = size
+    # The strong attack (AutoAttack's version for randomized defenses: EOT-APGD-CE and -DLR, 100 iterations)
+    # at the draw count where the PGD curves flatten (4 draws for random resize & pad, 1 for R-TPT so far).
+    runs["rand_rrp_apgd_eot4_seen"] = ("python -m demo.eval.randomized --model teaching --defense random_resize_pad "
+                                       "--attack apgd --steps 100 --eot 4 --n 100 --batch-size 10 --no-clean "
+                                       "--out docs/results/rand_rrp_apgd_eot4_seen")
+    runs["rand_rtpt_apgd_eot1_seen"] = ("python -m demo.eval.randomized --model teaching --defense rtpt --attack apgd "
+                                        "--steps 100 --eot 1 --n 30 --batch-size 10 --no-clean "
+                                        "--out docs/results/rand_rtpt_apgd_eot1_seen")
+    shard["rand_rrp_apgd_eot4_seen"], shard["rand_rtpt_apgd_eot1_seen"] = 20, 10
     # R-TPT decomposed: the tuned prompt alone on the full image, the untuned prompt's reliability-weighted
     # vote, and both (the method); clean on 100 images per split (2 scoring draws each), then under the
     # protocol at one draw on the same 30 images as the full method's curve.

@@ -122,3 +122,33 @@ def test_command_line_writes_the_result(tiny_dir, tmp_path, capsys):
     assert "adaptive: mean over 2 draws" in text and (tmp_path / "r.json").is_file()
     with pytest.raises(SystemExit):
         R.main(["--model", f"local-dir:{tiny_dir}", "--defense", "random_resize_pad", "--option", "max_scale"])
+
+
+def test_apgd_checkpoints_follow_the_paper():
+    from demo.eval.randomized_apgd import checkpoints
+
+    assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+
+
+def test_dlr_loss_is_scale_invariant_and_negative_when_right():
+    from demo.eval.randomized_apgd import dlr_loss
+
+    z, y = torch.tensor([[3.0, 1.0, 0.0, -1.0], [0.0, 2.0, 1.0, 0.5]]), torch.tensor([0, 0])
+    assert dlr_loss(z, y)[0] == pytest.approx(-(3 - 1) / (3 - 0)) and dlr_loss(z, y)[1] > 0
+    assert torch.allclose(dlr_loss(5 * z, y), dlr_loss(z, y))
+
+
+def test_apgd_keeps_its_best_point_and_halves_its_step(tiny_dir):
+    from demo.eval.randomized_apgd import eot_apgd
+
+    x, y = torch.full((1, 3, 4, 4), 0.5), torch.tensor([0])
+    module = Scheduled([3.0] * 6 + [-6.0] + [3.0] * 40, x.shape[1:])
+    best, loss, curve = eot_apgd(module, x, y, 0.1, 20, 1, torch.Generator().manual_seed(0))
+    assert len(curve) == 21 and float(loss) == pytest.approx(max(curve)) and not torch.equal(best, x)
+    assert (best - x).abs().max() <= 0.1 + 1e-6
+
+
+def test_apgd_run_takes_the_worse_of_ce_and_dlr_per_image(tiny_dir):
+    res = R.evaluate(cfg(tiny_dir, method="apgd", steps=3, transfer=False, n=2))
+    worse = [min(a, b) for a, b in zip(res["apgd_ce_right"], res["apgd_dlr_right"])]
+    assert res["adaptive_right"] == worse and "APGD" in res["attack"]["title"]
