@@ -20,6 +20,7 @@ from .runs import RUNS, SHARD_SIZE, progress, shard_results
 
 _NAME = re.compile(r"^rand_(?P<group>[a-z_]+?)_eot(?P<k>\d+)_(?P<split>seen|held_out)$")
 TITLES = {"rrp": "Random resize & pad", "rtpt": "R-TPT (robust test-time prompt tuning)",
+          "ttc": "TTC (test-time counterattacks)", "tpt": "TPT (test-time prompt tuning)",
           "rrp_apgd": "Random resize & pad, strong attack", "rtpt_apgd": "R-TPT, strong attack"}
 
 
@@ -86,7 +87,7 @@ def flattened(pts: list[tuple[int, dict]]) -> tuple[int | None, str]:
         pa, pb = sum(ra) / n, sum(rb) / n
         overlap = wilson_interval(pa, n)[0] <= wilson_interval(pb, n)[1] and wilson_interval(pb, n)[0] <= wilson_interval(pa, n)[1]
         if p >= 0.05 and overlap:
-            return k1, (f"{k1} and {k2} draw{'s' if k1 > 1 else ''} agree on the same {n} images ({100 * pa:.1f}% vs {100 * pb:.1f}% right "
+            return k1, (f"{k1} and {k2} draws agree on the same {n} images ({100 * pa:.1f}% vs {100 * pb:.1f}% right "
                         f"on every draw; McNemar {only_a} vs {only_b} discordant images, p = {p:.2f})")
     if len(pts) < 2:
         return None, "one draw count measured so far: the curve has no second point"
@@ -167,7 +168,7 @@ def leaderboard_section(runs: dict[str, dict], results: dict[str, dict] | None =
     lines = ["| model | defense | attack | EOT draws reached | curve flat at | scored on | right on every draw "
              "(ranked by) | mean over draws |", "|---|---|---|---|---|---|---|---|"]
     done = set()
-    for group, name in (("rrp", "random_resize_pad"), ("rtpt", "rtpt")):
+    for group, name in (("rrp", "random_resize_pad"), ("rtpt", "rtpt"), ("ttc", "ttc"), ("tpt", "tpt")):
         e = reached(runs, group)
         if e is None:
             continue

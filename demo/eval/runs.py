@@ -122,51 +122,44 @@ def _protocol_runs(shard: dict[str, int]) -> dict[str, str]:
     """The protocol for randomized defenses (`demo.eval.randomized`): one run per EOT draw count, each image
     scored on 10 fresh draws; the first count also scores the clean images and the transfer attack."""
     runs = {}
+
+    def add(name: str, args: str, size: int) -> None:
+        runs[name] = f"python -m demo.eval.randomized {args} --out docs/results/{name}"
+        shard[name] = size
+
     # Random resize & pad: EOT-PGD-20 on 100 images, ~15 ms per image per draw and step on one core (~5 s
     # per image at 16 draws). R-TPT: EOT-PGD-10 on 30 images, as each draw costs 64 views with gradients
-    # (~0.8 s) and each scoring draw a full tuning (~0.5 s).
+    # (~0.8 s) and each scoring draw a full tuning (~0.5 s). TTC (random starts) and TPT (crops) follow
+    # with the same attack family.
     for group, defense, steps, n, size, counts in (("rrp", "random_resize_pad", 20, 100, 20, (1, 2, 4, 8, 16)),
-                                                    ("rtpt", "rtpt", 10, 30, 10, (1, 2, 4))):
+                                                    ("rtpt", "rtpt", 10, 30, 10, (1, 2, 4)),
+                                                    ("ttc", "ttc", 20, 100, 20, (1, 2, 4)),
+                                                    ("tpt", "tpt", 10, 30, 10, (1, 2))):
         for k in counts:
-            name = f"rand_{group}_eot{k}_seen"
             extra = " --transfer" if k == counts[0] else " --no-clean"
-            runs[name] = (f"python -m demo.eval.randomized --model teaching --defense {defense} --steps {steps} "
-                          f"--eot {k} --n {n} --batch-size 10{extra} --out docs/results/{name}")
-            shard[name] = size
+            add(f"rand_{group}_eot{k}_seen",
+                f"--model teaching --defense {defense} --steps {steps} --eot {k} --n {n} --batch-size 10{extra}", size)
     # The strong attack (AutoAttack's version for randomized defenses: EOT-APGD-CE and -DLR, 100 iterations)
     # at the draw count where the PGD curves flatten (4 draws for random resize & pad, 1 for R-TPT so far).
-    runs["rand_rrp_apgd_eot4_seen"] = ("python -m demo.eval.randomized --model teaching --defense random_resize_pad "
-                                       "--attack apgd --steps 100 --eot 4 --n 100 --batch-size 10 --no-clean "
-                                       "--out docs/results/rand_rrp_apgd_eot4_seen")
-    runs["rand_rtpt_apgd_eot1_seen"] = ("python -m demo.eval.randomized --model teaching --defense rtpt --attack apgd "
-                                        "--steps 100 --eot 1 --n 30 --batch-size 10 --no-clean "
-                                        "--out docs/results/rand_rtpt_apgd_eot1_seen")
-    shard["rand_rrp_apgd_eot4_seen"], shard["rand_rtpt_apgd_eot1_seen"] = 20, 10
+    add("rand_rrp_apgd_eot4_seen", "--model teaching --defense random_resize_pad --attack apgd --steps 100 --eot 4 "
+                                   "--n 100 --batch-size 10 --no-clean", 20)
+    add("rand_rtpt_apgd_eot1_seen", "--model teaching --defense rtpt --attack apgd --steps 100 --eot 1 --n 30 --batch-size 10 --no-clean", 10)
     # R-TPT decomposed: the tuned prompt alone on the full image, the untuned prompt's reliability-weighted
     # vote, and both (the method); clean on 100 images per split (2 scoring draws each), then under the
     # protocol at one draw on the same 30 images as the full method's curve.
-    parts = {"tuned": " --option vote=false", "vote": " --option tune=false", "full": ""}
-    for part, opt in parts.items():
+    for part, opt in {"tuned": " --option vote=false", "vote": " --option tune=false", "full": ""}.items():
         for split, data in (("seen", ""), ("held_out", HELD_OUT)):
-            name = f"rand_rtpt_clean_{part}_{split}"
-            runs[name] = (f"python -m demo.eval.randomized --model teaching --defense rtpt{opt} --no-attack "
-                          f"--score-draws 2 --n 100 --batch-size 10{data} --out docs/results/{name}")
-            shard[name] = 20
+            add(f"rand_rtpt_clean_{part}_{split}",
+                f"--model teaching --defense rtpt{opt} --no-attack --score-draws 2 --n 100 --batch-size 10{data}", 20)
         if part != "full":
-            name = f"rand_rtpt_{part}_eot1_seen"
-            runs[name] = (f"python -m demo.eval.randomized --model teaching --defense rtpt{opt} --steps 10 --eot 1 "
-                          f"--n 30 --batch-size 10 --transfer --out docs/results/{name}")
-            shard[name] = 10
+            add(f"rand_rtpt_{part}_eot1_seen",
+                f"--model teaching --defense rtpt{opt} --steps 10 --eot 1 --n 30 --batch-size 10 --transfer", 10)
     # TAPT in its paper's threat model (1/255, the budget its starting prompts were trained at), on the ViT:
     # the starting prompts alone under PGD-10 (deterministic: one scoring draw), and the attack on the
     # starting prompts handed to the adaptation (scored on 4 draws of TAPT's views, ~2 s each).
-    runs["rand_tapt_start_seen"] = ("python -m demo.eval.randomized --model teaching-vit --defense tapt "
-                                    "--option adapt=false --eps 1 --steps 10 --score-draws 1 --n 100 --batch-size 10 "
-                                    "--transfer --out docs/results/rand_tapt_start_seen")
-    runs["rand_tapt_from_start_seen"] = ("python -m demo.eval.randomized --model teaching-vit --defense tapt "
-                                         "--surrogate-option adapt=false --no-attack --eps 1 --steps 10 --score-draws 4 "
-                                         "--n 50 --batch-size 10 --out docs/results/rand_tapt_from_start_seen")
-    shard["rand_tapt_start_seen"], shard["rand_tapt_from_start_seen"] = 50, 10
+    vit = "--model teaching-vit --defense tapt --eps 1 --steps 10"
+    add("rand_tapt_start_seen", f"{vit} --option adapt=false --score-draws 1 --n 100 --batch-size 10 --transfer", 50)
+    add("rand_tapt_from_start_seen", f"{vit} --surrogate-option adapt=false --no-attack --score-draws 4 --n 50 --batch-size 10", 10)
     return runs
 
 
