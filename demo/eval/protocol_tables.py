@@ -129,7 +129,8 @@ def eot_curve_table(runs: dict[str, dict], group: str, split: str = "seen") -> s
     _, verdict = flattened(pts)
     lc = randomized.summary(pts[-1][1])["loss_curve"]
     if len(lc) > 4 and lc[-1] > 1.05 * lc[-1 - len(lc) // 4]:
-        verdict += (f"; at {pts[-1][0]} draws the expected loss still rose over the last quarter of the steps "
+        k = pts[-1][0]
+        verdict += (f"; at {k} draw{'s' if k > 1 else ''} the expected loss still rose over the last quarter of the steps "
                     f"({lc[-1 - len(lc) // 4]:.2f} → {lc[-1]:.2f}), so more iterations may lower the accuracy further")
     return head + "\n".join(lines) + "\n\n" + (("On the same images, " + "; ".join(extra) + ". ") if extra else "") \
         + f"Where the curve flattens: {verdict}.\n"
