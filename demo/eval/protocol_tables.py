@@ -176,7 +176,7 @@ def leaderboard_section(runs: dict[str, dict], results: dict[str, dict] | None =
         done.add(("ResNet", name))
         flat = f"{e['flat_at']} draw{'s' if e['flat_at'] > 1 else ''}" if e["flat_at"] else "not yet"
         lines.append(f"| ResNet | {TITLES[group]} | {e['attack']} | {e['draws_reached']}{e['state']} | {flat} "
-                     f"| {e['score_draws']} draws per image | {fmt_ci(e['all'], e['n'])} (at {e['at']} draws) "
+                     f"| {e['score_draws']} draws per image | {fmt_ci(e['all'], e['n'])} (at {e['at']} draw{'s' if e['at'] > 1 else ''}) "
                      f"| {fmt_ci(e['mean'], e['n'])} |")
     for (model, name), (title, draws) in sorted(published_draws(results or {}).items()):
         if (model, name) not in done:
