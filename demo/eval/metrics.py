@@ -99,3 +99,30 @@ def fmt_ci(p: float | None, n: int) -> str:
 
 def fmt_pct(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def mcnemar_exact(a_right, b_right) -> tuple[int, int, float]:
+    """McNemar's exact test for two classifiers scored on the same images (McNemar, Psychometrika 1947):
+    b = images only A gets right, c = images only B gets right; under the null each discordant image is a
+    fair coin, so the two-sided p-value is the binomial tail 2 * P[X <= min(b, c)], X ~ Bin(b + c, 1/2),
+    capped at 1. Returns (b, c, p). Pairing removes the images both get right or both get wrong, which is
+    why it can separate two rows whose separate Wilson intervals overlap."""
+    a, b_ = [bool(v) for v in a_right], [bool(v) for v in b_right]
+    if len(a) != len(b_):
+        raise ValueError(f"paired test needs the same images: {len(a)} vs {len(b_)} results")
+    only_a = sum(x and not y for x, y in zip(a, b_))
+    only_b = sum(y and not x for x, y in zip(a, b_))
+    m = only_a + only_b
+    if m == 0:
+        return only_a, only_b, 1.0
+    tail = sum(math.comb(m, i) for i in range(min(only_a, only_b) + 1)) / 2 ** m
+    return only_a, only_b, min(1.0, 2 * tail)
+
+
+def paired_verdict(a_right, b_right, level: float = 0.05) -> str:
+    """'helps', 'no better than' or 'worse': row A against row B on the same images, by McNemar's exact
+    test at `level` (two-sided)."""
+    only_a, only_b, p = mcnemar_exact(a_right, b_right)
+    if p >= level:
+        return "no better than"
+    return "helps" if only_a > only_b else "worse"

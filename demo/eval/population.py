@@ -141,6 +141,8 @@ def published_reference(model_key: str, attack, defense: Defense | None, adaptiv
     params = {f.name: getattr(attack, f.name) for f in attack.params()}
     best = None
     for run, r in results.items():
+        if "protocol" in r:  # the randomized-defense protocol scores other quantities (demo.eval.randomized)
+            continue
         a = r.get("attack", {})
         if not isinstance(a, dict) or r.get("model", {}).get("key") != model_key or a.get("name") != attack.name:
             continue

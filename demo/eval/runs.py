@@ -109,7 +109,60 @@ def _runs() -> tuple[dict[str, str], dict[str, int]]:
     shard["vit_pgd1_tapt_seen"] = 50
     commands |= {name: f"python -m demo.eval --model teaching-vit {args} --out docs/results/{name}"
                  for name, args in vit.items()}
-    return commands | {"sanity": "python -m demo.eval.sanity --n 200 --out docs/results/sanity"}, shard
+    commands |= {"sanity": "python -m demo.eval.sanity --n 200 --out docs/results/sanity"}
+    # JPEG and the median through their differentiable paths (a differentiable JPEG; the median's own
+    # gradient) beside BPDA: the worst case keeps the lower, per image, with the other runs of these rows.
+    commands["pgd4_transforms_seen"] = ("python -m demo.eval --model teaching --attack pgd --eps 4 --steps 10 --n 200 "
+                                        "--adaptive --defenses jpeg,median --out docs/results/pgd4_transforms_seen")
+    commands["aa4_transforms_seen"] = ("python -m demo.eval --model teaching --attack autoattack --eps 4 --adaptive "
+                                       "--n 200 --defenses jpeg,median --out docs/results/aa4_transforms_seen")
+    shard["aa4_transforms_seen"] = 50
+    return commands | _protocol_runs(shard), shard
+
+
+def _protocol_runs(shard: dict[str, int]) -> dict[str, str]:
+    """The protocol for randomized defenses (`demo.eval.randomized`): one run per EOT draw count, each image
+    scored on 10 fresh draws; the first count also scores the clean images and the transfer attack."""
+    runs = {}
+
+    def add(name: str, args: str, size: int) -> None:
+        runs[name] = f"python -m demo.eval.randomized {args} --out docs/results/{name}"
+        shard[name] = size
+
+    # Random resize & pad: EOT-PGD-20 on 100 images, ~15 ms per image per draw and step on one core (~5 s
+    # per image at 16 draws). R-TPT: EOT-PGD-10 on 30 images, as each draw costs 64 views with gradients
+    # (~0.8 s) and each scoring draw a full tuning (~0.5 s). TTC (random starts) and TPT (crops) follow
+    # with the same attack family.
+    for group, defense, steps, n, size, counts in (("rrp", "random_resize_pad", 20, 100, 20, (1, 2, 4, 8, 16)),
+                                                    ("rtpt", "rtpt", 10, 30, 10, (1, 2, 4)),
+                                                    ("ttc", "ttc", 20, 100, 20, (1, 2, 4)),
+                                                    ("tpt", "tpt", 10, 30, 10, (1, 2))):
+        for k in counts:
+            extra = " --transfer" if k == counts[0] else " --no-clean"
+            add(f"rand_{group}_eot{k}_seen",
+                f"--model teaching --defense {defense} --steps {steps} --eot {k} --n {n} --batch-size 10{extra}", size)
+    # The strong attack (AutoAttack's version for randomized defenses: EOT-APGD-CE and -DLR, 100 iterations)
+    # at the draw count where the PGD curves flatten (4 draws for random resize & pad, 1 for R-TPT so far).
+    add("rand_rrp_apgd_eot4_seen", "--model teaching --defense random_resize_pad --attack apgd --steps 100 --eot 4 "
+                                   "--n 100 --batch-size 10 --no-clean", 20)
+    add("rand_rtpt_apgd_eot1_seen", "--model teaching --defense rtpt --attack apgd --steps 100 --eot 1 --n 30 --batch-size 10 --no-clean", 10)
+    # R-TPT decomposed: the tuned prompt alone on the full image, the untuned prompt's reliability-weighted
+    # vote, and both (the method); clean on 100 images per split (2 scoring draws each), then under the
+    # protocol at one draw on the same 30 images as the full method's curve.
+    for part, opt in {"tuned": " --option vote=false", "vote": " --option tune=false", "full": ""}.items():
+        for split, data in (("seen", ""), ("held_out", HELD_OUT)):
+            add(f"rand_rtpt_clean_{part}_{split}",
+                f"--model teaching --defense rtpt{opt} --no-attack --score-draws 2 --n 100 --batch-size 10{data}", 20)
+        if part != "full":
+            add(f"rand_rtpt_{part}_eot1_seen",
+                f"--model teaching --defense rtpt{opt} --steps 10 --eot 1 --n 30 --batch-size 10 --transfer", 10)
+    # TAPT in its paper's threat model (1/255, the budget its starting prompts were trained at), on the ViT:
+    # the starting prompts alone under PGD-10 (deterministic: one scoring draw), and the attack on the
+    # starting prompts handed to the adaptation (scored on 4 draws of TAPT's views, ~2 s each).
+    vit = "--model teaching-vit --defense tapt --eps 1 --steps 10"
+    add("rand_tapt_start_seen", f"{vit} --option adapt=false --score-draws 1 --n 100 --batch-size 10 --transfer", 50)
+    add("rand_tapt_from_start_seen", f"{vit} --surrogate-option adapt=false --no-attack --score-draws 4 --n 50 --batch-size 10", 10)
+    return runs
 
 
 RUNS, SHARD_SIZE = _runs()

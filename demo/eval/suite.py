@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from . import runs as R
+from . import randomized, runs as R
 from .assemble import merge
 from .publish import report
 from .publish.published import RESULTS_DIR
@@ -38,7 +38,10 @@ def merge_ready(folder: Path = RESULTS_DIR) -> list[str]:
         done, total = R.progress(name, folder)
         if done == total:
             command = R.RUNS[name]
-            report.write(merge(R.shard_results(name, folder), command=command), str(folder / name))
+            if "demo.eval.randomized" in command:  # the protocol's own per-draw records
+                randomized.write(randomized.merge(R.shard_results(name, folder), command), str(folder / name))
+            else:
+                report.write(merge(R.shard_results(name, folder), command=command), str(folder / name))
             merged.append(name)
     return merged
 

@@ -18,8 +18,6 @@ whole readout with the tuned prompt held constant, with fresh view draws at ever
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -45,16 +43,25 @@ class RTPT(TPT):
                  "(the official code masks every similarity >= 1, which can miss in floating point). "
                  "On a CPU the app starts 224 px models at 32 views (with 64, a full comparison on ViT-B/32 "
                  "takes over 10 s on 2 cores); the teaching model and GPUs get 64.")
-    view_grad: ClassVar[bool] = True
 
     top_k: int = param(20, lo=1, hi=127, step=1, label="Reliability neighbours",
                        help="Top-k similarities averaged into a view's reliability (paper: 20; at most views - 1).")
     temperature: float = param(0.01, lo=1e-3, hi=1.0, step=1e-3, label="Weight temperature",
                                help="Softmax temperature of the view weights (paper: 0.01).")
+    # The two halves of the method, to measure what each contributes (the paper runs both).
+    tune: bool = param(True, label="Tune the prompt",
+                       help="Off: the hand-written prompt, untuned (the vote alone).")
+    vote: bool = param(True, label="Reliability-weighted vote",
+                       help="Off: the tuned prompt classifies the full image alone (the tuning alone).")
+
+    @property
+    def view_grad(self) -> bool:
+        # the vote reads every view, so an adaptive attack needs gradients through all of them
+        return bool(self.vote)
 
     def check(self) -> None:
         super().check()
-        if self.top_k > self.views - 1:
+        if self.vote and self.top_k > self.views - 1:
             raise DefenseError(f"{self.title}: Reliability neighbours ({self.top_k}) must be fewer than the views "
                                f"({self.views}): a view is compared with the {self.views - 1} others. "
                                f"Lower it to {self.views - 1} or use more views.")
@@ -73,7 +80,22 @@ class RTPT(TPT):
         reliability = sim.topk(min(self.top_k, v - 1), dim=-1).values.mean(-1)  # check() keeps top_k < v
         return (reliability / self.temperature).softmax(-1)
 
+    def adapt(self, clf: nn.Module, learner, feats: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        if self.tune:
+            return super().adapt(clf, learner, feats)
+        b = feats.shape[0]
+        with torch.no_grad():
+            text = learner.text_features(learner.init_context().unsqueeze(0)).expand(b, -1, -1)
+            logits = clf.logit_scale * torch.einsum("bvd,bcd->bvc", feats, text)
+        return text, {"initial_prediction": logits[:, 0].argmax(-1).tolist(), "ctx_shift": [0.0] * b}
+
     def describe(self, i: int, kept: int, before: str, after: str, facts: dict) -> str:
+        if not (self.tune and self.vote):
+            tuned = (f"tuned the prompt on the {kept} most confident views" if self.tune
+                     else "kept the hand-written prompt")
+            read = ("averaged all views' predictions, trusting views that agree with many others" if self.vote
+                    else "classified the full image alone")
+            return f"Made {self.views} views, {tuned}, then {read}. It first said {before!r}; now it says {after!r}."
         weights = facts.get("view_weights", [[]])[i]
         top = max(weights) if weights else float("nan")
         steps = f"{self.steps} step" + ("s" if self.steps > 1 else "")
@@ -84,6 +106,8 @@ class RTPT(TPT):
                 f"Before tuning it said {before!r}; now it says {after!r}.")
 
     def readout(self, clf: nn.Module, feats: torch.Tensor, text: torch.Tensor, info: dict | None) -> torch.Tensor:
+        if not self.vote:
+            return super().readout(clf, feats, text, info)
         view_logits = clf.logit_scale * torch.einsum("bvd,bcd->bvc", feats, text)
         weights = self.view_weights(feats)
         if info is not None:

@@ -111,10 +111,16 @@ class TAPT(Defense):
     eot_draws: int = param(1, lo=1, hi=16, step=1, label="EOT draws (adaptive attack)",
                            help="Independent sets of views averaged per step when an adaptive attack goes through "
                                 "the adaptation (each step already draws fresh views).")
+    adapt: bool = param(True, label="Adapt at test time",
+                        help="Off: the pre-trained (adversarially trained) prompts alone, TAPT's starting point.")
 
     def tune(self, clf: nn.Module, image: torch.Tensor, generator: torch.Generator) -> tuple[maple.MultiModalPrompts, dict]:
         """One image (3, H, W): a tuned copy of the pre-trained prompts, and facts to display."""
         start, stats = pretrained(clf)
+        if not self.adapt:  # the starting prompts as they are: deterministic, no views drawn
+            with torch.no_grad():
+                first = int(maple.logits(clf, maple.learner(clf), start, image.unsqueeze(0)).argmax())
+            return start, {"initial_prediction": first, "prompt_shift": 0.0}
         prompts = start.copy().requires_grad_(True)
         text = maple.learner(clf)
         opt = torch.optim.AdamW(prompts.parameters(), lr=self.lr, weight_decay=0.01)
@@ -165,6 +171,8 @@ class TAPT(Defense):
     predict = TPT.predict
 
     def describe(self, i: int, kept: int, before: str, after: str, facts: dict) -> str:
+        if not self.adapt:
+            return f"Classified the image with the pre-trained prompts, not adapted: it says {after!r}."
         steps = f"{self.steps} step" + ("s" if self.steps > 1 else "")
         return (f"Made {self.views} views, kept the {kept} most confident, and took {steps} on the text and image "
                 f"prompts to make their averaged prediction more confident and their feature statistics closer to "

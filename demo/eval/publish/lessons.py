@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from .. import metrics as M
-from . import published as P
+from . import markdown as md, published as P
 from ..runs import LESSON_MODELS, NOISE_EPS, TRANSFERS
 
 TITLES = {"teaching": "ResNet", "teaching-vit": "ViT", "teaching-tecoa": "ResNet, TeCoA tower",
@@ -134,8 +134,7 @@ def _ci(d: dict | None, field: str) -> str:
 
 
 def noise_table(numbers: dict[str, dict]) -> str:
-    lines = ["| model | budget | clean | random corners (±eps per pixel) | Gaussian, same L2 norm | PGD-10 |",
-             "|---|---|---|---|---|---|"]
+    lines = md.table(["model", "budget", "clean", "random corners (±eps per pixel)", "Gaussian, same L2 norm", "PGD-10"], [])
     for model, prefix in LESSON_MODELS.items():
         for eps in NOISE_EPS:
             c, g, p = (numbers.get(f"{prefix}lesson_{k}_{eps}") for k in ("noise_corners", "noise_gaussian", "pgd"))
@@ -146,8 +145,7 @@ def noise_table(numbers: dict[str, dict]) -> str:
 
 
 def transfer_table(numbers: dict[str, dict]) -> str:
-    lines = ["| crafted on | answered by | clean | under its own attack | under the transferred attack "
-             "| crafted-on model under its own attack | transfer rate |", "|---|---|---|---|---|---|---|"]
+    lines = md.table(["crafted on", "answered by", "clean", "under its own attack", "under the transferred attack", "crafted-on model under its own attack", "transfer rate"], [])
     for name, source, target in TRANSFERS:
         t = numbers.get(name)
         rate = "not run" if not t or t.get("transfer_rate") is None else (
@@ -195,8 +193,7 @@ def stack_table(results: dict) -> str:
     if stack is None:
         return "Not run yet.\n"
     n = stack["n"]
-    lines = [f"| defense | paradigm | clean | oblivious | adaptive | worst case (first {n} images) |",
-             "|---|---|---|---|---|---|"]
+    lines = md.table(["defense", "paradigm", "clean", "oblivious", "adaptive", f"worst case (first {n} images)"], [])
     for name, row in rows.items():
         lines.append(f"| {row['title']} | {row['paradigm']} | {M.fmt_ci(row['clean_accuracy'], row['n'])} "
                      f"| {M.fmt_ci(row['robust_accuracy_oblivious'], row['n'])} "

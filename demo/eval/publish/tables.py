@@ -235,9 +235,11 @@ def write_all(folder: Path | None = None, docs: Path | None = None) -> list[Path
     from .lessons import section as lessons_section  # noise vs PGD, transfer, stacked defenses
 
     parts.append(lessons_section(everything))
+    from . import protocol_tables
     from ..runs import SHARD_SIZE, missing, progress
 
     where = P.RESULTS_DIR if folder is None else Path(folder)
+    parts.append(protocol_tables.results_section(where))
     absent = missing(where)
     if absent:
         def state(a: str) -> str:
@@ -257,7 +259,7 @@ def write_all(folder: Path | None = None, docs: Path | None = None) -> list[Path
     under_way = interim.text(interim.interim(results, where))
     under_way += "\n" if under_way else ""
     board.write_text(prose.leaderboard_intro(numbers) + "\n" + leaderboard(numbers) + "\n" + under_way
-                     + prose.LEADERBOARD_NOTES
+                     + prose.LEADERBOARD_NOTES + "\n" + protocol_tables.leaderboard_text(where)
                      + "\n## The same rows on the ViT teaching model\n\n" + architectures.INTRO + "\n"
                      + architectures.side_by_side(everything))
     out.append(board)

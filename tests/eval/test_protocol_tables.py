@@ -1,0 +1,76 @@
+"""The protocol's tables: EOT curves compared by McNemar, partial runs said as such, the leaderboard entry."""
+import json
+
+from demo.eval.publish import protocol_tables as T
+from demo.eval import randomized as R
+
+
+def fake(k: int, adaptive: list[int], start: int = 0, clean: list[int] | None = None, draws: int = 10) -> dict:
+    n = len(adaptive)
+    res = {"protocol": "randomized", "model": "teaching",
+           "defense": {"name": "random_resize_pad", "title": "Random resize & pad", "paradigm": "training-free",
+                       "randomized": True, "options": {}},
+           "data": {"source": "world", "n": n, "start": start},
+           "attack": {"name": "eot-pgd", "title": "EOT-PGD-20 (best point)", "eps": 4 / 255, "alpha": 0.5 / 255,
+                      "steps": 20, "eot": k},
+           "score_draws": draws, "seed": 0, "batch_size": 10, "transfer": False, "surrogate": None, "attacked": True,
+           "labels": [0] * n, "adaptive_right": adaptive, "best_loss": [1.0] * n,
+           "loss_curve": [float(n) * (1 + i / 20) for i in range(21)], "seconds": 1.0, "command": f"cmd {k}"}
+    if clean:
+        res["clean_right"] = clean
+    return res
+
+
+def write(folder, name, res):
+    (folder / f"{name}.json").write_text(json.dumps(res))
+
+
+def test_curve_flattens_where_mcnemar_finds_no_difference(tmp_path):
+    # 1 -> 2 draws: 12 images lose their last right draw (McNemar p < 0.001); 2 -> 4: one more image.
+    ones = [10] * 30 + [3] * 70
+    twos = [10] * 18 + [3] * 82
+    fours = [10] * 17 + [3] * 83
+    for k, r in ((1, ones), (2, twos), (4, fours)):
+        write(tmp_path, f"rand_rrp_eot{k}_seen", fake(k, r))
+    runs = T.load(tmp_path)
+    k, sentence = T.flattened(T.curve(runs, "rrp"))
+    assert k == 2 and "McNemar 1 vs 0" in sentence
+    table = T.eot_curve_table(runs, "rrp")
+    assert "| 2 | 100 | " in table and "lower (p = 0.00, n=100)" in table and "no different (p = 1.00" in table
+    e = T.reached(runs, "rrp")
+    assert (e["draws_reached"], e["flat_at"], e["at"], e["all"]) == (4, 2, 4, 0.17)
+    assert e["mean"] > e["all"]  # the ranked number is the lower one
+
+
+def test_still_falling_is_said(tmp_path):
+    write(tmp_path, "rand_rrp_eot1_seen", fake(1, [10] * 40 + [0] * 60))
+    write(tmp_path, "rand_rrp_eot2_seen", fake(2, [10] * 20 + [0] * 80))
+    k, sentence = T.flattened(T.curve(T.load(tmp_path), "rrp"))
+    assert k is None and "still falling at 2 draws" in sentence
+    assert "more iterations may lower" in T.eot_curve_table(T.load(tmp_path), "rrp")  # the loss still rose
+
+
+def test_a_run_under_way_counts_its_leading_shards_and_says_how_far(tmp_path):
+    shards = tmp_path / "shards" / "rand_rrp_eot1_seen"
+    shards.mkdir(parents=True)
+    (shards / "00000.json").write_text(json.dumps(fake(1, [10] * 20, clean=[10] * 20)))
+    (shards / "00040.json").write_text(json.dumps(fake(1, [0] * 20, start=40)))  # after a gap: not counted
+    runs = T.load(tmp_path)
+    res = runs["rand_rrp_eot1_seen"]
+    assert (res["done"], res["total"], len(res["labels"])) == (20, 100, 20)
+    assert "(20 of 100 images so far)" in T.leaderboard_section(runs)
+
+
+def test_summary_of_a_merged_run(tmp_path):
+    merged = R.merge([fake(1, [10, 9, 0], clean=[10, 10, 10]), fake(1, [10], start=3, clean=[5])])
+    s = R.summary(merged)
+    assert s["adaptive"] == {"mean": 29 / 40, "all": 0.5} and s["clean"] == {"mean": 35 / 40, "all": 0.75}
+
+
+def test_survivors_count_every_attack_and_variant_per_image():
+    a = {"labels": [0, 1, 2, 3], "per_image": {"oblivious_pred": [0, 1, 2, 0], "adaptive_pred": [0, 1, 9, 3]},
+         "adaptive_variants": {"v": {"pred": [0, 9, 2, 3]}}}
+    b = {"labels": [0, 1, 2], "per_image": {"oblivious_pred": [5, 1, 2]}}
+    labels, ok = T._survivors([a, b])
+    assert labels == [0, 1, 2] and ok == [False, False, False]
+    assert T._survivors([a])[1] == [True, False, False, False]
