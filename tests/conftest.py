@@ -43,6 +43,23 @@ def local_clip(tmp_path_factory):
     return make
 
 
+# A 4-layer ViT CLIP: the multi-modal prompts of TAPT and FAP need a ViT image tower.
+TINY_VIT_CFG = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 4, "width": 32, "patch_size": 8, "head_width": 16},
+                "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 2}}
+TINY_VIT_LABELS = ["cat", "dog", "car"]
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(local_clip):
+    """Build a fresh classifier over TINY_VIT_LABELS from the tiny ViT CLIP saved under `name`."""
+    from demo.models.loading import load_model
+
+    def make(name: str):
+        return load_model(f"local-dir:{local_clip(TINY_VIT_CFG, name)}", "cpu").classifier(TINY_VIT_LABELS)
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def tiny_cfg():
     """The tiny CLIP config, for tests that build variants of it (a fixture: test modules cannot import conftest)."""

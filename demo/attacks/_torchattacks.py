@@ -187,8 +187,9 @@ class TorchAttack(Attack):
         return int(self.expected_calls())
 
     def draws_random(self) -> bool:
-        """Whether torchattacks draws random numbers in this attack (then it draws them from local generators)."""
-        return True
+        """Whether torchattacks draws random numbers in this attack (then it draws them from local generators):
+        an attack with a `random_start` switch draws only when it is on."""
+        return bool(getattr(self, "random_start", True))
 
     def perturb(self, model, images, labels, target, generator, progress):
         return run_torchattacks(self.build, model, images, labels, target, generator, progress,

@@ -31,8 +31,5 @@ class PGDL2(TorchAttack):
     steps: int = param(10, lo=1, hi=500, step=1, label="steps", help="Gradient steps (one forward + backward each).")
     random_start: bool = param(True, label="random start", help="Start from a random point in the L2 ball.")
 
-    def draws_random(self) -> bool:
-        return bool(self.random_start)
-
     def build(self, ta, model, seed):
         return ta.PGDL2(model, eps=self.eps, alpha=self.alpha, steps=self.steps, random_start=self.random_start)

@@ -69,7 +69,7 @@ class Stack(Defense):
     parts_order: ClassVar[tuple[str, ...]] = ("training_time", "test_time", "training_free")
 
     training_time: str = param("tecoa", label="Training-time part (robust image tower)",
-                               help="tecoa, fare or pmg_aft, or none.")
+                               help="a defense with a robust image tower (the training-time list), or none.")
     test_time: str = param("rtpt", label="Test-time part (adaptation)", help="tpt, rtpt or tapt, or none.")
     training_free: str = param("jpeg", label="Training-free part (input transform)",
                                help="jpeg, bit_depth, median or random_resize_pad, or none.")

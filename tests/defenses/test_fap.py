@@ -15,15 +15,11 @@ from demo.defenses.training_time import fap
 from demo.models.loading import load_model
 from demo.train import fap_prompts as fap_train
 
-LABELS = ["cat", "dog", "car"]
-CFG = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 4, "width": 32, "patch_size": 8, "head_width": 16},
-       "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 2}}
 
 
 @pytest.fixture(scope="module")
-def clf(local_clip):
-    d = local_clip(CFG, "vit4-fap")
-    clf = load_model(f"local-dir:{d}", "cpu").classifier(LABELS)
+def clf(tiny_vit):
+    clf = tiny_vit("vit4-fap")
     prompts = fap.fresh_prompts(clf, torch.Generator().manual_seed(0))
     with torch.no_grad():  # trained-looking prompts: away from their initialisation
         for p in prompts.parameters():

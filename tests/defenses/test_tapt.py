@@ -11,17 +11,13 @@ from demo.defenses import DEFENSES, DefenseError
 from demo.defenses.test_time import maple, tapt
 from demo.defenses.test_time.tpt import entropy, marginal_entropy, random_resized_crops
 from demo.models.classifier import build_text_features
-from demo.models.loading import load_model
 
 LABELS = ["cat", "dog", "car"]
-CFG = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 4, "width": 32, "patch_size": 8, "head_width": 16},
-       "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 2}}
 
 
 @pytest.fixture(scope="module")
-def clf(local_clip):
-    d = local_clip(CFG, "vit4")
-    clf = load_model(f"local-dir:{d}", "cpu").classifier(LABELS)
+def clf(tiny_vit):
+    clf = tiny_vit("vit4")
     prompts = maple.fresh_prompts(clf, torch.Generator().manual_seed(0))
     with torch.no_grad():  # stored statistics: those of other images, so the alignment has work to do
         _, inputs = maple.encode_image(clf, torch.rand(32, 3, 32, 32), prompts, prompts.depth - 1)
