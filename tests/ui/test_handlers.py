@@ -88,8 +88,8 @@ def test_compare_outputs(image_file, model_key, allowed, attack_name):
     free = cheap_free_defense()
     view = compare(image_file, model_key, allowed, attack_name, training_free=free)
     values = handlers.flat(view)
-    assert len(values) == 5 * 3 + 8
-    for column in (view.clean, view.attacked, view.training_time, view.test_time, view.training_free):
+    assert len(values) == 6 * 3 + 8
+    for column in (view.clean, view.attacked, view.training_time, view.test_time, view.training_free, view.stacked):
         assert column.image is not None and column.label and column.verdict
     assert view.heatmap.dtype == np.uint8 and view.timing_chart.dtype == np.uint8
     assert view.timing_table[-1][0] == "total" and view.timing_table[-1][1] > 0
@@ -105,7 +105,7 @@ def test_compare_outputs(image_file, model_key, allowed, attack_name):
         assert abs(again.label[k] - p) < 1e-5
     data = json.loads(open(view.results_file, encoding="utf-8").read())
     assert [c["column"] for c in data["columns"]] == ["clean", "attacked", "training-time", "test-time",
-                                                      "training-free"]
+                                                      "training-free", "stacked"]
     if ATTACKS.get(attack_name).norm == "linf":
         assert data["attack"]["linf_255"] <= 8 + 1e-6
     assert "Largest pixel change" in view.summary
@@ -118,7 +118,7 @@ def test_attack_and_defend(image_file, model_key, allowed, attack_name):
     free = cheap_free_defense()
     defended = handlers.defend(image_file, attacked.adversarial_file, LABELS_TEXT, AUTO_TRUE, model_key, "none", "none",
                                free, "{}", 0, allowed=allowed)
-    assert len(handlers.flat(defended)) == 3 * 3 + 4
+    assert len(handlers.flat(defended)) == 4 * 3 + 4  # one per paradigm and their stack
     # With "none" everywhere, each defense column repeats the undefended prediction on the attacked image.
     assert defended.training_time.label.keys() == attacked.attacked.label.keys()
     for k, p in attacked.attacked.label.items():
@@ -255,7 +255,7 @@ def test_stop_token_ends_a_run(image_file, model_key, allowed, attack_name):
     assert len(calls) == 1
     # The next run starts with a fresh token state and finishes.
     values = asyncio.run(event(*args[:-1], jobs.new_token(), progress=lambda *a, **k: None))
-    assert len(values) == 5 * 3 + 8
+    assert len(values) == 6 * 3 + 8
 
 
 def test_a_stop_inside_a_defense_loop_ends_the_run_within_one_encoder_pass(tiny_clf, tiny_images):
@@ -392,7 +392,7 @@ def test_on_a_zerogpu_space_heavy_work_asks_for_a_gpu_for_its_estimated_time(
     seconds = jobs.estimated_seconds(lambda: handlers.compare(*args[:-1], allowed=allowed, progress=None))
     assert seconds is not None and seconds > 0
     values = asyncio.run(event(*args, progress=lambda *a, **k: None))
-    assert len(values) == 5 * 3 + 8 and asked == [jobs.gpu_duration(seconds)]
+    assert len(values) == 6 * 3 + 8 and asked == [jobs.gpu_duration(seconds)]
     assert jobs.GPU_MIN_S <= asked[0] <= jobs.GPU_MAX_S
 
 
