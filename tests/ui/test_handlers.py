@@ -11,7 +11,7 @@ from PIL import Image
 
 from demo.pipeline import PARADIGMS
 from demo.registry import ATTACKS, DEFENSES
-from demo.ui import explore, handlers, jobs, views
+from demo.ui import explore, handlers, jobs, panels, views
 from demo.ui.handlers import ADAPTIVE, AUTO_TRUE, NO_TARGET, OBLIVIOUS
 
 LABELS_TEXT = "cat\ndog\ncar\ntree"
@@ -445,3 +445,18 @@ def test_the_selector_shows_the_model_that_answers():
     assert handlers.answering_model("vit-b-32", allowed=allowed) == "teaching"
     assert handlers.answering_model("teaching", allowed=allowed) == "teaching"
     assert handlers.answering_model("nope", allowed=allowed) == "nope"  # refused elsewhere, with a message
+
+
+def test_the_noise_attack_is_offered_with_its_kind_control(image_file, model_key, allowed):
+    from demo.ui.page import Page
+
+    with gr.Blocks():
+        page = Page()
+        panels._param_groups(page, "attack", ["noise"], "noise")
+    assert "kind" in page.param_groups[0].controls
+    args = (image_file, LABELS_TEXT, AUTO_TRUE, model_key, "noise", 4, 1, NO_TARGET, OBLIVIOUS, 0, "none", "none",
+            "none")
+    data = handlers.compare_json(*args, '{"kind": "gaussian"}', allowed=allowed)
+    assert data["attack"]["name"] == "noise" and data["attack"]["params"]["kind"] == "gaussian"
+    with pytest.raises(gr.Error, match="noise kind"):
+        handlers.compare_json(*args, '{"kind": "pink"}', allowed=allowed)
