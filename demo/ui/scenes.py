@@ -108,7 +108,7 @@ NOISE = Scene(
 # the scene says so rather than the folklore.
 TRANSFER = Scene(
     "Does an attack transfer?",
-    "The attack is crafted on the ViT teaching model and answered by the ResNet one (\"Crafted on\"): the ResNet "
+    "The attack is crafted on the ViT teaching model and answered by the ResNet one (the Crafted on setting): the ResNet "
     "stays right, while the same attack crafted on the ResNet itself fools it (set Crafted on back to the same "
     "model). Here, at 4/255, an attack made for another image tower rarely transfers (Papernot et al., 2016; "
     "Liu et al., 2017, find more transfer with bigger budgets and ensembles of source models).",
