@@ -272,7 +272,8 @@ def setup_updates(page: Page, values: dict) -> list:
         eps_u, steps_u, target_u, *groups = _attack_changed(page)[0](attack)
     if "eps" in values:
         eps_u = gr.Slider(**{**eps_slider_spec(attack), "value": values["eps"]}) if attack else gr.Slider(value=values["eps"])
-    if "steps" in values:
+    # An attack without steps (random noise) keeps its hidden slider: a scene's shared steps would not fit it.
+    if "steps" in values and not (attack and "steps" not in {f.name for f in ATTACKS.get(attack).params()}):
         steps_u = gr.Slider(**{**steps_slider_spec(attack), "value": values["steps"]}) if attack else \
             gr.Slider(value=values["steps"])
     get = lambda k: values[k] if k in values else gr.skip()  # noqa: E731

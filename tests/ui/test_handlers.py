@@ -460,3 +460,17 @@ def test_the_noise_attack_is_offered_with_its_kind_control(image_file, model_key
     assert data["attack"]["name"] == "noise" and data["attack"]["params"]["kind"] == "gaussian"
     with pytest.raises(gr.Error, match="noise kind"):
         handlers.compare_json(*args, '{"kind": "pink"}', allowed=allowed)
+
+
+def test_a_scene_with_an_attack_without_steps_keeps_its_steps_slider():
+    from demo.ui import wiring
+    from demo.ui.page import Page
+
+    with gr.Blocks():
+        page = Page()
+        panels.build_labels(page, [("m", "m")], "m", "", False)
+        panels.build_run(page)
+    controls = wiring.setup_controls(page)
+    updates = wiring.setup_updates(page, {"attack": "noise", "eps": 4, "steps": 10})
+    steps = updates[controls.index(page.steps)]
+    assert steps.visible is False and steps.value <= steps.maximum
