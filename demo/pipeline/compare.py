@@ -1,12 +1,14 @@
 """One comparison: classify an image clean, attack it, and classify the attack through one defense per paradigm.
 
-The five columns (clean, attacked, training-time, test-time, training-free) each record the image that
+The six columns (clean, attacked, training-time, test-time, training-free, and the three chosen defenses
+stacked in one pipeline) each record the image that
 was classified, the top-5 predictions, whether the prediction is right, its cost in milliseconds and
 model passes. Every request builds its own classifier view, attack and defenses and seeds its own
 generators, so concurrent requests cannot see each other; the shared model is only read.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import torch
@@ -18,10 +20,11 @@ from ..timing import Timings, count_passes, timer
 from . import budget
 from .inputs import InputError, check_index, check_labels, make_attack, make_defense
 from .results import Column, ComparisonResult, Stage
+from .stacked import stack_note, with_stack
 
 ProgressFn = Callable[[float, str], None]
 PARADIGMS = (Paradigm.TRAINING_TIME, Paradigm.TEST_TIME, Paradigm.TRAINING_FREE)
-COLUMN_KEYS = ("clean", "attacked") + tuple(p.value for p in PARADIGMS)
+COLUMN_KEYS = ("clean", "attacked") + tuple(p.value for p in PARADIGMS) + (Paradigm.STACKED.value,)
 # The comparison the page opens with: one defense per paradigm, so a first click shows all three at work.
 DEFAULT_DEFENSES = {Paradigm.TRAINING_TIME: "tecoa", Paradigm.TEST_TIME: "rtpt", Paradigm.TRAINING_FREE: "jpeg"}
 
@@ -46,6 +49,16 @@ class _Progress:
     def finish(self) -> None:
         if self.callback is not None:
             self.callback(1.0, "done")
+
+
+@dataclass(frozen=True)
+class Source:
+    """The model an attack is crafted on when it is not the one that answers: a transfer (black-box)
+    attack, Papernot et al. 2016 and Liu et al. 2017 (see `demo.pipeline.transfer`). `classifier(labels)`
+    is its zero-shot classifier over the answering model's labels."""
+
+    label: str
+    classifier: Callable[[list[str]], object]
 
 
 def _classify(clf, images: torch.Tensor, name: str) -> tuple[torch.Tensor, Stage]:
@@ -74,20 +87,25 @@ def _default_summary(out, seen: torch.Tensor) -> str:
 def _defended(clf, defense_objs, inputs, labels, true_label, seed, tracker, stages, on_column=None) -> list[Column]:
     """Classify each paradigm's input through its defense: one column per paradigm."""
     columns = []
+    note = stack_note(defense_objs)
     for paradigm in defense_objs:
         defense = defense_objs[paradigm]
         name = defense.title or defense.name
+        stacked = paradigm == Paradigm.STACKED
         tracker.stage(f"{paradigm.value} defense: {name}")
         seen, attack_stage = inputs[paradigm]
         out = defense(clf, seen, seed=seed)
         stage = _stage(f"{paradigm.value}: {name}", out.timings, out.passes, "defense")
         stages.append(stage)
         classified = out.images[0] if out.images is not None else seen[0]
+        summary = out.summary[0] if out.summary else _default_summary(out, seen)
+        # The stack's title already says what it is ("Stacked: TeCoA + R-TPT + JPEG").
+        title = name if stacked and defense.name != "none" else f"{paradigm.value.capitalize()}: {name}"
         columns.append(Column(
-            paradigm.value, f"{paradigm.value.capitalize()}: {name}", classified.detach().clamp(0, 1),
+            paradigm.value, title, classified.detach().clamp(0, 1),
             out.logits.detach().float().softmax(-1)[0], labels, true_label, defense=defense.name,
             received=seen[0] if out.images is not None else None, changed=dict(out.changed),
-            summary=out.summary[0] if out.summary else _default_summary(out, seen),
+            summary=" ".join(t for t in (summary, note if stacked else "") if t),
             stages=[stage], attack_stage=attack_stage))
         if on_column is not None:
             on_column(columns[-1])
@@ -122,11 +140,11 @@ def run_defenses(
     """
     labels = check_labels(labels)
     true_label = check_index(true_label, labels, "true label")
-    defense_objs = check_defenses(defenses or {})
+    defense_objs = with_stack(check_defenses(defenses or {}))
     image = check_image(image).to(loaded.device)
     budget.check(loaded, budget.defense_passes(defense_objs.values()), [])
     clf = loaded.classifier(labels)
-    tracker = _Progress(progress, [0.2] + [0.5] * len(PARADIGMS))
+    tracker = _Progress(progress, [0.2] + [0.5] * len(defense_objs))
     tracker.stage("undefended prediction")
     probs, stage = _classify(clf, image, "undefended inference")
     stages = [stage]
@@ -134,7 +152,7 @@ def run_defenses(
         ref_probs = probs if reference is None else _classify(clf, check_image(reference).to(loaded.device), "reference")[0]
         true_label = int(ref_probs[0].argmax())
     columns = [Column("attacked", "Undefended", image[0], probs[0], labels, true_label, stages=[stage])]
-    columns += _defended(clf, defense_objs, {p: (image, None) for p in PARADIGMS}, labels, true_label, seed,
+    columns += _defended(clf, defense_objs, {p: (image, None) for p in defense_objs}, labels, true_label, seed,
                          tracker, stages)
     tracker.finish()
     return columns, stages, true_label
@@ -192,18 +210,26 @@ def run_comparison(
     seed: int = 0,
     progress: ProgressFn | None = None,
     on_column: Callable[[Column], None] | None = None,
+    crafted_on: Source | None = None,
 ) -> ComparisonResult:
-    """Clean and attacked predictions plus one defense per paradigm, with costs. `on_column` is called
+    """Clean and attacked predictions plus one defense per paradigm and the three stacked, with costs. `on_column` is called
     with each column as soon as it is ready (clean, attacked, then each defense), for pages that show
     results while the rest is computed.
 
-    `defenses=None` skips the defense columns (attack only).
+    `defenses=None` skips the defense columns (attack only). `crafted_on`: craft the attack on that model
+    instead (transfer); it never sees the answering model, so it cannot go through its defenses either
+    (oblivious mode only).
     Oblivious (adaptive=False): one attack on the undefended model; every defense sees that image.
     Adaptive: each defense other than "none" gets its own attack through `defense.as_module` (BPDA/EOT
-    where the defense is not differentiable or random) and is judged on that image.
+    where the defense is not differentiable or random) and is judged on that image; the stack's attack
+    goes through the whole pipeline.
     """
     labels, true_label, target, attack, defense_objs = check_request(
         labels, true_label, target, attack_name, attack_params, defenses)
+    defense_objs = with_stack(defense_objs)
+    if crafted_on is not None and adaptive:
+        raise InputError(f"An attack crafted on {crafted_on.label} never sees the model that answers, so it "
+                         "cannot go through its defenses: choose the oblivious mode, or craft it on the same model.")
     image = check_image(image).to(loaded.device)
     chosen = list(defense_objs.values())
     budget.check(loaded, budget.comparison_passes(attack, chosen, adaptive), budget.advice(attack, chosen, adaptive))
@@ -227,8 +253,9 @@ def run_comparison(
 
     label_t = torch.tensor([true_label], device=image.device)
     target_t = None if target is None else torch.tensor([target], device=image.device)
-    title = attack.title or attack.name
-    result = attack(clf, image, label_t, target=target_t, seed=seed, progress=tracker.stage(f"attack ({title})"))
+    title = (attack.title or attack.name) + (f", crafted on {crafted_on.label}" if crafted_on else "")
+    source = clf if crafted_on is None else crafted_on.classifier(labels)
+    result = attack(source, image, label_t, target=target_t, seed=seed, progress=tracker.stage(f"attack ({title})"))
     # What a PNG of the attack decodes to: shown, downloaded and re-uploaded bit for bit as classified.
     adv = quantize(result.adv_images)
     attack_stage = _stage(f"attack: {title}", result.timings, result.passes, "attack")

@@ -23,10 +23,11 @@ from ..models import world_check
 from ..pipeline import USER_ERRORS, InputError, budget
 from ..pipeline.budget import Estimated
 from ..pipeline.compare import check_defenses
+from ..pipeline.stacked import with_stack
 from ..attacks.base import show
 from ..attacks import build_attack
 from ..registry import ATTACKS
-from . import parse, views
+from . import crafted, parse, views
 from .jobs import Cancelled
 from .models import get_model, is_teaching
 from .parse import (  # noqa: F401  (re-exported: the page and tests use them through this module)
@@ -163,7 +164,7 @@ def estimate(model_key, attack_name, eps, steps, mode, training_time, test_time,
         req = parse.request([], None, None, model_key, attack_name, eps, steps, mode, 0, attack_params,
                             (training_time, test_time, training_free), defense_params)
         attack = build_attack(req.attack, InputError)
-        defenses = list(check_defenses(req.defenses).values())
+        defenses = list(with_stack(check_defenses(req.defenses)).values())
         passes, seconds, limit = budget.estimate(loaded, attack, defenses, req.adaptive)
     except USER_ERRORS as exc:
         return f"Cost: cannot be estimated with these settings ({exc})"
@@ -244,18 +245,30 @@ def _inputs(image, labels_text, model_key, allowed):
 
 @user_errors
 def attack(image, labels_text, true_label, model_key, attack_name, eps, steps, target, seed,
-           attack_params="", *, allowed: set[str], progress: Progress = None) -> AttackView:
+           attack_params="", crafted_on="", *, allowed: set[str], progress: Progress = None) -> AttackView:
+    """`crafted_on` (optional): "" crafts the attack on the model that answers; see `crafted.choices`."""
     loaded, x, labels = _inputs(image, labels_text, model_key, allowed)
     req = parse.request(labels, true_label, target, model_key, attack_name, eps, steps, OBLIVIOUS, seed, attack_params)
-    result = pipeline.run_request(loaded, x, labels, req, progress)
+    src = crafted.source(crafted_on, loaded, allowed)
+    result = _run(loaded, x, labels, req, progress, src=src)
     name, params, true_idx = result.attack, result.attack_params, req.true_label
     folder = views.new_download_dir()
     adv_file = views.write_png(folder, f"adversarial_{views.safe_name(name)}.png", pipeline.to_uint8(result.adversarial))
     assumed, outside = true_idx is None, outside_world(loaded, x)
     return AttackView(**_column_views(result.columns, AttackView, assumed, outside),
                       heatmap=views.perturbation_figure(result, _linf_budget(name, params)), adversarial_file=adv_file,
-                      summary=_lead(outside) + model_line(model_key, loaded, allowed) + "\n\n"
+                      summary=_lead(outside) + model_line(model_key, loaded, allowed) + _crafted(src, loaded) + "\n\n"
                       + views.attack_summary(result, ATTACKS.get(name).title or name, _eps_text(name, params)))
+
+
+def _run(loaded, x, labels, req, progress, on_column=None, src=None):
+    """`pipeline.run_request`, with the attack crafted on `src` when given (a transfer)."""
+    return pipeline.run_comparison(loaded, x, labels, req.true_label, req.attack.name, dict(req.attack.params),
+                                   req.target, req.defenses, req.adaptive, req.seed, progress, on_column, src)
+
+
+def _crafted(src, loaded) -> str:
+    return " " + crafted.line(src, loaded) if src is not None else ""
 
 
 @user_errors
@@ -279,13 +292,15 @@ def defend(image, adversarial, labels_text, true_label, model_key, training_time
 
 @user_errors
 def compare(image, labels_text, true_label, model_key, attack_name, eps, steps, target, mode, seed,
-            training_time, test_time, training_free, attack_params="", defense_params="", *,
+            training_time, test_time, training_free, attack_params="", defense_params="", crafted_on="", *,
             allowed: set[str], progress: Progress = None, emit: Callable | None = None) -> CompareView:
     """The full comparison; `emit(view)`, when given, receives a partial view each time a column is ready
-    (the columns not computed yet are blank and say so), so a page can show them at once."""
+    (the columns not computed yet are blank and say so), so a page can show them at once. `crafted_on`
+    (optional, default "": the model that answers) crafts the attack on another model (`crafted.choices`)."""
     loaded, x, labels = _inputs(image, labels_text, model_key, allowed)
     req = parse.request(labels, true_label, target, model_key, attack_name, eps, steps, mode, seed, attack_params,
                         (training_time, test_time, training_free), defense_params)
+    src = crafted.source(crafted_on, loaded, allowed)
     assumed, outside = req.true_label is None, outside_world(loaded, x)
     computed: dict = {}
 
@@ -296,14 +311,15 @@ def compare(image, labels_text, true_label, model_key, attack_name, eps, steps, 
                          summary=f"Computing: {len(computed)} of {len(views.RESULT_COLUMNS)} columns ready.",
                          strip=_strip(computed, assumed, outside)))
 
-    result = pipeline.run_request(loaded, x, labels, req, progress, ready if emit else None)
+    result = _run(loaded, x, labels, req, progress, ready if emit else None, src)
     name, params = result.attack, result.attack_params
     defended = result.columns[2:]
     folder = views.new_download_dir()
     adv_file = views.write_png(folder, f"adversarial_{views.safe_name(name)}.png", pipeline.to_uint8(result.adversarial))
     data = result.to_dict()
     data["model_label"] = loaded.spec.label
-    summary = _lead(outside) + model_line(model_key, loaded, allowed) + "\n\n" + views.attack_summary(
+    data["crafted_on"] = src.label if src is not None else loaded.spec.label
+    summary = _lead(outside) + model_line(model_key, loaded, allowed) + _crafted(src, loaded) + "\n\n" + views.attack_summary(
         result, ATTACKS.get(name).title or name, _eps_text(name, params))
     changed = views.changed_markdown(defended)
     return CompareView(**_column_views(result.columns, CompareView, assumed, outside),
@@ -329,20 +345,22 @@ def _strip(computed: dict, assumed: bool, outside: bool) -> str:
 
 @user_errors
 def compare_json(image, labels_text, true_label, model_key, attack_name, eps, steps, target, mode, seed,
-                 training_time, test_time, training_free, attack_params="", defense_params="", *,
+                 training_time, test_time, training_free, attack_params="", defense_params="", crafted_on="", *,
                  allowed: set[str], progress: Progress = None) -> dict:
     """The comparison of /compare as one JSON document: model, labels, attack, per column (clean, attacked,
-    one per paradigm) the prediction, whether it is correct, top-5, time, passes and what the defense did,
-    and the stages' timings. The same inputs as /compare."""
+    one per paradigm, "stacked": the three together) the prediction, whether it is correct, top-5, time, passes and what the defense did,
+    and the stages' timings, and which model the attack was crafted on. The same inputs as /compare."""
     loaded, x, labels = _inputs(image, labels_text, model_key, allowed)
     req = parse.request(labels, true_label, target, model_key, attack_name, eps, steps, mode, seed, attack_params,
                         (training_time, test_time, training_free), defense_params)
-    result = pipeline.run_request(loaded, x, labels, req, progress)
+    src = crafted.source(crafted_on, loaded, allowed)
+    result = _run(loaded, x, labels, req, progress, src=src)
     data = result.to_dict()
     outside = outside_world(loaded, x)
     if outside:  # an answer about an image the model cannot know is neither right nor wrong
         for column in data["columns"]:
             column["correct"] = None
     return {**data, "model_label": loaded.spec.label, "model_note": model_note(model_key, loaded, allowed),
+            "crafted_on": src.label if src is not None else loaded.spec.label,
             "true_label_assumed": req.true_label is None, "outside_world": outside,
             "outside_world_note": world_check.SENTENCE if outside else ""}

@@ -3,15 +3,24 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..eval.publish import published
+from ..eval.publish import lessons, published
 from . import assets
 
 # Learn-tab pages that end with the published numbers of their paradigm.
 MEASURED = {"training_time": "training-time", "test_time": "test-time", "training_free": "training-free"}
-PAGES = [("How attacks work", "attacks"), ("Training-time defenses", "training_time"),
-         ("Test-time adaptation", "test_time"), ("Training-free defenses", "training_free"),
+PAGES = [("How attacks work", "attacks"), ("Noise is not an attack", "noise"), ("Attacks transfer", "transfer"),
+         ("Training-time defenses", "training_time"), ("Test-time adaptation", "test_time"),
+         ("Training-free defenses", "training_free"), ("All three paradigms stacked", "stacking"),
          ("Oblivious vs adaptive attacks", "adaptive"), ("Reading the numbers", "numbers"),
-         ("References", "references")]
+         ("One image or many", "population"), ("References", "references")]
+
+
+def page_text(name: str, numbers: dict | None = None) -> str:
+    """A Learn page with its numbers filled from docs/results: defense tokens, then the lesson runs'."""
+    text = lessons.fill(published.fill(assets.content(name), numbers))
+    if name in MEASURED:
+        text += "\n\n" + published.paradigm_table(MEASURED[name], numbers)
+    return text
 
 
 def build() -> None:
@@ -34,9 +43,7 @@ def build() -> None:
                                           api_visibility="private", queue=False)
     numbers = published.defense_numbers()
     for title, name in PAGES:
-        text = published.fill(assets.content(name), numbers)
-        if name in MEASURED:
-            text += "\n\n" + published.paradigm_table(MEASURED[name], numbers)
+        text = page_text(name, numbers)
         if text.strip():
             with gr.Accordion(title, open=False):
                 gr.Markdown(text)

@@ -49,6 +49,7 @@ class Page:
     steps: gr.Slider = None
     target: gr.Dropdown = None
     mode: gr.Radio = None
+    crafted_on: gr.Dropdown = None
     seed: gr.Number = None
     defenses: dict = field(default_factory=dict)        # Paradigm -> Dropdown
     defense_info: dict = field(default_factory=dict)    # Paradigm -> Markdown
@@ -68,7 +69,7 @@ class Page:
     share_link: gr.Textbox = None
     columns: dict = field(default_factory=dict)         # result column field -> ColumnPanel
     world_note: gr.Markdown = None                      # "this model cannot know this image"
-    strip: gr.HTML = None                               # the five verdicts in one line
+    strip: gr.HTML = None                               # every verdict in one line
     summary: gr.Markdown = None
     heatmap: gr.Image = None
     changes: gr.Image = None
@@ -90,6 +91,11 @@ class Page:
     curve_chart: gr.Image = None
     curve_table: gr.Dataframe = None
     curve_file: gr.File = None
+    n_images: gr.Slider = None
+    population_btn: gr.Button = None
+    population_table: gr.Dataframe = None
+    population_summary: gr.Markdown = None
+    population_json: gr.JSON = None
     example_sets: list = field(default_factory=list)   # [(Gallery, [(path, caption, labels)])]
 
 

@@ -8,7 +8,7 @@ from .. import pipeline
 from ..attacks.base import display_scale
 from ..pipeline import PARADIGMS
 from ..registry import ATTACKS, DEFENSES
-from . import assets, explore, handlers, views
+from . import assets, crafted, explore, handlers, views
 from .page import ColumnPanel, Page, ParamGroup  # noqa: F401  (the page's panels fill these)
 from .components import ImageInput, NumberBox, NumberSlider, figure_box, image_box, param_control
 
@@ -179,6 +179,10 @@ def build_run(page: Page, starts: dict | None = None) -> None:
             page.steps = NumberSlider(**{k: v for k, v in steps.items()}, elem_id="steps")
         page.mode = gr.Radio([handlers.OBLIVIOUS, handlers.ADAPTIVE], value=handlers.OBLIVIOUS, label="Attack mode",
                              info="Adaptive: each defense is attacked through itself (BPDA/EOT).", elem_id="mode")
+        page.crafted_on = gr.Dropdown(choices=crafted.choices(page.model.value if page.model else ""),
+                                      value=crafted.SAME, label="Crafted on", allow_custom_value=True,
+                                      info="Craft the attack on another model than the one that answers (a "
+                                           "transfer attack; oblivious mode only).", elem_id="crafted-on")
         for paradigm in PARADIGMS:
             choices = defense_choices(paradigm)
             chosen = DEFAULT_DEFENSES.get(paradigm, "none")
@@ -277,3 +281,22 @@ def _results(page: Page) -> None:
             page.curve_table = gr.Dataframe(headers=["model", "eps", "prediction", "correct", "true-label prob."],
                                             interactive=False, label="Curve points")
         page.curve_file = gr.File(label="Curve (JSON)")
+    build_population(page)
+
+
+def build_population(page: Page) -> None:
+    """Many images at once: the setup above on N teaching-world images (`demo.ui.many`)."""
+    from . import many
+    from ..eval.population import DEFAULT_N, MAX_N
+
+    with gr.Accordion("Many images at once: how often does it happen?", open=False, elem_id="population-panel"):
+        gr.Markdown(many.panel_note())
+        with gr.Row():
+            page.n_images = gr.Slider(1, MAX_N, value=DEFAULT_N, step=1, label="Number of images",
+                                      elem_id="n-images")
+            page.population_btn = gr.Button("Run on many images", elem_id="population-btn")
+        page.population_summary = gr.Markdown("", elem_id="population-summary")
+        page.population_table = gr.Dataframe(headers=many.HEADERS, interactive=False, wrap=True,
+                                             label="Accuracy per column", elem_id="population-table")
+        with gr.Accordion("Per image (JSON)", open=False):
+            page.population_json = gr.JSON(label="Population run", elem_id="population-json")

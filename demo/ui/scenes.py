@@ -5,7 +5,8 @@ Those claims are run on both teaching models by tests/ui/test_lesson.py, which c
 on the models a scene lists in `holds_on` and fail on the others, where the scene says why; so a scene
 cannot go on promising what a model no longer shows. Beside its one-image result each scene
 quotes the measured population number (`population`, filled from docs/results by
-`demo.eval.publish.published.fill`), so a class sees both the anecdote and the measurement.
+`fill`: the defense numbers of `demo.eval.publish.published` and the lesson runs of
+`demo.eval.publish.lessons`), so a class sees both the anecdote and the measurement.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ VIT = "teaching-vit"
 OTHER_MODEL_NOTE = ("*This scene was measured on the ResNet teaching model (first in the Model selector); on the "
                     "model chosen now, what it says may not happen.*")
 SAME_ON_VIT = "*On the ViT teaching model this scene shows the same (checked on this image).*"
-BASE = {"attack": "pgd", "eps": "4", "steps": "10", "mode": "oblivious", "seed": "0"}
+BASE = {"attack": "pgd", "eps": "4", "steps": "10", "mode": "oblivious", "seed": "0", "crafted": ""}
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,39 @@ CROPS = Scene(
     "average over few draws of the crops, so these are upper bounds. On unseen classes it is right on "
     "only {{rtpt.held_out.clean}} of clean images (undefended: {{none.held_out.clean}}).")
 
+# Goodfellow et al. (2015): the perturbation is chosen, not random. Same example, same 4/255: only the
+# direction differs.
+NOISE = Scene(
+    "Noise is not an attack",
+    "Random noise of the same size (every pixel moved by 4/255 up or down at random) leaves the model right; "
+    "PGD at the same 4/255 fools it (switch the attack to PGD and run again): an adversarial perturbation is "
+    "chosen, not random (Goodfellow et al., 2015).",
+    {"example": "teaching_cyan_triangle", "attack": "noise"},
+    [({}, "attacked", True), ({"attack": "pgd"}, "attacked", False)],
+    "On {{run:lesson_noise_corners_4.n}} seen test images random corners at 4/255 leave "
+    "{{run:lesson_noise_corners_4.robust}} right and Gaussian noise of the same energy "
+    "{{run:lesson_noise_gaussian_4.robust}} (clean: {{run:lesson_noise_corners_4.clean}}); PGD-10 at the same "
+    "budget leaves {{run:lesson_pgd_4.robust}} of {{run:lesson_pgd_4.n}}.")
+
+# Papernot et al. (2016), Liu et al. (2017): an image crafted on one model is handed to another. The two
+# teaching towers share a text tower; at 4/255 with PGD-10 the published runs show little transfer, and
+# the scene says so rather than the folklore.
+TRANSFER = Scene(
+    "Does an attack transfer?",
+    "The attack is crafted on the ViT teaching model and answered by the ResNet one (the Crafted on setting): the ResNet "
+    "stays right, while the same attack crafted on the ResNet itself fools it (set Crafted on back to the same "
+    "model). Here, at 4/255, an attack made for another image tower rarely transfers (Papernot et al., 2016; "
+    "Liu et al., 2017, find more transfer with bigger budgets and ensembles of source models).",
+    {"example": "teaching_cyan_triangle", "crafted": VIT},
+    [({}, "attacked", True), ({"crafted": ""}, "attacked", False)],
+    "On {{run:transfer_vit_to_resnet.n}} seen test images crafted on the ViT, the ResNet stays right on "
+    "{{run:transfer_vit_to_resnet.robust}} (attacked on itself: {{run:lesson_pgd_4.robust}}); crafted on the "
+    "ResNet, the ViT stays right on {{run:transfer_resnet_to_vit.robust}} (on itself: {{run:vit_lesson_pgd_4.robust}}).",
+    holds_on=("teaching",),
+    vit=("an attack crafted on the ViT is white-box when the ViT answers, not a transfer: choose the ResNet "
+         "teaching model to see it. Crafted on the ResNet, the ViT stays right on "
+         "{{run:transfer_resnet_to_vit.robust}} of {{run:transfer_resnet_to_vit.n}} seen test images."))
+
 SCENES = [
     Scene("A tiny change fools CLIP",
           "Compare Clean and Attacked: the pictures look the same, yet the attacked one is read as another shape; "
@@ -110,7 +144,17 @@ SCENES = [
           vit=("its TeCoA tower already loses the red star at 4/255, so there is no budget step to show: on "
                "{{tecoa.seen.n}} seen test images it keeps {{tecoa.seen.adaptive}} right under PGD-10 at 4/255 "
                "aimed at it.")),
+    NOISE,
+    TRANSFER,
 ]
+
+
+def fill(text: str, numbers: dict | None = None) -> str:
+    """A scene's text with its published numbers: defense tokens ({{tecoa.seen.worst}}), then lesson-run
+    tokens ({{run:lesson_pgd_4.robust}})."""
+    from ..eval.publish import lessons, published
+
+    return lessons.fill(published.fill(text, numbers))
 
 
 def model_note(scene: Scene, model_key: str, vit_numbers: dict | None = None) -> str:
@@ -124,5 +168,5 @@ def model_note(scene: Scene, model_key: str, vit_numbers: dict | None = None) ->
     if model_key == VIT and scene.vit:
         if vit_numbers is None:
             vit_numbers = published.defense_numbers(published.model_results(published.load(), VIT))
-        return "*On the ViT teaching model this scene does not show what it says:* " + published.fill(scene.vit, vit_numbers)
+        return "*On the ViT teaching model this scene does not show what it says:* " + fill(scene.vit, vit_numbers)
     return OTHER_MODEL_NOTE

@@ -14,7 +14,8 @@ from ..registry import ATTACKS, DEFENSES
 from . import assets
 from .parse import parse_labels
 
-KEYS = ("example", "labels", "true", "attack", "eps", "steps", "mode", "seed") + tuple(p.value for p in PARADIGMS)
+KEYS = ("example", "labels", "true", "attack", "eps", "steps", "mode", "seed") + tuple(p.value for p in PARADIGMS) + (
+    "crafted",)
 MODES = ("oblivious", "adaptive")
 MAX_LABELS_CHARS = 4000
 
@@ -40,8 +41,9 @@ def example_name(image) -> str | None:
 def share_query(image, labels_text: str, attack: str, eps, steps, mode: str, seed, *rest: str) -> str:
     """The query string ("?example=...&attack=...") that reopens this setup; labels are left out when
     they are the example's own, the true label when it is the example's class. `rest`: one defense per
-    paradigm, then (optionally) the true label."""
+    paradigm, then (optionally) the true label and the model the attack is crafted on ("" for the same)."""
     defenses, true_label = rest[:len(PARADIGMS)], (rest[len(PARADIGMS):] or ("",))[0]
+    crafted_on = (rest[len(PARADIGMS) + 1:] or ("",))[0]
     params: dict[str, str] = {}
     name = example_name(image)
     if name:
@@ -54,6 +56,8 @@ def share_query(image, labels_text: str, attack: str, eps, steps, mode: str, see
     params.update({"attack": attack, "eps": f"{float(eps):g}", "steps": str(int(steps)), "mode": mode,
                    "seed": str(int(seed or 0))})
     params.update({p.value: d for p, d in zip(PARADIGMS, defenses)})
+    if crafted_on:
+        params["crafted"] = crafted_on
     return "?" + urlencode(params)
 
 
@@ -93,4 +97,16 @@ def apply_query(query: dict[str, str]) -> dict[str, object]:
         name = query.get(p.value)
         if name == "none" or (name in DEFENSES and DEFENSES.get(name).paradigm == p):
             out[p.value] = name
+    if "crafted" in query and _crafted_ok(query["crafted"]):
+        out["crafted"] = query["crafted"]
     return out
+
+
+def _crafted_ok(value: str) -> bool:
+    """A "Crafted on" value some model offers ("" for the same model; the handler checks it fits the model)."""
+    from ..models.zoo import ZOO
+    from .crafted import SAME, TWIN
+
+    twins = {m for spec in ZOO.values() for m in spec.twins}
+    return value == SAME or value in ("teaching", "teaching-vit") or (
+        value.startswith(TWIN) and value[len(TWIN):] in twins)

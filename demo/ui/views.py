@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from ..pipeline import PARADIGMS, Column, ComparisonResult, Stage, to_uint8
+from ..pipeline import Column, ComparisonResult, Stage, to_uint8
 from ..viz import defense_change_heatmap, perturbation_heatmap, timing_chart
 
 TIMING_HEADERS = ["stage", "ms", "forward passes", "with gradient"]
@@ -56,8 +56,10 @@ RESULT_COLUMNS = (
     ResultColumn("training-time", "Training-time", "Training-time defense"),
     ResultColumn("test-time", "Test-time", "Test-time adaptation defense"),
     ResultColumn("training-free", "Training-free", "Training-free defense"),
+    ResultColumn("stacked", "All three", "All three together"),
 )
-DEFENSE_COLUMNS = tuple(c for c in RESULT_COLUMNS if c.key in {p.value for p in PARADIGMS})
+# Every column that classifies through a defense: one per paradigm, then their stack.
+DEFENSE_COLUMNS = RESULT_COLUMNS[2:]
 
 
 def view_type(name: str, columns, extras: tuple[str, ...]):

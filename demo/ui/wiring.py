@@ -12,9 +12,8 @@ import gradio as gr
 
 from ..pipeline import PARADIGMS
 from ..registry import ATTACKS, DEFENSES
-from ..eval.publish import published
 from . import assets, explore, handlers, views
-from . import jobs, scenes
+from . import crafted, jobs, many, scenes
 from .events import clean_first_event, gpu_event, long_event, quick_event, stream_event
 from .panels import Page, defense_note, eps_slider_spec, steps_slider_spec
 
@@ -145,6 +144,8 @@ def wire(page: Page, allowed: set[str]) -> None:
         starts = handlers.defense_starts(key, allowed=allowed)
         return [gr.Slider(value=starts[owner]["views"]) if owner in starts else gr.skip() for owner, _ in view_controls]
 
+    page.model.change(lambda key: gr.Dropdown(choices=crafted.choices(key), value=crafted.SAME), page.model,
+                      page.crafted_on, **private)
     if view_controls:
         page.model.change(gpu_event(views_for_model), page.model, [c for _, c in view_controls],
                           api_visibility="private",
@@ -225,6 +226,9 @@ def wire(page: Page, allowed: set[str]) -> None:
     ev_curve = chained(page.curve_btn, explore.curve, page.inputs(explore.curve), curve_outputs, "curve",
                        [page.curve_chart])
 
+    ev_population = chained(page.population_btn, many.population, page.inputs(many.population),
+                            page.outputs(many.PopulationView), "population", [page.population_table], stream=True)
+
     clean_first = clean_first_event(classify, LIGHT_LIMIT)
     page.run_btn.click(clean_first, classify_inputs, clean_outputs, api_visibility="private", show_progress="hidden",
                        queue=False)
@@ -241,7 +245,8 @@ def wire(page: Page, allowed: set[str]) -> None:
 
     # Two listeners: the flag must be set at once, while dropping the event waits for the run to end.
     page.stop_btn.click(jobs.request_stop, token, None, **private)
-    page.stop_btn.click(None, None, None, cancels=[ev_attack, ev_defend, ev_compare, ev_curve, ev_json, ev_steps],
+    page.stop_btn.click(None, None, None, cancels=[ev_attack, ev_defend, ev_compare, ev_curve, ev_json, ev_steps,
+                                                      ev_population],
                         api_visibility="private", queue=False)
 
 
@@ -256,7 +261,7 @@ def setup_controls(page: Page) -> list:
     """The controls a shared link (or a lesson scene) sets, in `setup_updates` order."""
     attack_groups = [g.group for g in page.param_groups if g.kind == "attack"]
     return ([page.image, page.labels, page.attack, page.eps, page.steps, page.target, page.mode, page.seed]
-            + [page.defenses[p] for p in PARADIGMS] + attack_groups + [page.true_label])
+            + [page.defenses[p] for p in PARADIGMS] + attack_groups + [page.true_label, page.crafted_on])
 
 
 def setup_updates(page: Page, values: dict) -> list:
@@ -268,13 +273,14 @@ def setup_updates(page: Page, values: dict) -> list:
         eps_u, steps_u, target_u, *groups = _attack_changed(page)[0](attack)
     if "eps" in values:
         eps_u = gr.Slider(**{**eps_slider_spec(attack), "value": values["eps"]}) if attack else gr.Slider(value=values["eps"])
-    if "steps" in values:
+    # An attack without steps (random noise) keeps its hidden slider: a scene's shared steps would not fit it.
+    if "steps" in values and not (attack and "steps" not in {f.name for f in ATTACKS.get(attack).params()}):
         steps_u = gr.Slider(**{**steps_slider_spec(attack), "value": values["steps"]}) if attack else \
             gr.Slider(value=values["steps"])
     get = lambda k: values[k] if k in values else gr.skip()  # noqa: E731
     true_u = true_label_update(values["labels"], values.get("true")) if "labels" in values else gr.skip()
     return ([get("image"), get("labels"), gr.skip() if not attack else attack, eps_u, steps_u, target_u, get("mode"),
-             get("seed")] + [get(p.value) for p in PARADIGMS] + groups + [true_u])
+             get("seed")] + [get(p.value) for p in PARADIGMS] + groups + [true_u, get("crafted")])
 
 
 def wire_links(demo: gr.Blocks, page: Page) -> None:
@@ -283,7 +289,7 @@ def wire_links(demo: gr.Blocks, page: Page) -> None:
 
     private = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}
     inputs = [page.image, page.labels, page.attack, page.eps, page.steps, page.mode, page.seed] + \
-        [page.defenses[p] for p in PARADIGMS] + [page.true_label]
+        [page.defenses[p] for p in PARADIGMS] + [page.true_label, page.crafted_on]
     page.share_btn.click(share.share_query, inputs, page.share_link, **private).then(
         None, page.share_link, page.share_link, js="(q) => window.location.href.split('?')[0] + q", **private)
 
@@ -299,7 +305,7 @@ def wire_links(demo: gr.Blocks, page: Page) -> None:
 
     for button, scene in page.scene_btns:
         def play(model_key, scene=scene):
-            measured = published.fill(scene.population)
+            measured = scenes.fill(scene.population)
             where = "" if model_key == scenes.MEASURED_ON else " on the ResNet teaching model"
             note = f"**{scene.title}.** {scene.notice}" + (f"  \n*Measured{where}:* {measured}" if measured else "")
             extra = scenes.model_note(scene, model_key)

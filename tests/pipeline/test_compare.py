@@ -160,7 +160,7 @@ def test_classify_and_defend_only(tiny_model, image):
     column = pipeline.classify(tiny_model, image, LABELS)
     assert column.correct and column.key == "clean"
     columns, stages, true_label = pipeline.run_defenses(tiny_model, image, LABELS, None, {}, reference=image)
-    assert [c.key for c in columns] == ["attacked", "training-time", "test-time", "training-free"]
+    assert [c.key for c in columns] == ["attacked", "training-time", "test-time", "training-free", "stacked"]
     assert true_label == column.pred and stages[0].forward == 1
 
 
@@ -181,3 +181,27 @@ def test_robustness_curve(tiny_model, image, attack_name):
         pipeline.robustness_curve(tiny_model, image, LABELS, None, attack_name, {}, [-1 / 255])
     with pytest.raises(InputError, match="at least one"):
         pipeline.robustness_curve(tiny_model, image, LABELS, None, attack_name, {}, [])
+
+
+def test_the_stacked_column_is_the_chosen_defenses_in_one_pipeline_and_is_priced(tiny_model, image, attack_name):
+    from demo.pipeline import budget
+    from demo.pipeline.compare import check_defenses
+    from demo.pipeline.stacked import with_stack
+
+    chosen = check_defenses({"training-time": ("apt", {}), "test-time": ("tpt", {"views": 4}),
+                             "training-free": ("bit_depth", {})}) if "apt" in DEFENSES else None
+    if chosen is not None:  # a learned prompt cannot be a stack's training-time part: left out, and said so
+        stack = with_stack(chosen)[Paradigm.STACKED]
+        assert (stack.training_time, stack.test_time, stack.training_free) == ("none", "tpt", "bit_depth")
+    nothing = with_stack(check_defenses({}))
+    assert nothing[Paradigm.STACKED].name == "none" and with_stack({}) == {}
+    defenses = {"test-time": ("none", {}), "training-free": ("bit_depth", {})}
+    result = run_comparison(tiny_model, image, LABELS, None, attack_name, params_for(attack_name),
+                            defenses=defenses, adaptive=True, seed=1)
+    stacked = result.column("stacked")
+    assert stacked.defense == "stack" and stacked.changed["parts"]["training_free"] == "bit_depth"
+    assert stacked.attack_stage is not None and stacked.attack_stage.grad > 0
+    attack = pipeline.inputs.make_attack(attack_name, params_for(attack_name))
+    alone = list(check_defenses(defenses).values())
+    assert budget.comparison_passes(attack, list(with_stack(check_defenses(defenses)).values()), True).total > \
+        budget.comparison_passes(attack, alone, True).total

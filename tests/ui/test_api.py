@@ -67,34 +67,59 @@ def test_attack_then_defend(client, image_file, model_key, attack_name):
     defended = client.predict(image=handle_file(image_file), adversarial=handle_file(adv_file), labels_text=LABELS,
                               true_label=AUTO, model_key=model_key, training_time="none", test_time="none",
                               training_free="none", defense_params="{}", seed=0, api_name="/defend")
-    assert len(defended) == 13
+    assert len(defended) == 16  # three outputs per defense column (one per paradigm and the stack), then four
     assert top(defended[1]) == top(adv_label)
 
 
 def test_compare_json_returns_the_comparison_as_one_document(client, image_file, model_key, attack_name):
     data = client.predict(**compare_kwargs(image_file, model_key, attack_name), api_name="/compare_json")
     assert isinstance(data, dict) and data["model"] == model_key
-    assert [c["column"] for c in data["columns"]] == ["clean", "attacked", "training-time", "test-time", "training-free"]
+    assert [c["column"] for c in data["columns"]] == ["clean", "attacked", "training-time", "test-time",
+                                                      "training-free", "stacked"]
     assert all(c["prediction"] in data["labels"] and isinstance(c["correct"], bool) for c in data["columns"])
     # the same numbers as the /compare download
     out = client.predict(**compare_kwargs(image_file, model_key, attack_name), api_name="/compare")
-    saved = json.loads(open(out[20], encoding="utf-8").read())
+    saved = json.loads(open(out[23], encoding="utf-8").read())
     assert [c["prediction"] for c in saved["columns"]] == [c["prediction"] for c in data["columns"]]
     with pytest.raises(AppError, match="list of choices"):
         client.predict(**compare_kwargs(image_file, model_key, attack_name, {"mode": "sideways"}), api_name="/compare_json")
 
 
+def test_compare_json_stacks_the_chosen_defenses_attacked_through_the_whole_stack(client, image_file, model_key,
+                                                                                 attack_name):
+    """The sixth column runs the chosen test-time and training-free defenses in one pipeline; in adaptive
+    mode it gets its own attack, through the whole stack."""
+    data = client.predict(**compare_kwargs(image_file, model_key, attack_name, {
+        "mode": "adaptive", "test_time": "tpt", "training_free": "bit_depth",
+        "defense_params": '{"tpt": {"views": 4}}'}), api_name="/compare_json")
+    stacked = data["columns"][-1]
+    assert stacked["column"] == "stacked" and stacked["defense"] == "stack"
+    assert stacked["changed"]["parts"] == {"training_time": "none", "test_time": "tpt", "training_free": "bit_depth"}
+    assert stacked["adaptive_attack"] is not None and stacked["adaptive_attack"]["grad_passes"] > 0
+    assert "at its defaults" in stacked["summary"]  # the page's 4 views were not the stack's
+    assert any(s["stage"].startswith("attack through Stacked") for s in data["stages"])
+
+
+def test_population_is_an_endpoint_and_explains_the_teaching_world(client, model_key, attack_name):
+    assert "/population" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    with pytest.raises(AppError, match="teaching world"):
+        client.predict(model_key=model_key, attack_name=attack_name, eps=4, steps=2, mode="oblivious", seed=0,
+                       training_time="none", test_time="none", training_free="none", attack_params="{}",
+                       defense_params="{}", n_images=2, api_name="/population")
+
+
 def test_compare_and_curve(client, image_file, model_key, attack_name):
     out = client.predict(**compare_kwargs(image_file, model_key, attack_name), api_name="/compare")
-    assert len(out) == 23
-    labels = [out[i] for i in range(1, 15, 3)]
+    assert len(out) == 26
+    labels = [out[i] for i in range(1, 18, 3)]
     assert all(lab and lab["confidences"] for lab in labels)
-    timing = out[18]
+    timing = out[21]
     assert timing["data"][-1][0] == "total"
-    results = json.loads(open(out[20], encoding="utf-8").read())
-    assert len(results["columns"]) == 5 and results["model"] == model_key
-    strip = out[22]  # the phone's one-line summary: every column's name and verdict
-    assert strip.count("strip-item") == 5 and all(name in strip for name in ("Clean", "Attacked", "Training-free"))
+    results = json.loads(open(out[23], encoding="utf-8").read())
+    assert len(results["columns"]) == 6 and results["model"] == model_key
+    strip = out[25]  # the phone's one-line summary: every column's name and verdict
+    assert strip.count("strip-item") == 6 and all(name in strip for name in ("Clean", "Attacked", "Training-free",
+                                                                               "All three"))
     curve = client.predict(image=handle_file(image_file), labels_text=LABELS, true_label=AUTO, model_key=model_key,
                            attack_name=attack_name, steps=2, target=NO_TARGET, mode="oblivious", seed=0,
                            training_time="none", test_time="none", training_free="none", attack_params="{}",
@@ -163,11 +188,11 @@ def test_concurrent_clients_get_their_own_answers(client, image_file, model_key,
                 compare_kwargs(odd_files["rgba"], model_key, attack_name, seed=2, labels_text="red\ngreen\nblue")]
 
     def essence(out):
-        data = json.loads(open(out[20], encoding="utf-8").read())
+        data = json.loads(open(out[23], encoding="utf-8").read())
         for col in data["columns"]:
             col.pop("ms"), col.pop("adaptive_attack")
         data.pop("stages")
-        return data, np.asarray(Image.open(out[19]))
+        return data, np.asarray(Image.open(out[22]))
 
     alone = [essence(client.predict(**r, api_name="/compare")) for r in requests]
     jobs = [client.submit(**r, api_name="/compare") for r in requests]

@@ -19,6 +19,7 @@ ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", ROOT / "tmp" / "artifacts"))
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 300_000
+N_COLUMNS = 6  # clean, attacked, one per paradigm, all three together (demo.ui.views.RESULT_COLUMNS)
 
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)",
@@ -151,7 +152,7 @@ def test_the_whole_flow_works_with_the_keyboard(browser, app_url, app_model):
         assert "scene-0" in seen and "examples-teaching" in seen and "labels" in seen, seen
     page.keyboard.press("Enter")
     expect(page.locator("#timing-table")).to_contain_text("total", timeout=TIMEOUT_MS)
-    for i in range(5):
+    for i in range(N_COLUMNS):
         expect(page.locator(f"#col-{i}-verdict")).to_contain_text(re.compile("correct|wrong"))
     page.close()
 
@@ -234,7 +235,7 @@ def test_compare_in_the_browser(page, app_model):
 
     page.locator("#run-btn").click()
     expect(page.locator("#timing-table")).to_contain_text("total", timeout=TIMEOUT_MS)
-    for i in range(5):
+    for i in range(N_COLUMNS):
         label = page.locator(f"#col-{i}-label [data-testid='label-output-value']")
         expect(label).to_be_visible()
         assert label.inner_text().strip(), f"column {i} shows no label"
@@ -352,7 +353,7 @@ def test_columns_stream_in_as_each_stage_is_done(browser, app_url):
       const mark = (key, ok) => { if (ok && !(key in window.__seen)) window.__seen[key] = performance.now(); };
       new MutationObserver(() => {
         mark('clean', /correct|wrong/.test(document.querySelector('#col-0-verdict')?.innerText || ''));
-        mark('pending', /computing/.test(document.querySelector('#col-4-verdict')?.innerText || ''));
+        mark('pending', /computing/.test(document.querySelector('#col-5-verdict')?.innerText || ''));
         mark('total', /total/.test(document.querySelector('#timing-table')?.innerText || ''));
       }).observe(document.body, {subtree: true, childList: true, characterData: true});
     }""")
@@ -428,12 +429,12 @@ def _run_all(page, clean: str | None = None) -> None:
     if clean:
         sync_api.expect(page.locator("#col-0-verdict")).to_contain_text(clean, timeout=TIMEOUT_MS)
     sync_api.expect(page.locator("#timing-table")).to_contain_text("total", timeout=TIMEOUT_MS)
-    # The strip is emptied by a new image and filled column by column: five finished items mean this run is done.
-    sync_api.expect(page.locator("#verdict-strip .strip-item:not(.pending)")).to_have_count(5, timeout=TIMEOUT_MS)
+    # The strip is emptied by a new image and filled column by column: every column finished means this run is done.
+    sync_api.expect(page.locator("#verdict-strip .strip-item:not(.pending)")).to_have_count(N_COLUMNS, timeout=TIMEOUT_MS)
 
 
 def _verdict_texts(page) -> list[str]:
-    """Every verdict on the page: the five columns' and the strip's (with its note)."""
+    """Every verdict on the page: every column's and the strip's (with its note)."""
     return page.evaluate("""() => [...document.querySelectorAll(
         '[id^="col-"][id$="-verdict"], #verdict-strip .strip-item, #verdict-strip .strip-note')]
         .map(e => e.textContent)""")
@@ -457,7 +458,7 @@ def test_a_photo_on_the_teaching_model_is_not_judged(browser, app_url, app_model
     page.wait_for_timeout(800)  # the smooth scroll to the results
     expect(page.locator("#world-note")).to_be_visible()
     expect(page.locator("#world-note")).to_contain_text("not from the teaching world")
-    for i in range(5):
+    for i in range(N_COLUMNS):
         expect(page.locator(f"#col-{i}-verdict")).to_contain_text("not judged")
     texts = _verdict_texts(page)
     assert len(texts) >= 10, texts
@@ -495,23 +496,23 @@ def test_an_example_brings_its_true_label(browser, app_url, app_model):
 
 
 def test_on_a_phone_the_verdict_strip_shows_the_whole_lesson_in_one_screen(browser, app_url):
-    """Run all on a phone: after the page's own scroll to the results, all five verdicts are on screen at once."""
+    """Run all on a phone: after the page's own scroll to the results, all six verdicts are on screen at once."""
     expect = sync_api.expect
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = _open(browser, app_url, 390, 844, is_mobile=True, has_touch=True)
     _run_all(page)
     page.wait_for_timeout(1000)  # the smooth scroll to the results
     items = page.locator("#verdict-strip .strip-item")
-    expect(items).to_have_count(5)
+    expect(items).to_have_count(N_COLUMNS)
 
     def boxes():
-        return [items.nth(i).bounding_box() for i in range(5)]
+        return [items.nth(i).bounding_box() for i in range(N_COLUMNS)]
 
     outside = [b for b in boxes() if not (b and b["y"] >= 0 and b["y"] + b["height"] <= 844
                                           and b["x"] >= 0 and b["x"] + b["width"] <= 390)]
     page.screenshot(path=str(ARTIFACTS / "strip_phone.png"))
     assert not outside, f"after Run all, verdicts of the strip off a 390x844 screen: {outside}"
-    for i in range(5):
+    for i in range(N_COLUMNS):
         text = items.nth(i).inner_text().strip()
         assert re.search(r"\S+.*[\u2714\u2718]\s*\S", text), f"strip item {i} lacks a mark or a label: {text!r}"
     page.close()

@@ -91,9 +91,9 @@ def test_a_client_that_goes_away_stops_its_run(app_url, image_file, model_key):
     args["image"] = {"path": uploaded, "meta": {"_type": "gradio.FileData"}, "orig_name": "photo.png"}
     session = uuid.uuid4().hex
     order = ["image", "labels_text", "true_label", "model_key", "attack_name", "eps", "steps", "target", "mode",
-             "seed", "training_time", "test_time", "training_free", "attack_params", "defense_params"]
+             "seed", "training_time", "test_time", "training_free", "attack_params", "defense_params", "crafted_on"]
     joined = httpx.post(app_url + "gradio_api/queue/join", json={
-        "data": [args[k] for k in order] + [None], "fn_index": fn_index, "session_hash": session,
+        "data": [args.get(k, "") for k in order] + [None], "fn_index": fn_index, "session_hash": session,
         "event_data": None, "trigger_id": None})
     assert joined.status_code == 200, joined.text
     with httpx.stream("GET", app_url + "gradio_api/queue/data", params={"session_hash": session},

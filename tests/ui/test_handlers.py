@@ -11,7 +11,7 @@ from PIL import Image
 
 from demo.pipeline import PARADIGMS
 from demo.registry import ATTACKS, DEFENSES
-from demo.ui import explore, handlers, jobs, views
+from demo.ui import explore, handlers, jobs, panels, views
 from demo.ui.handlers import ADAPTIVE, AUTO_TRUE, NO_TARGET, OBLIVIOUS
 
 LABELS_TEXT = "cat\ndog\ncar\ntree"
@@ -88,8 +88,8 @@ def test_compare_outputs(image_file, model_key, allowed, attack_name):
     free = cheap_free_defense()
     view = compare(image_file, model_key, allowed, attack_name, training_free=free)
     values = handlers.flat(view)
-    assert len(values) == 5 * 3 + 8
-    for column in (view.clean, view.attacked, view.training_time, view.test_time, view.training_free):
+    assert len(values) == 6 * 3 + 8
+    for column in (view.clean, view.attacked, view.training_time, view.test_time, view.training_free, view.stacked):
         assert column.image is not None and column.label and column.verdict
     assert view.heatmap.dtype == np.uint8 and view.timing_chart.dtype == np.uint8
     assert view.timing_table[-1][0] == "total" and view.timing_table[-1][1] > 0
@@ -105,7 +105,7 @@ def test_compare_outputs(image_file, model_key, allowed, attack_name):
         assert abs(again.label[k] - p) < 1e-5
     data = json.loads(open(view.results_file, encoding="utf-8").read())
     assert [c["column"] for c in data["columns"]] == ["clean", "attacked", "training-time", "test-time",
-                                                      "training-free"]
+                                                      "training-free", "stacked"]
     if ATTACKS.get(attack_name).norm == "linf":
         assert data["attack"]["linf_255"] <= 8 + 1e-6
     assert "Largest pixel change" in view.summary
@@ -118,7 +118,7 @@ def test_attack_and_defend(image_file, model_key, allowed, attack_name):
     free = cheap_free_defense()
     defended = handlers.defend(image_file, attacked.adversarial_file, LABELS_TEXT, AUTO_TRUE, model_key, "none", "none",
                                free, "{}", 0, allowed=allowed)
-    assert len(handlers.flat(defended)) == 3 * 3 + 4
+    assert len(handlers.flat(defended)) == 4 * 3 + 4  # one per paradigm and their stack
     # With "none" everywhere, each defense column repeats the undefended prediction on the attacked image.
     assert defended.training_time.label.keys() == attacked.attacked.label.keys()
     for k, p in attacked.attacked.label.items():
@@ -255,7 +255,7 @@ def test_stop_token_ends_a_run(image_file, model_key, allowed, attack_name):
     assert len(calls) == 1
     # The next run starts with a fresh token state and finishes.
     values = asyncio.run(event(*args[:-1], jobs.new_token(), progress=lambda *a, **k: None))
-    assert len(values) == 5 * 3 + 8
+    assert len(values) == 6 * 3 + 8
 
 
 def test_a_stop_inside_a_defense_loop_ends_the_run_within_one_encoder_pass(tiny_clf, tiny_images):
@@ -420,3 +420,32 @@ def test_the_selector_shows_the_model_that_answers():
     assert handlers.answering_model("vit-b-32", allowed=allowed) == "teaching"
     assert handlers.answering_model("teaching", allowed=allowed) == "teaching"
     assert handlers.answering_model("nope", allowed=allowed) == "nope"  # refused elsewhere, with a message
+
+
+def test_the_noise_attack_is_offered_with_its_kind_control(image_file, model_key, allowed):
+    from demo.ui.page import Page
+
+    with gr.Blocks():
+        page = Page()
+        panels._param_groups(page, "attack", ["noise"], "noise")
+    assert "kind" in page.param_groups[0].controls
+    args = (image_file, LABELS_TEXT, AUTO_TRUE, model_key, "noise", 4, 1, NO_TARGET, OBLIVIOUS, 0, "none", "none",
+            "none")
+    data = handlers.compare_json(*args, '{"kind": "gaussian"}', allowed=allowed)
+    assert data["attack"]["name"] == "noise" and data["attack"]["params"]["kind"] == "gaussian"
+    with pytest.raises(gr.Error, match="noise kind"):
+        handlers.compare_json(*args, '{"kind": "pink"}', allowed=allowed)
+
+
+def test_a_scene_with_an_attack_without_steps_keeps_its_steps_slider():
+    from demo.ui import wiring
+    from demo.ui.page import Page
+
+    with gr.Blocks():
+        page = Page()
+        panels.build_labels(page, [("m", "m")], "m", "", False)
+        panels.build_run(page)
+    controls = wiring.setup_controls(page)
+    updates = wiring.setup_updates(page, {"attack": "noise", "eps": 4, "steps": 10})
+    steps = updates[controls.index(page.steps)]
+    assert steps.visible is False and steps.value <= steps.maximum

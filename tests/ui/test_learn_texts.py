@@ -159,3 +159,16 @@ def test_the_test_time_page_credits_r_tpt_s_vote_as_far_as_the_numbers_go(number
     assert not significantly_above(tpt["oblivious"], none["oblivious"], tpt["n"])  # "as the undefended model does"
     assert significantly_above(rtpt["oblivious"], tpt["oblivious"], rtpt["n"])
     _filled("test_time", numbers)
+
+
+@pytest.mark.parametrize("name", ["noise", "transfer", "stacking", "population"])
+def test_the_lesson_pages_are_in_the_learn_tab_with_their_numbers(name):
+    """The four lesson pages are listed in the Learn tab, and every number they quote is filled from
+    docs/results (an unpublished run would read "n/a", a token left unfilled "{{")."""
+    from demo.ui import learn
+
+    assert name in [page for _, page in learn.PAGES]
+    text = learn.page_text(name)
+    assert "{{" not in text and "n/a" not in text, text
+    if name != "population":  # the population page explains the view; the others quote measured runs
+        assert "%" in text

@@ -7,7 +7,7 @@ from demo.ui import handlers, panels, views
 
 def test_the_result_columns_are_the_pipelines():
     assert tuple(c.key for c in views.RESULT_COLUMNS) == pipeline.COLUMN_KEYS
-    assert [c.key for c in views.DEFENSE_COLUMNS] == [p.value for p in pipeline.PARADIGMS]
+    assert [c.key for c in views.DEFENSE_COLUMNS] == [p.value for p in pipeline.PARADIGMS] + ["stacked"]
 
 
 def test_views_find_their_outputs_by_name():

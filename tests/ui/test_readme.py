@@ -23,9 +23,13 @@ def test_client_snippets_run_against_the_app(launch, monkeypatch):
     monkeypatch.chdir(README.parent)
     url = launch("teaching")
     scope: dict = {}
-    for block in python_blocks("## Scripting the app")[:2]:
+    for block in python_blocks("## Scripting the app")[:3]:
         exec(block.replace("http://127.0.0.1:7860/", url), scope)
-    assert [c["column"] for c in scope["result"]["columns"]][:2] == ["clean", "attacked"]
+    assert [c["column"] for c in scope["result"]["columns"]] == ["clean", "attacked", "training-time", "test-time",
+                                                                 "training-free", "stacked"]
+    assert [c["key"] for c in scope["pop"]["columns"]] == ["clean", "attacked", "training-time", "training-free",
+                                                           "stacked"]
+    assert all(c["n"] == 5 for c in scope["pop"]["columns"]) and len(scope["pop"]["per_image"]) == 5
 
 
 VIT_LOGS = {"teaching ViT": ("training_finetune.json", None), "TeCoA image tower": ("visual_tecoa.json", None),
