@@ -11,12 +11,17 @@ from ..models.zoo import ZOO
 from ..pipeline import InputError
 from ..pipeline.compare import Source
 from ..pipeline.transfer import source_classifier
+from ..registry import DEFENSES
 from .models import get_model
 
 SAME = ""
 TWIN = "twin:"
 SAME_TITLE = "The same model (white-box)"
-TWIN_TITLES = {"tecoa": "TeCoA", "fare": "FARE", "pmg_aft": "PMG-AFT"}
+
+
+def _twin_title(name: str) -> str:
+    """The method's short name (TeCoA, FARE, ...) from the registry, the one source of each method's facts."""
+    return DEFENSES.get(name).method() if name in DEFENSES else name
 
 
 def _teaching_keys() -> list[str]:
@@ -31,7 +36,7 @@ def choices(model_key: str) -> list[tuple[str, str]]:
     if model_key in _teaching_keys():
         out += [(ZOO[k].label, k) for k in _teaching_keys() if k != model_key]
     if spec is not None:
-        out += [(f"Its {TWIN_TITLES.get(m, m)} twin (robust image tower)", TWIN + m) for m in spec.twins]
+        out += [(f"Its {_twin_title(m)} twin (robust image tower)", TWIN + m) for m in spec.twins]
     return out
 
 
@@ -54,7 +59,7 @@ def source(value: str | None, loaded, allowed: set[str]) -> Source | None:
             clf = loaded.classifier(labels)
             return clf.with_visual(twin_visual(clf, method))
 
-        return Source(f"the {TWIN_TITLES.get(method, method)} twin of {loaded.spec.label}", robust)
+        return Source(f"the {_twin_title(method)} twin of {loaded.spec.label}", robust)
     other = get_model(value, set(allowed) | set(_teaching_keys()))[0]
     return Source(other.spec.label, lambda labels: source_classifier(other, loaded, labels))
 
