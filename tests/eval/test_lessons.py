@@ -57,13 +57,14 @@ def test_fill_formats_counts_and_times():
     assert L.fill("{{run:r.n}} in {{run:r.seconds}}, {{run:r.clean}}", numbers) == "200 in 61 s, 50.0%"
 
 
-def test_paired_test_hook_says_when_it_is_missing(monkeypatch):
-    monkeypatch.delattr(L.M, "mcnemar", raising=False)
-    assert "pending" in L.paired_test([True], [False])
-    monkeypatch.setattr(L.M, "mcnemar", lambda a, b, **kw: 0.5, raising=False)
-    assert L.paired_test([True], [False]).endswith("p = 0.5")
-    monkeypatch.setattr(L.M, "mcnemar", lambda a, b, **kw: {"p": 0.25, "b": 1, "c": 0}, raising=False)
-    assert L.paired_test([True], [False]).endswith("p = 0.25")
+def test_the_stack_is_compared_with_its_best_part_by_mcnemar():
+    # 6 images: the stack alone survives 1, the part alone 5; p = 2 * P[Bin(6, 1/2) <= 1] = 14/64
+    stack = [True, False, False, False, False, False, True]
+    part = [False, True, True, True, True, True, True]
+    text = L.paired_test(stack, part)
+    assert "1 images only the stack survives, 5 only its best part" in text
+    assert "p = 0.219" in text and "is no better than its best part" in text
+    assert "does worse than its best part" in L.paired_test([False] * 10, [True] * 10)
 
 
 def _published(names):

@@ -156,13 +156,11 @@ def transfer_table(numbers: dict[str, dict]) -> str:
 
 
 def paired_test(a: list[bool], b: list[bool]) -> str:
-    """McNemar's exact test of two defenses on the same images, when demo.eval.metrics provides it."""
-    test = getattr(M, "mcnemar", None)
-    if test is None:
-        return "paired test pending (no McNemar test in demo.eval.metrics yet)"
-    out = test(a, b)
-    p = out if isinstance(out, float) else out.get("p") if isinstance(out, dict) else None
-    return f"McNemar's exact test on the same images: p = {p:.3g}" if p is not None else str(out)
+    """McNemar's exact test of two defenses on the same images (`a`: the stack, `b`: its best part)."""
+    only_a, only_b, p = M.mcnemar_exact(a, b)
+    verdict = {"helps": "does better than", "no better than": "is no better than", "worse": "does worse than"}
+    return (f"McNemar's exact test on the same images: {only_a} images only the stack survives, {only_b} only "
+            f"its best part, p = {p:.3g}, so the stack {verdict[M.paired_verdict(a, b)]} its best part at 5%")
 
 
 def stack_rows(results: dict) -> tuple[dict | None, dict[str, dict], dict[str, tuple[float, list[bool]]]]:
