@@ -51,11 +51,12 @@ TINY_VIT_LABELS = ["cat", "dog", "car"]
 
 @pytest.fixture(scope="session")
 def tiny_vit(local_clip):
-    """Build a fresh classifier over TINY_VIT_LABELS from the tiny ViT CLIP saved under `name`."""
+    """(a fresh classifier over TINY_VIT_LABELS, its model folder) for the tiny ViT CLIP saved under `name`."""
     from demo.models.loading import load_model
 
     def make(name: str):
-        return load_model(f"local-dir:{local_clip(TINY_VIT_CFG, name)}", "cpu").classifier(TINY_VIT_LABELS)
+        folder = local_clip(TINY_VIT_CFG, name)
+        return load_model(f"local-dir:{folder}", "cpu").classifier(TINY_VIT_LABELS), folder
 
     return make
 

@@ -19,7 +19,7 @@ from demo.train import fap_prompts as fap_train
 
 @pytest.fixture(scope="module")
 def clf(tiny_vit):
-    clf = tiny_vit("vit4-fap")
+    clf, d = tiny_vit("vit4-fap")
     prompts = fap.fresh_prompts(clf, torch.Generator().manual_seed(0))
     with torch.no_grad():  # trained-looking prompts: away from their initialisation
         for p in prompts.parameters():

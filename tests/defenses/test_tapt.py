@@ -17,7 +17,7 @@ LABELS = ["cat", "dog", "car"]
 
 @pytest.fixture(scope="module")
 def clf(tiny_vit):
-    clf = tiny_vit("vit4")
+    clf, d = tiny_vit("vit4")
     prompts = maple.fresh_prompts(clf, torch.Generator().manual_seed(0))
     with torch.no_grad():  # stored statistics: those of other images, so the alignment has work to do
         _, inputs = maple.encode_image(clf, torch.rand(32, 3, 32, 32), prompts, prompts.depth - 1)
