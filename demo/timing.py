@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import contextvars
-import os
-import threading
 import time
-import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -144,38 +141,3 @@ def record_pass(n_images: int, with_grad: bool) -> None:
             c.forward += n_images
         if c.on_pass is not None:
             c.on_pass(c)
-
-
-class ForkSafeLock:
-    """A lock that a forked child process gets fresh. A fork copies a lock held by a thread that does not
-    exist in the child, which would then wait on it forever; on a ZeroGPU Space every GPU call runs in a
-    forked worker while the server's other threads keep loading models and pricing requests."""
-
-    _every: "weakref.WeakSet[ForkSafeLock]" = weakref.WeakSet()
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        ForkSafeLock._every.add(self)
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        return self._lock.acquire(blocking, timeout)
-
-    def release(self) -> None:
-        self._lock.release()
-
-    def locked(self) -> bool:
-        return self._lock.locked()
-
-    def __enter__(self) -> bool:
-        return self._lock.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self._lock.release()
-
-    @classmethod
-    def _renew_all(cls) -> None:
-        for lock in list(cls._every):
-            lock._lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=ForkSafeLock._renew_all)

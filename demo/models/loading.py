@@ -28,7 +28,6 @@ from torchvision.transforms import functional as TF
 from .classifier import ZeroShotClassifier, build_text_features
 from .hub import hub_cache, hub_files, missing_weights, offline, runs_quick_gelu, weights_cached
 from .zoo import DEFAULT_OFFLINE, DEFAULT_ONLINE, ModelSpec, spec_for
-from ..timing import ForkSafeLock
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +227,7 @@ def precision_for(image_size: int, device: torch.device, setting: str | None = N
 
 
 _CACHE: dict[tuple[str, str], LoadedModel] = {}
-_CACHE_LOCK = ForkSafeLock()
+_CACHE_LOCK = threading.Lock()
 _KEY_LOCKS: dict[tuple[str, str], threading.Lock] = {}
 
 
@@ -245,7 +244,7 @@ def load_model(name: str, device: torch.device | str | None = None) -> LoadedMod
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
-        key_lock = _KEY_LOCKS.setdefault(key, ForkSafeLock())
+        key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
     with key_lock:  # one build per model even when several requests ask at once
         if key not in _CACHE:
             model = _build(spec, device)
@@ -276,7 +275,7 @@ def load_image_tower(name: str, device: torch.device | str | None = None) -> nn.
             return _CACHE[key].clip.visual
         if key in _TOWERS:
             return _TOWERS[key]
-        key_lock = _KEY_LOCKS.setdefault(key, ForkSafeLock())
+        key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
     with key_lock:
         if key not in _TOWERS:
             model = _build(spec, device)

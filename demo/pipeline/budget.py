@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,8 +19,8 @@ from typing import Iterable, Iterator
 
 import torch
 
+from ..timing import Passes, _sync, check_cancelled
 from .inputs import InputError
-from ..timing import ForkSafeLock, Passes, _sync, check_cancelled
 
 LIMIT_ENV = "DEMO_MAX_SECONDS"
 DEFAULT_LIMIT_S = 60.0
@@ -28,7 +29,7 @@ _BATCH = 16
 # cheap requests (a classification, a one-step attack, a defense on an uploaded image) go ahead beside
 # it instead of queueing behind it.
 HEAVY_S = 2.0
-_HEAVY_SLOT = ForkSafeLock()
+_HEAVY_SLOT = threading.Lock()
 _SCOPE: contextvars.ContextVar = contextvars.ContextVar("demo_request_scope", default=None)
 _DRY_RUN: contextvars.ContextVar = contextvars.ContextVar("demo_budget_dry_run", default=False)
 
@@ -52,7 +53,7 @@ def dry_run() -> Iterator[None]:
 
 
 _HEAVY_BY_OWNER: dict[object, int] = {}
-_OWNERS_LOCK = ForkSafeLock()
+_OWNERS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -123,7 +124,7 @@ class PassTimes:
 
 
 _TIMES: dict[tuple[str, str], PassTimes] = {}
-_LOCK = ForkSafeLock()
+_LOCK = threading.Lock()
 
 
 def _best_seconds(fn, repeats: int = 5) -> float:

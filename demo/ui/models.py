@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import threading
 import time
 
 from ..models.loading import MODEL_ENV, LoadedModel, resolve_model
@@ -16,14 +17,13 @@ from ..models.hub import weights_cached
 from ..models.zoo import DEFAULT_OFFLINE, DEFAULT_ONLINE, ZOO, spec_for
 from ..pipeline import InputError
 from .zerogpu import on_zerogpu
-from ..timing import ForkSafeLock
 
 log = logging.getLogger(__name__)
 
 # A fallback (hub unreachable) is retried after this long; a successful load is kept for good.
 FALLBACK_RETRY_S = 300.0
 
-_lock = ForkSafeLock()
+_lock = threading.Lock()
 _resolved: dict[str, tuple[LoadedModel, str, float, bool]] = {}
 
 

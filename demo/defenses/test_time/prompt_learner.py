@@ -12,6 +12,7 @@ The tokenized prompts and the frozen prefix/suffix embeddings are cached per (mo
 """
 from __future__ import annotations
 
+import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -23,7 +24,6 @@ import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 
 from ..base import DefenseError
-from ...timing import ForkSafeLock
 
 CTX_INIT = "a photo of a"
 _CACHE_SIZE = 32
@@ -71,7 +71,7 @@ class _Frozen:
 
 
 _CACHE: "OrderedDict[tuple, tuple[weakref.ref, _Frozen]]" = OrderedDict()
-_LOCK = ForkSafeLock()
+_LOCK = threading.Lock()
 
 
 def _build(tower: _TextTower, tokenizer, classnames: Sequence[str], ctx_init: str | None, n_ctx: int) -> _Frozen:

@@ -23,6 +23,7 @@ log). The official code computes in mixed precision; here float32. The prompt de
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -32,15 +33,15 @@ from safetensors.torch import load_file
 
 from ...models import teaching
 from ...registry import DEFENSES
+from ...timing import Passes, Timings, timer
 from ..base import Defense, DefenseError, DefenseOutput, Paradigm, Weights, label_names, param
 from . import maple
 from .tpt import TPT, _TunedModule, entropy, kept_views, marginal_entropy, random_resized_crops
-from ...timing import ForkSafeLock, Passes, Timings, timer
 
 ASSETS = {key: (m.folder / "tapt_prompts.safetensors", m.folder / "tapt_stats.safetensors")
           for key, m in teaching.MODELS.items()}
 _LOADED: dict[tuple[str, str], tuple[maple.MultiModalPrompts, dict[str, torch.Tensor]]] = {}
-_LOCK = ForkSafeLock()
+_LOCK = threading.Lock()
 
 
 def pretrained(clf: nn.Module) -> tuple[maple.MultiModalPrompts, dict[str, torch.Tensor]]:

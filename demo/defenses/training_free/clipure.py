@@ -3,6 +3,7 @@ Adversarially Robust Zero-Shot Classification", ICLR 2025 (arXiv 2502.18176)."""
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -12,11 +13,10 @@ import torch.nn.functional as F
 from ...registry import DEFENSES
 from ..base import Defense, DefenseError, DefenseModule, DefenseOutput, Paradigm, label_names, param
 from .input_transform import check_images
-from ...timing import ForkSafeLock
 
 _DEFAULT_TEMPLATES = ("a photo of a {}.",)
 _NULL_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
-_NULL_LOCK = ForkSafeLock()
+_NULL_LOCK = threading.Lock()
 _NULL_CACHE_SIZE = 16
 
 

@@ -3,21 +3,22 @@ Counterattacks towards Zero-shot Adversarial Robustness of CLIP", CVPR 2025 (arX
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, replace
 
 import torch
 
 from ...models import teaching
 from ...registry import DEFENSES
+from ...timing import Passes
 from ..base import Defense, DefenseModule, DefenseOutput, Paradigm, Weights, label_names, param
 from .input_transform import check_images, local_generator
-from ...timing import ForkSafeLock, Passes
 
 PAPER_TAU_THRES = 0.2  # set in the paper for OpenAI CLIP ViT-B/32; the official code uses it for every model
 # Thresholds calibrated by `python -m demo.train ttc-threshold` for models whose tau scale differs.
 CALIBRATIONS = {key: model.ttc_calibration for key, model in teaching.MODELS.items()}
 _CALIBRATED: dict[str, float] = {}
-_LOCK = ForkSafeLock()
+_LOCK = threading.Lock()
 # How far above the threshold the detector-aware attack keeps pushing tau, as a fraction of it.
 MARGIN = 0.25
 # Weight of the tau hinge against the label loss (larger values spend the budget on tau alone).

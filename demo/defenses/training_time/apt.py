@@ -10,6 +10,7 @@ for any labels the user types, so only the teaching model has one.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -22,10 +23,9 @@ from ..base import ClassifierDefense, DefenseError, Weights
 from ..text_cache import TextFeatureCache
 from ..test_time.prompt_learner import PromptLearner
 from .twin import twin_visual
-from ...timing import ForkSafeLock
 
 _CTX: dict[str, torch.Tensor] = {}
-_LOCK = ForkSafeLock()
+_LOCK = threading.Lock()
 _TEXT = TextFeatureCache()
 PROMPTS = {key: model.apt_prompt for key, model in teaching.MODELS.items()}
 

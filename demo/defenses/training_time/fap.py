@@ -15,6 +15,7 @@ The training objective (`python -m demo.train fap`) is in `demo/train/fap.py`.
 from __future__ import annotations
 
 import copy
+import threading
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -29,11 +30,10 @@ from ...registry import DEFENSES
 from ..base import ClassifierDefense, DefenseError, Weights
 from ..text_cache import TextFeatureCache
 from ..test_time import maple
-from ...timing import ForkSafeLock
 
 PROMPTS = {key: m.folder / "fap_prompts.safetensors" for key, m in teaching.MODELS.items()}
 _LOADED: dict[tuple[str, str], "FAPPrompts"] = {}
-_LOCK = ForkSafeLock()
+_LOCK = threading.Lock()
 _TEXT = TextFeatureCache()
 
 
