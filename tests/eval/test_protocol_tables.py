@@ -2,6 +2,7 @@
 import json
 
 from demo.eval.publish import protocol_tables as T
+from demo.eval.publish import published as P, tables
 from demo.eval import randomized as R
 
 
@@ -71,6 +72,66 @@ def test_survivors_count_every_attack_and_variant_per_image():
     a = {"labels": [0, 1, 2, 3], "per_image": {"oblivious_pred": [0, 1, 2, 0], "adaptive_pred": [0, 1, 9, 3]},
          "adaptive_variants": {"v": {"pred": [0, 9, 2, 3]}}}
     b = {"labels": [0, 1, 2], "per_image": {"oblivious_pred": [5, 1, 2]}}
-    labels, ok = T._survivors([a, b])
+    labels, ok = P.per_image_survivors([a, b])
     assert labels == [0, 1, 2] and ok == [False, False, False]
-    assert T._survivors([a])[1] == [True, False, False, False]
+    assert P.per_image_survivors([a])[1] == [True, False, False, False]
+
+
+def test_a_slowly_falling_curve_is_not_called_flat_at_its_start(tmp_path):
+    # 15%, 14%, 12%, 9%, 7%: every neighbouring pair within noise, the fall from 1 to 16 draws not
+    for k, right in ((1, 15), (2, 14), (4, 12), (8, 9), (16, 7)):
+        write(tmp_path, f"rand_rrp_eot{k}_seen", fake(k, [10] * right + [0] * (100 - right)))
+    k, sentence = T.flattened(T.curve(T.load(tmp_path), "rrp"))
+    assert k == 4 and "from 4 draws on" in sentence  # 1 and 2 draws are above 16 by McNemar, 4 is not
+    assert T.reached(T.load(tmp_path), "rrp")["all"] == 0.07  # ranked by the lowest count
+
+
+def test_vit_protocol_runs_form_their_own_curve(tmp_path):
+    write(tmp_path, "rand_rrp_eot1_seen", fake(1, [10] * 50 + [0] * 50))
+    write(tmp_path, "vit_rand_rrp_eot1_seen", fake(1, [10] * 20 + [0] * 80))
+    runs = T.load(tmp_path)
+    assert [r["adaptive_right"][:1] for _, r in T.curve(runs, "rrp")] == [[10]]
+    assert T.reached(runs, "rrp", prefix="vit_")["all"] == 0.2
+    section = T.leaderboard_section(runs)
+    assert "| ViT | Random resize & pad |" in section and "| ResNet | Random resize & pad |" in section
+
+
+def _row(name: str, labels: list[int], adaptive: list[int]) -> dict:
+    return {"name": name, "title": name, "paradigm": "training-free", "randomized": True, "clean_accuracy": 1.0,
+            "robust_accuracy_oblivious": 1.0, "robust_accuracy_adaptive": 0.5, "robust_accuracy_worst": 0.5,
+            "per_image": {"clean_pred": labels, "oblivious_pred": labels, "adaptive_pred": adaptive}}
+
+
+def _eval_run(labels: list[int], rows: list[dict]) -> dict:
+    return {"data": {"source": "world", "n": len(labels)},
+            "per_image": {"labels": labels, "clean_pred": labels, "adv_pred": [1] * len(labels)},
+            "undefended": {"clean_accuracy": 1.0, "robust_accuracy": 0.0}, "defenses": rows, "seconds": 1.0}
+
+
+def test_the_protocol_counts_in_the_leaderboard_worst_case_on_the_images_it_covered():
+    labels = [0] * 40
+    results = {"pgd4_counter_seen": _eval_run(labels, [_row("random_resize_pad", labels, [0] * 30 + [1] * 10)])}
+    base = P.defense_numbers(results)["random_resize_pad"]
+    assert (base["leaderboard_worst"], base["leaderboard_n"]) == (0.75, 40)
+    # the protocol on the first 20 images: 12 right on every draw, but image 19 also falls to the transfer
+    run = fake(4, [10] * 12 + [9] * 8, draws=10)
+    run["labels"], run["transfer_right"] = [0] * 20, [10] * 19 + [3]
+    results["rand_rrp_eot4_seen"] = run
+    results["rand_rrp_tuned_eot1_seen"] = {**run, "adaptive_right": [0] * 20}  # a variant: not the method
+    d = P.defense_numbers(results)["random_resize_pad"]
+    assert (d["leaderboard_worst"], d["leaderboard_n"]) == (12 / 20, 20)
+    assert d["leaderboard_protocol"] == {"eot_draws": 4, "score_draws": 10, "n": 20, "without": (0.75, 40)}
+    assert d["board"] == {"worst": 0.6, "n": 20} and "rand" in d["leaderboard_attacks"]
+    assert "protocol for randomized defenses (EOT up to 4 draws" in tables.leaderboard(P.defense_numbers(results))
+
+
+def test_ties_are_decided_by_mcnemar_on_shared_images():
+    labels = [0] * 100
+    # 30% vs 18% on the same images, the 18 inside the 30: McNemar 12 vs 0, p < 0.001 -> not tied
+    above = {"leaderboard_survivors": (labels, [True] * 30 + [False] * 70), "leaderboard_worst": 0.3, "leaderboard_n": 100}
+    below = {"leaderboard_survivors": (labels, [True] * 18 + [False] * 82), "leaderboard_worst": 0.18, "leaderboard_n": 100}
+    assert not tables.tied_with_above(above, below)
+    # 30% vs 24% with their survivors on different images: 30 vs 24 discordant, p = 0.5 -> tied
+    other = {"leaderboard_survivors": (labels, [False] * 30 + [True] * 24 + [False] * 46), "leaderboard_worst": 0.24,
+             "leaderboard_n": 100}
+    assert tables.tied_with_above(above, other)

@@ -92,11 +92,26 @@ def run_numbers(results: dict | None = None) -> dict[str, dict]:
         t = transfer_numbers(results, name, source, target)
         if t:
             out[name].update({k: v for k, v in t.items() if k not in ("command",)})
+    out.update({name: protocol_numbers(r) for name, r in results.items()
+                if r.get("protocol") == "randomized" and r.get("labels")})
     return out
 
 
+def protocol_numbers(r: dict) -> dict:
+    """A run of the protocol for randomized defenses: per kind (robust = the adaptive attack, clean,
+    transfer) the share of images right on every scoring draw, and the mean over draws (`<kind>_mean`);
+    n, draws (scoring draws per image), eot (draws per attack step)."""
+    n, draws = len(r["labels"]), r["score_draws"]
+    d = {"n": n, "draws": draws, "eot": r["attack"]["eot"], "seconds": r["seconds"]}
+    for kind, key in (("robust", "adaptive"), ("clean", "clean"), ("transfer", "transfer")):
+        right = r.get(f"{key}_right")
+        if right:
+            d[kind], d[f"{kind}_mean"] = sum(x == draws for x in right) / n, sum(right) / (n * draws)
+    return d
+
+
 _TOKEN = re.compile(r"\{\{run:(\w+)\.(\w+)\}\}")
-_COUNTS = ("n", "pool")
+_COUNTS = ("n", "pool", "draws", "eot")
 
 
 def fill(text: str, numbers: dict[str, dict] | None = None) -> str:

@@ -69,38 +69,57 @@ def _state(res: dict) -> str:
     return f" ({res['done']} of {res['total']} images so far)" if "total" in res else ""
 
 
-def curve(runs: dict[str, dict], group: str, split: str = "seen") -> list[tuple[int, dict]]:
+MODELS = {"": "ResNet", "vit_": "ViT"}  # run-name prefix -> the teaching model it ran on
+
+
+def curve(runs: dict[str, dict], group: str, split: str = "seen", prefix: str = "") -> list[tuple[int, dict]]:
     pts = []
     for name, res in runs.items():
-        m = _NAME.match(name)
+        if prefix != next((p for p in MODELS if p and name.startswith(p)), ""):
+            continue
+        m = _NAME.match(name[len(prefix):])
         if m and m["group"] == group and m["split"] == split and res.get("adaptive_right"):
             pts.append((int(m["k"]), res))
     return sorted(pts, key=lambda p: p[0])
 
 
+def _compare(a: dict, b: dict) -> tuple[int, float, float, int, int, float]:
+    """(images, share of a right on every draw, of b, only a, only b, McNemar p) on the images both scored."""
+    n = min(len(a["labels"]), len(b["labels"]))
+    ra, rb = _all_right(a, "adaptive")[:n], _all_right(b, "adaptive")[:n]
+    only_a, only_b, p = mcnemar_exact(ra, rb)
+    return n, sum(ra) / n, sum(rb) / n, only_a, only_b, p
+
+
 def flattened(pts: list[tuple[int, dict]]) -> tuple[int | None, str]:
-    """The first draw count whose next count agrees with it (McNemar p >= 0.05 on the images both runs
-    scored, and overlapping Wilson intervals), and a sentence saying so."""
-    for (k1, a), (k2, b) in zip(pts, pts[1:]):
-        n = min(len(a["labels"]), len(b["labels"]))
-        ra, rb = _all_right(a, "adaptive")[:n], _all_right(b, "adaptive")[:n]
-        only_a, only_b, p = mcnemar_exact(ra, rb)
-        pa, pb = sum(ra) / n, sum(rb) / n
-        overlap = wilson_interval(pa, n)[0] <= wilson_interval(pb, n)[1] and wilson_interval(pb, n)[0] <= wilson_interval(pa, n)[1]
-        if p >= 0.05 and overlap:
-            return k1, (f"{k1} and {k2} draws agree on the same {n} images ({100 * pa:.1f}% vs {100 * pb:.1f}% right "
-                        f"on every draw; McNemar {only_a} vs {only_b} discordant images, p = {p:.2f})")
+    """Where the EOT curve flattens, and a sentence saying so: the last two counts must agree (McNemar p >=
+    0.05 on the images both scored), and the curve is flat from the first count that no larger count is
+    below. Comparing only neighbours would call a slowly falling curve flat at its start (random resize &
+    pad fell 15%, 14%, 12%, 9%, 7% over 1 to 16 draws: each step within noise, the whole fall not)."""
     if len(pts) < 2:
         return None, "one draw count measured so far: the curve has no second point"
-    return None, f"still falling at {pts[-1][0]} draws (each count differs from the next by McNemar at 5%)"
+    (k1, a), (k2, b) = pts[-2], pts[-1]
+    n, pa, pb, only_a, only_b, p = _compare(a, b)
+    if p < 0.05:
+        return None, (f"still falling at {k2} draws ({100 * pa:.1f}% at {k1}, {100 * pb:.1f}% at {k2} on the same {n} "
+                      f"images; McNemar {only_a} vs {only_b}, p = {p:.3f})")
+    for i, (k, res) in enumerate(pts):
+        later = [_compare(res, other) for _, other in pts[i + 1:]]
+        if all(c[5] >= 0.05 or c[3] <= c[4] for c in later):
+            n, pa, pb, only_a, only_b, p = later[-1]
+            return k, (f"from {k} draws on no larger count is lower on the same images ({k} vs {pts[-1][0]} draws: "
+                       f"{100 * pa:.1f}% vs {100 * pb:.1f}% right on every draw, McNemar {only_a} vs {only_b} "
+                       f"discordant images, p = {p:.2f})")
+    return None, f"still falling at {pts[-1][0]} draws"
 
 
-def eot_curve_table(runs: dict[str, dict], group: str, split: str = "seen") -> str:
-    pts = curve(runs, group, split)
+def eot_curve_table(runs: dict[str, dict], group: str, split: str = "seen", prefix: str = "") -> str:
+    pts = curve(runs, group, split, prefix)
+    title = f"{MODELS[prefix]}, {TITLES.get(group, group)}"
     if not pts:
-        return f"{TITLES.get(group, group)}: not run yet.\n"
+        return f"{title}: not run yet.\n"
     first = pts[0][1]
-    head = (f"{TITLES.get(group, group)}: {first['attack']['title']} at {255 * first['attack']['eps']:.0f}/255, "
+    head = (f"{title}: {first['attack']['title']} at {255 * first['attack']['eps']:.0f}/255, "
             f"each final image scored on {first['score_draws']} fresh draws of the defense.\n\n")
     lines = md.table(["EOT draws per step", "images", "mean accuracy over draws", "right on every draw", "vs the previous count (McNemar, right on every draw)", "mean expected loss: start → middle → last step"], [])
     prev = None
@@ -135,14 +154,14 @@ def eot_curve_table(runs: dict[str, dict], group: str, split: str = "seen") -> s
         + f"Where the curve flattens: {verdict}.\n"
 
 
-def reached(runs: dict[str, dict], group: str, split: str = "seen") -> dict | None:
+def reached(runs: dict[str, dict], group: str, split: str = "seen", prefix: str = "") -> dict | None:
     """The leaderboard's protocol entry of a row: the lowest 'right on every draw' over the curve."""
-    pts = curve(runs, group, split)
+    pts = curve(runs, group, split, prefix)
     if not pts:
         return None
     k_flat, _ = flattened(pts)
     # the lowest over both attack families (the PGD curve and the strong attack at its flat count)
-    every = pts + curve(runs, f"{group}_apgd", split)
+    every = pts + curve(runs, f"{group}_apgd", split, prefix)
     k, res = min(every, key=lambda p: (randomized.summary(p[1])["adaptive"]["all"], p[0]))
     s = randomized.summary(res)
     return {"draws_reached": pts[-1][0], "flat_at": k_flat, "at": k, "n": s["n"], "score_draws": s["score_draws"],
@@ -163,19 +182,22 @@ def published_draws(results: dict[str, dict]) -> dict[tuple[str, str], tuple[str
     return out
 
 
+GROUPS = (("rrp", "random_resize_pad"), ("rtpt", "rtpt"), ("ttc", "ttc"), ("tpt", "tpt"))
+
+
 def leaderboard_section(runs: dict[str, dict], results: dict[str, dict] | None = None) -> str:
     """Per randomized row: EOT draws reached, the draws each image was scored on, and the protocol's number."""
     lines = md.table(["model", "defense", "attack", "EOT draws reached", "curve flat at", "scored on", "right on every draw (ranked by)", "mean over draws"], [])
     done = set()
-    measured = [(g, n, reached(runs, g)) for g, n in (("rrp", "random_resize_pad"), ("rtpt", "rtpt"), ("ttc", "ttc"),
-                                                       ("tpt", "tpt"))]
-    # ranked by the lower of the two numbers, the share right on every draw
-    for group, name, e in sorted((m for m in measured if m[2]), key=lambda m: -m[2]["all"]):
-        done.add(("ResNet", name))
-        flat = f"{e['flat_at']} draw{'s' if e['flat_at'] > 1 else ''}" if e["flat_at"] else "not yet"
-        lines.append(f"| ResNet | {TITLES[group]} | {e['attack']} | {e['draws_reached']}{e['state']} | {flat} "
-                     f"| {e['score_draws']} draws per image | {fmt_ci(e['all'], e['n'])} (at {e['at']} draw{'s' if e['at'] > 1 else ''}) "
-                     f"| {fmt_ci(e['mean'], e['n'])} |")
+    for prefix, model in MODELS.items():
+        measured = [(g, n, reached(runs, g, prefix=prefix)) for g, n in GROUPS]
+        # ranked by the lower of the two numbers, the share right on every draw
+        for group, name, e in sorted((m for m in measured if m[2]), key=lambda m: -m[2]["all"]):
+            done.add((model, name))
+            flat = f"{e['flat_at']} draw{'s' if e['flat_at'] > 1 else ''}" if e["flat_at"] else "not yet"
+            lines.append(f"| {model} | {TITLES[group]} | {e['attack']} | {e['draws_reached']}{e['state']} | {flat} "
+                         f"| {e['score_draws']} draws per image | {fmt_ci(e['all'], e['n'])} (at {e['at']} draw{'s' if e['at'] > 1 else ''}) "
+                         f"| {fmt_ci(e['mean'], e['n'])} |")
     for (model, name), (title, draws) in sorted(published_draws(results or {}).items()):
         if (model, name) not in done:
             lines.append(f"| {model} | {title} | PGD-10 / AutoAttack (`demo.eval`, not yet this protocol) | {draws} "
@@ -240,8 +262,10 @@ def tapt_section(runs: dict[str, dict]) -> str:
 def results_section(folder: Path = RESULTS_DIR) -> str:
     runs = load(folder)
     parts = ["## The protocol for randomized defenses: EOT curves\n", PROSE]
-    for group in TITLES:
-        parts.append(eot_curve_table(runs, group))
+    for prefix in MODELS:
+        for group in TITLES:
+            if prefix == "" or curve(runs, group, prefix=prefix):
+                parts.append(eot_curve_table(runs, group, prefix=prefix))
     parts += ["## R-TPT decomposed: its tuning, its vote, both\n", DECOMPOSITION_PROSE, rtpt_decomposition(runs),
               "## TAPT's starting prompts\n", TAPT_PROSE, tapt_section(runs)]
     parts.append("Commands:\n\n" + "\n".join(f"- `{r['command']}` ({r['seconds']:.0f} s{_state(r)})"
@@ -249,40 +273,21 @@ def results_section(folder: Path = RESULTS_DIR) -> str:
     return "\n".join(parts)
 
 
-def _survivors(entries: list[dict]) -> tuple[list[int], list[bool]]:
-    """Labels and, per image, whether it survives every attack of every entry (the leaderboard's worst case)."""
-    n = min(len(e["labels"]) for e in entries)
-    labels, ok = entries[0]["labels"][:n], [True] * n
-    for e in entries:
-        per = e["per_image"]
-        runs = [per["oblivious_pred"], per.get("adaptive_pred")] + [v["pred"] for v in e.get("adaptive_variants", {}).values()]
-        for preds in filter(None, runs):
-            ok = [o and p == y for o, p, y in zip(ok, preds, labels)]
-    return labels, ok
-
-
 def paired_ranking(results: dict[str, dict]) -> str:
     """Each leaderboard row against the next one down, on the images both were attacked on, by McNemar."""
-    from .published import model_results, rows
+    from .published import defense_numbers, model_results
 
-    tables = rows(model_results(results, "teaching"))
-    per = {}
-    for (attack, eps, split), table in tables.items():
-        if split != "seen" or eps != 4:
-            continue
-        for name, row in table.items():
-            if "adaptive_pred" in row["per_image"]:
-                per.setdefault(name, (row["title"], []))[1].extend([row] + row.get("also", []))
-    ranked = sorted(((t, *_survivors(e)) for t, e in per.values()), key=lambda r: -sum(r[2]) / len(r[2]))
+    numbers = defense_numbers(model_results(results, "teaching"))
+    ranked = sorted((d for d in numbers.values() if "leaderboard_survivors" in d), key=lambda d: -d["leaderboard_worst"])
     lines = md.table(["row", "next row down", "images", "only the row survives", "only the next survives", "p", "verdict"], [])
-    for (t1, l1, ok1), (t2, l2, ok2) in zip(ranked, ranked[1:]):
+    for d1, d2 in zip(ranked, ranked[1:]):
+        (l1, ok1), (l2, ok2) = d1["leaderboard_survivors"], d2["leaderboard_survivors"]
         n = min(len(l1), len(l2))
         if l1[:n] != l2[:n]:
             continue
         a, b, p = mcnemar_exact(ok1[:n], ok2[:n])
-        verdict = paired_verdict(ok1[:n], ok2[:n])
-        word = {"helps": "above", "no better than": "tied with", "worse": "below"}[verdict]
-        lines.append(f"| {t1} | {t2} | {n} | {a} | {b} | {p:.3f} | {word} |")
+        word = {"helps": "above", "no better than": "tied with", "worse": "below"}[paired_verdict(ok1[:n], ok2[:n])]
+        lines.append(f"| {d1['title']} | {d2['title']} | {n} | {a} | {b} | {p:.3f} | {word} |")
     return "\n".join(lines) + "\n"
 
 

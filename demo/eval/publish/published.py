@@ -62,9 +62,10 @@ def rows(results: dict[str, dict]) -> dict[tuple[str, int, str], dict[str, dict]
     return out
 
 
-def per_image_worst(entries: list[dict], k: int | None = None) -> tuple[float, int]:
-    """Share of the first k images (all shared ones by default) correct under every attack of every
-    entry (rows of the same defense from several runs, on the same images in the same order)."""
+def per_image_survivors(entries: list[dict], k: int | None = None) -> tuple[list[int], list[bool]]:
+    """Labels of the first k images (all shared ones by default) and, per image, whether it is correct
+    under every attack of every entry (rows of the same defense from several runs, on the same images in
+    the same order)."""
     n = min(len(e["labels"]) for e in entries) if k is None else k
     labels = entries[0]["labels"][:n]
     ok = [True] * n
@@ -75,7 +76,37 @@ def per_image_worst(entries: list[dict], k: int | None = None) -> tuple[float, i
         preds += [v["pred"] for v in e.get("adaptive_variants", {}).values()]
         for p in preds:
             ok = [o and a == y for o, a, y in zip(ok, p[:n], labels)]
-    return sum(ok) / max(n, 1), n
+    return labels, ok
+
+
+def per_image_worst(entries: list[dict], k: int | None = None) -> tuple[float, int]:
+    """Share of the first k images (all shared ones by default) correct under every attack of every entry."""
+    labels, ok = per_image_survivors(entries, k)
+    return sum(ok) / max(len(labels), 1), len(labels)
+
+
+_PROTOCOL = re.compile(r"^rand_[a-z]+(?:_apgd)?_eot(?P<k>\d+)_(?P<split>seen|held_out)$")
+
+
+def protocol_entries(results: dict[str, dict], name: str, split: str, eps: int = 4) -> list[dict]:
+    """The finished runs of the protocol for randomized defenses (`demo.eval.randomized`) on the method
+    itself (no option switched off) at `eps`/255, as leaderboard entries: an image counts as surviving a
+    run only if it was right on every scoring draw, after the adaptive attack and after the transfer attack
+    (the field's rule: a randomized defense is as robust as its unluckiest draw)."""
+    out = []
+    for run, res in sorted(results.items()):
+        m = _PROTOCOL.match(run)
+        if (not m or m["split"] != split or res.get("protocol") != "randomized" or res["defense"]["name"] != name
+                or res["defense"].get("options") or res.get("surrogate") or not res.get("adaptive_right")
+                or round(255 * res["attack"]["eps"]) != eps):
+            continue
+        labels, draws = res["labels"], res["score_draws"]
+        preds = {kind: [y if r == draws else -1 for r, y in zip(res[f"{kind}_right"], labels)]
+                 for kind in ("adaptive", "transfer") if res.get(f"{kind}_right")}
+        out.append({"labels": labels, "run": run, "n": len(labels), "eot_draws": res["attack"]["eot"],
+                    "score_draws": draws, "per_image": {"oblivious_pred": preds.get("transfer", labels),
+                                                        "adaptive_pred": preds["adaptive"]}})
+    return out
 
 
 def defense_numbers(results: dict[str, dict] | None = None) -> dict[str, dict]:
@@ -99,8 +130,18 @@ def defense_numbers(results: dict[str, dict] | None = None) -> dict[str, dict]:
                        for e in [tables[k][name]] + tables[k][name].get("also", [])]
             with_adaptive = [e for e in entries if "adaptive_pred" in e["per_image"]]
             if with_adaptive:
-                d[f"{prefix}_worst"], d[f"{prefix}_n"] = per_image_worst(with_adaptive)
-                d[f"{prefix}_attacks"] = sorted({e["run"].split("_")[0] for e in with_adaptive})
+                protocol = protocol_entries(results, name, split)
+                labels, ok = per_image_survivors(with_adaptive + protocol)
+                d[f"{prefix}_worst"], d[f"{prefix}_n"] = sum(ok) / max(len(ok), 1), len(ok)
+                d[f"{prefix}_survivors"] = (labels, ok)
+                d[f"{prefix}_attacks"] = sorted({e["run"].split("_")[0] for e in with_adaptive + protocol})
+                # {{defense.board.worst}} / {{defense.board.n}} in texts: the leaderboard's own number
+                d["board" if split == "seen" else "board_held_out"] = {"worst": d[f"{prefix}_worst"], "n": d[f"{prefix}_n"]}
+                if protocol:
+                    d[f"{prefix}_protocol"] = {"eot_draws": max(e["eot_draws"] for e in protocol),
+                                               "score_draws": min(e["score_draws"] for e in protocol),
+                                               "n": min(e["n"] for e in protocol),
+                                               "without": per_image_worst(with_adaptive)}
     return out
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..metrics import fmt_ci, significantly_above, wilson_interval
+from ..metrics import fmt_ci, paired_verdict, significantly_above, wilson_interval
 from . import interim, markdown as md, prose, published as P
 from .interim import shard_wall
 from .report import attack_label
@@ -146,22 +146,45 @@ def sanity_table(results: dict) -> str:
     return markdown(s) + f"\n{verdict} `{s['command']}`, {s['seconds']:.0f} s.\n"
 
 
+ATTACK_WORDS = {"pgd4": "PGD-10 (oblivious, adaptive)", "aa4": "AutoAttack (oblivious, adaptive)"}
+
+
+def _attacks(d: dict) -> str:
+    words = [ATTACK_WORDS.get(a, a) for a in d["leaderboard_attacks"] if a != "rand"]
+    if "leaderboard_protocol" in d:
+        p = d["leaderboard_protocol"]
+        words.append(f"protocol for randomized defenses (EOT up to {p['eot_draws']} draw{'s' if p['eot_draws'] > 1 else ''}, each image scored on "
+                     f"{p['score_draws']} draws; first {p['n']} images; without it {pct(p['without'][0])}, "
+                     f"n={p['without'][1]})")
+    return " + ".join(words)
+
+
+def tied_with_above(above: dict | None, row: dict) -> bool:
+    """McNemar's exact test (5%) on the images both rows were attacked on: the data cannot order them."""
+    if above is None or "leaderboard_survivors" not in above or "leaderboard_survivors" not in row:
+        return False
+    (l1, ok1), (l2, ok2) = above["leaderboard_survivors"], row["leaderboard_survivors"]
+    n = min(len(l1), len(l2))
+    if n == 0 or l1[:n] != l2[:n]:
+        return not (wilson_interval(above["leaderboard_worst"], above["leaderboard_n"])[0]
+                    > wilson_interval(row["leaderboard_worst"], row["leaderboard_n"])[1])
+    return paired_verdict(ok1[:n], ok2[:n]) == "no better than"
+
+
 def leaderboard(numbers: dict[str, dict]) -> str:
     ranked = sorted((d for d in numbers.values() if "leaderboard_worst" in d), key=lambda d: -d["leaderboard_worst"])
     lines, prev = [], None
     for i, d in enumerate(ranked, start=1):
         n, w = d["leaderboard_n"], d["leaderboard_worst"]
-        tie = prev is not None and not (wilson_interval(prev[0], prev[1])[0] > wilson_interval(w, n)[1])
         held = d.get("held_out", {})
-        attacks = " + ".join({"pgd4": "PGD-10 (oblivious, adaptive)", "aa4": "AutoAttack (oblivious, adaptive)"}.get(a, a)
-                             for a in d["leaderboard_attacks"])
         dagger = "" if "aa4" in d["leaderboard_attacks"] else " †"
         held_worst = d.get("leaderboard_held_out_worst", held.get("worst"))
         held_n = f" (n={d['leaderboard_held_out_n']})" if "leaderboard_held_out_n" in d else ""
-        lines.append([f"{i}{' ≈' if tie else ''}", d["title"], d["paradigm"], f"{fmt_ci(w, n)}, n={n}{dagger}", attacks,
+        lines.append([f"{i}{' ≈' if tied_with_above(prev, d) else ''}", d["title"], d["paradigm"],
+                      f"{fmt_ci(w, n)}, n={n}{dagger}", _attacks(d),
                       pct(d.get("seen", {}).get("clean")), pct(held.get("clean")), f"{pct(held_worst)}{held_n}",
                       f"{d.get('seen', {}).get('ms') or 0:.1f}"])
-        prev = (w, n)
+        prev = d
     return md.text(["rank", "defense", "paradigm", "worst-case robust acc. (seen, 4/255)", "attacks counted",
                     "clean (seen)", "clean (held-out)", "worst case (held-out)", "defense ms/image"], lines)
 
