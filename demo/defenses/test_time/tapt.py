@@ -96,7 +96,9 @@ class TAPT(Defense):
                  "CVPR 2025 (arXiv 2411.13136)")
     deviation = ("Needs a ViT image tower and pre-trained prompts: offered for the teaching ViT, whose "
                  "prompts and statistics come from the teaching world (official: 100 epochs of 16-shot "
-                 "ImageNet, statistics over ImageNet's training set). Prompt depth 3/4 of the blocks, as the "
+                 "ImageNet, statistics over ImageNet's training set). Its starting prompts were trained "
+                 "adversarially for 150 AdamW steps against 2-step PGD at 1/255, the paper's budget (official: "
+                 "AdvMaPLe, 100 epochs of SGD), so at larger budgets they start below what they were made for. Prompt depth 3/4 of the blocks, as the "
                  "official 9 of 12. Computed in float32, not mixed precision.")
 
     views: int = param(64, lo=2, hi=128, step=1, label="Views", help="The image plus random resized crops (paper: 64).")

@@ -306,11 +306,12 @@ gradient over k fresh draws of the defense's randomness (EOT), k is swept 1, 2, 
 highest-expected-loss iterate, never the clean image; each final image is scored on 10 fresh draws of the
 defense. "Right on every draw" counts an image only if all 10 draws classify it correctly, and rankings use
 it (it is never above the mean over draws). Consecutive draw counts are compared on the same images by
-McNemar's exact test (two-sided, 5%), not by overlapping intervals; the curve is called flat at the first
-count whose next count it does not differ from. The loss column shows whether more iterations would still
+McNemar's exact test (two-sided, 5%), not by overlapping intervals; a curve whose last two counts differ is
+still falling, and otherwise it is flat from the first count that no larger count is below (comparing only
+neighbours would call a slowly falling curve flat at its start). The loss column shows whether more iterations would still
 raise the attack's loss. Sizes follow the cost on 2 shared CPU cores: random resize & pad and TTC get
-EOT-PGD-20 on 100 images, R-TPT and TPT EOT-PGD-10 on 30 (each of their draws is 64 views, and each scoring
-draw a whole tuning). The strong attack, AutoAttack's version for randomized defenses (EOT-APGD-CE and
+EOT-PGD-20 on 100 images (50 on the ViT), R-TPT and TPT EOT-PGD-10 on 30 (each of their draws is 64 views,
+and each scoring draw a whole tuning). The strong attack, AutoAttack's version for randomized defenses (EOT-APGD-CE and
 EOT-APGD-DLR, 100 iterations each, per image the worse for the defense; `--attack apgd`), is run at the
 count where a curve flattens; the leaderboard takes the lower of the two families.
 """
