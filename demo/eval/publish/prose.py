@@ -183,7 +183,8 @@ def what_this_shows(numbers: dict) -> str:
             + _held_out_line(numbers, test)
             + " Their adaptive attack holds the tuned prompt constant (BPDA through the adaptation), so these are "
               "upper bounds on their robustness. "
-            + _autoattack(numbers, test, "through the adaptation, with fresh views at every step").rstrip())
+            + _autoattack(numbers, test, "through the adaptation, with fresh views at every step").rstrip()
+            + _protocol_line(numbers, test))
     else:
         out.append("**Test-time adaptation.** TPT and R-TPT were not run in this evaluation yet.")
     free = [k for k in _paradigm(numbers, "training-free") if k != "none" and _v(numbers, k, "seen", "worst") is not None]
@@ -196,8 +197,23 @@ def what_this_shows(numbers: dict) -> str:
             + (f"{', '.join(numbers[k]['title'].split(' (')[0] for k in fooled)} look better than they are while the "
                "attacker ignores them: attacked through them, they fall beyond noise. " if fooled else "")
             + _autoattack(numbers, free, "exact gradients, BPDA only through steps with no useful gradient").rstrip()
-            + _clipure_line(numbers))
+            + _protocol_line(numbers, free) + _clipure_line(numbers))
     return "\n\n".join(out) + "\n"
+
+
+def _protocol_line(numbers: dict, keys: list[str]) -> str:
+    """The randomized rows' worst case once the protocol for randomized defenses counts, per image."""
+    rows = [k for k in keys if "leaderboard_protocol" in numbers[k]]
+    if not rows:
+        return ""
+
+    def one(k: str) -> str:
+        d, p = numbers[k], numbers[k]["leaderboard_protocol"]
+        return (f"{d['title'].split(' (')[0]} {_p(d['leaderboard_worst'])} of the first {d['leaderboard_n']} "
+                f"(every other attack alone: {_p(p['without'][0])} of {p['without'][1]})")
+
+    return (" Attacked as randomized defenses are (EOT over their own draws, each image scored on many fresh "
+            "draws, every attack counted per image): " + "; ".join(one(k) for k in rows) + ".")
 
 
 def _clipure_line(numbers: dict) -> str:

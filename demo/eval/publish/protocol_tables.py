@@ -243,7 +243,7 @@ def rtpt_decomposition(runs: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n" + (("\nOn the same images: " + "; ".join(notes) + ".\n") if notes else "")
 
 
-def tapt_section(runs: dict[str, dict]) -> str:
+def tapt_section(runs: dict[str, dict], results: dict[str, dict] | None = None) -> str:
     start, handed = runs.get("rand_tapt_start_seen"), runs.get("rand_tapt_from_start_seen")
     lines = md.table(["TAPT (ViT teaching model, 1/255, seen classes)", "clean", "under PGD-10"], [])
     lines.append(f"| the starting prompts alone (no adaptation), attacked directly | {_cell(start, 'clean')} "
@@ -256,10 +256,17 @@ def tapt_section(runs: dict[str, dict]) -> str:
                  f"{100 * s.get('transfer_undefended', float('nan')):.1f}% of them){_state(handed)}")
     lines.append(f"| the attack on the starting prompts, then TAPT adapts (its paper's threat model) "
                  f"| {_cell(handed, 'clean')} | {trans} |")
+    through = next((r for r in (results or {}).get("vit_pgd1_tapt_seen", {}).get("defenses", []) if r["name"] == "tapt"), None)
+    if through:
+        n = (results or {})["vit_pgd1_tapt_seen"]["data"]["n"]
+        lines.append(f"| the attack through TAPT's adaptation (`vit_pgd1_tapt_seen`, scored on one draw) "
+                     f"| {fmt_ci(through['clean_accuracy'], n)} | {fmt_ci(through['robust_accuracy_worst'], n)} (worst case) |")
     return "\n".join(lines) + "\n"
 
 
 def results_section(folder: Path = RESULTS_DIR) -> str:
+    from .published import load as load_published
+
     runs = load(folder)
     parts = ["## The protocol for randomized defenses: EOT curves\n", PROSE]
     for prefix in MODELS:
@@ -267,7 +274,7 @@ def results_section(folder: Path = RESULTS_DIR) -> str:
             if prefix == "" or curve(runs, group, prefix=prefix):
                 parts.append(eot_curve_table(runs, group, prefix=prefix))
     parts += ["## R-TPT decomposed: its tuning, its vote, both\n", DECOMPOSITION_PROSE, rtpt_decomposition(runs),
-              "## TAPT's starting prompts\n", TAPT_PROSE, tapt_section(runs)]
+              "## TAPT's starting prompts\n", TAPT_PROSE, tapt_section(runs, load_published(folder))]
     parts.append("Commands:\n\n" + "\n".join(f"- `{r['command']}` ({r['seconds']:.0f} s{_state(r)})"
                                             for r in runs.values()) + "\n" if runs else "")
     return "\n".join(parts)

@@ -124,6 +124,10 @@ def defense_numbers(results: dict[str, dict] | None = None) -> dict[str, dict]:
                       "adaptive": row.get("robust_accuracy_adaptive"), "worst": row.get("robust_accuracy_worst"),
                       "n": row["n"], "ms": row.get("ms_per_image"), "flag": bool(row.get("adaptive_weaker_than_oblivious")),
                       "variants": {k: v["robust_accuracy"] for k, v in row.get("adaptive_variants", {}).items()}}
+            # {{jpeg.seen.diff}}: the adaptive attack through the step's differentiable stand-in, beside
+            # {{jpeg.seen.adaptive}} (BPDA), where the row's run had one
+            if d[key]["variants"]:
+                d[key]["diff"] = min(d[key]["variants"].values())
     for name, d in out.items():
         for split, prefix in (("seen", "leaderboard"), ("held_out", "leaderboard_held_out")):
             entries = [e for k in tables if k[2] == split and k[1] == 4 and name in tables[k]
