@@ -102,10 +102,10 @@ def _runs() -> tuple[dict[str, str], dict[str, int]]:
     shard["vit_aa4_training_free_seen"] = 50
     for group, defense in (("anti", "anti_adversary"), ("rrp", "random_resize_pad")):  # as the ResNet's rows
         vit[f"vit_aa4_{group}_seen"], shard[f"vit_aa4_{group}_seen"] = f"{AA4} --n 200 --defenses {defense}", 50
-    # The test-time rows and TTC under AutoAttack on fewer images, as each image costs ~10-20 s (TTC) to a
-    # minute and more (64 views at every step) on one core; PGD-10 already leaves each of them at 0-1.4%
-    # on the ViT except R-TPT, so the ViT's R-TPT row also gets the randomized protocol below.
-    for group, defense, n in (("ttc", "ttc", 50), ("rtpt", "rtpt", 20), ("tpt", "tpt", 20), ("tapt", "tapt", 20)):
+    # The test-time rows and TTC under AutoAttack on fewer images, as each image costs ~36 s (TTC) to a few
+    # minutes (64 views at every step) on one core; PGD-10 already leaves each of them at 0-1.4% on the ViT
+    # except R-TPT, so the ViT's R-TPT row also gets the randomized protocol below.
+    for group, defense, n in (("ttc", "ttc", 20), ("rtpt", "rtpt", 10), ("tpt", "tpt", 10), ("tapt", "tapt", 10)):
         vit[f"vit_aa4_{group}_seen"] = f"{AA4} --n {n} --batch-size 10 --defenses {defense}"
         shard[f"vit_aa4_{group}_seen"] = 10
     # FAP's prompts were trained at its paper's 1/255: measured there too.
