@@ -90,8 +90,9 @@ CROPS = Scene(
     "strongest point kept, and every attacked image scored on {{run:rand_rtpt_eot1_seen.draws}} fresh draws), "
     "it is right on every draw for {{run:rand_rtpt_eot1_seen.robust}} of {{run:rand_rtpt_eot1_seen.n}} images; "
     "counting AutoAttack too, image by image, {{rtpt.board.worst}} of them survive (undefended: "
-    "{{none.aa4.worst}}). On unseen classes R-TPT is right on only {{rtpt.held_out.clean}} of clean images "
-    "(undefended: {{none.held_out.clean}}).")
+    "{{none.aa4.worst}}). These attacks hold the tuned prompt fixed in their backward pass, so they are upper "
+    "bounds. On unseen classes R-TPT is right on only {{rtpt.held_out.clean}} of clean images (undefended: "
+    "{{none.held_out.clean}}).")
 
 # Goodfellow et al. (2015): the perturbation is chosen, not random. Same example, same 4/255: only the
 # direction differs.
