@@ -87,8 +87,9 @@ CROPS = Scene(
     [({}, "attacked", False), ({}, "test-time", True)],
     "On {{rtpt.seen.n}} seen test images R-TPT keeps {{rtpt.seen.oblivious}} right against this oblivious "
     "attack. Attacked as a randomized defense is (the gradient averaged over draws of its crops, each image's "
-    "strongest point kept, and every attacked image scored on {{run:rand_rtpt_eot1_seen.draws}} fresh draws), "
-    "it is right on every draw for {{run:rand_rtpt_eot1_seen.robust}} of {{run:rand_rtpt_eot1_seen.n}} images; "
+    "strongest point kept, and every attacked image scored on {{rtpt.protocol.draws}} fresh draws), it is "
+    "right on every draw for {{rtpt.protocol.worst}} of {{rtpt.protocol.n}} images (with "
+    "{{rtpt.protocol.eot}} draws per step, the count that left the fewest); "
     "counting AutoAttack too, image by image, {{rtpt.board.worst}} of them survive (undefended: "
     "{{none.aa4.worst}}). These attacks hold the tuned prompt fixed in their backward pass, so they are upper "
     "bounds. On unseen classes R-TPT is right on only {{rtpt.held_out.clean}} of clean images (undefended: "

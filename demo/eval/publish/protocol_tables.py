@@ -107,7 +107,8 @@ def flattened(pts: list[tuple[int, dict]]) -> tuple[int | None, str]:
         later = [_compare(res, other) for _, other in pts[i + 1:]]
         if all(c[5] >= 0.05 or c[3] <= c[4] for c in later):
             n, pa, pb, only_a, only_b, p = later[-1]
-            return k, (f"from {k} draws on no larger count is lower on the same images ({k} vs {pts[-1][0]} draws: "
+            return k, (f"from {k} draw{'s' if k > 1 else ''} on no larger count is lower on the same images "
+                       f"({k} vs {pts[-1][0]} draws: "
                        f"{100 * pa:.1f}% vs {100 * pb:.1f}% right on every draw, McNemar {only_a} vs {only_b} "
                        f"discordant images, p = {p:.2f})")
     return None, f"still falling at {pts[-1][0]} draws"

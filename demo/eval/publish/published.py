@@ -141,6 +141,14 @@ def defense_numbers(results: dict[str, dict] | None = None) -> dict[str, dict]:
                 d[f"{prefix}_attacks"] = sorted({e["run"].split("_")[0] for e in with_adaptive + protocol})
                 # {{defense.board.worst}} / {{defense.board.n}} in texts: the leaderboard's own number
                 d["board" if split == "seen" else "board_held_out"] = {"worst": d[f"{prefix}_worst"], "n": d[f"{prefix}_n"]}
+                if protocol and split == "seen":
+                    # {{rtpt.protocol.worst}}: the lowest share right on every scoring draw over the EOT
+                    # counts run, with its count ({{rtpt.protocol.eot}}) and the most draws reached
+                    shares = [(sum(p == y for p, y in zip(e["per_image"]["adaptive_pred"], e["labels"])) / e["n"],
+                               e["eot_draws"], e) for e in protocol]
+                    low, at, e = min(shares, key=lambda t: (t[0], t[1]))
+                    d["protocol"] = {"worst": low, "n": e["n"], "eot": at, "draws": e["score_draws"],
+                                     "reached": max(t[1] for t in shares)}
                 if protocol:
                     d[f"{prefix}_protocol"] = {"eot_draws": max(e["eot_draws"] for e in protocol),
                                                "score_draws": min(e["score_draws"] for e in protocol),
@@ -196,7 +204,7 @@ def fill(text: str, numbers: dict[str, dict] | None = None, sweep: dict | None =
             value = model_numbers(m[1]).get(name, {}).get(split, {}).get(field)
         if value is None:
             return "n/a"
-        return str(int(value)) if field == "n" else f"{100 * value:.1f}%"
+        return str(int(value)) if field in ("n", "eot", "draws", "reached") else f"{100 * value:.1f}%"
 
     return _TOKEN.sub(sub, text)
 
