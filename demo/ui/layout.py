@@ -11,7 +11,7 @@ import gradio as gr
 from ..models.loading import exact_float32
 from ..models.teaching import MODELS as TEACHING_MODELS
 from ..pipeline import PARADIGMS
-from . import assets, handlers, learn, models, panels, wiring
+from . import assets, handlers, learn, models, panels, wiring, zerogpu
 from .components import App
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,12 @@ def build_demo(model: str | None = None) -> gr.Blocks:
         wiring.wire(page, allowed)
         wiring.wire_links(demo, page)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    if zerogpu.on_zerogpu():
+        # Nothing to warm up: `models.preload` loaded every offered model and twin at startup, the pass costs
+        # are estimates and bf16 is for CPUs. And `spaces`' CUDA stand-in holds only in the main thread: in
+        # this thread every model reports the CPU, so it would build each twin again on the CPU, holding the
+        # model cache's locks while requests fork GPU workers, which would then wait on them for good.
+        return demo
     warm = threading.Thread(target=_warm_up, args=(handlers.answering_model(startup, allowed=allowed), allowed),
                             name="warm-up", daemon=True)
     warm.start()
