@@ -117,10 +117,6 @@ def assert_same_answers(got, want, path="") -> None:
 @pytest.fixture(scope="module")
 def answers():
     pytest.importorskip("spaces")
-    if os.environ.get("DEMO_TEST_ZEROGPU") != "1":
-        # The emulated worker is forked from a threaded server and has been seen to stall on a lock copied
-        # from another thread (one run in several); until that is found, these run on request.
-        pytest.skip("the ZeroGPU emulation runs with DEMO_TEST_ZEROGPU=1")
     return serve(zerogpu=False), serve(zerogpu=True)
 
 
