@@ -97,7 +97,9 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                 learn.build()
         page.input_note.value = note
         page.world_note.value = warning
-        if teaching:  # its pass costs take 0.2 s to measure; a real-size model's take 20-30 s on a CPU
+        # The teaching model's pass costs take 0.2 s to measure and ZeroGPU's are estimated (nothing is measured
+        # in the background there); a real-size model's take 20-30 s on a CPU.
+        if teaching or zerogpu.on_zerogpu():
             page.estimate.value = handlers.estimate(
                 page.model.value, page.attack.value, page.eps.value, page.steps.value, page.mode.value,
                 *(page.defenses[p].value for p in PARADIGMS), "{}", "{}", allowed=allowed)
