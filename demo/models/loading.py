@@ -231,6 +231,18 @@ _CACHE_LOCK = threading.Lock()
 _KEY_LOCKS: dict[tuple[str, str], threading.Lock] = {}
 
 
+def _fresh_locks() -> None:
+    """In a forked child (a ZeroGPU worker) only the forking thread lives on: a lock another thread held at
+    that moment would stay held there for good. The caches stay valid (each change is one dict operation
+    under the lock); a build that was under way in another thread is simply redone when the child needs it."""
+    global _CACHE_LOCK
+    _CACHE_LOCK = threading.Lock()
+    _KEY_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_fresh_locks)
+
+
 def load_model(name: str, device: torch.device | str | None = None) -> LoadedModel:
     """Build (once) and return the model `name` (zoo key or ad-hoc id, see `zoo.spec_for`).
 

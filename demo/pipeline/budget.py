@@ -127,6 +127,17 @@ _TIMES: dict[tuple[str, str], PassTimes] = {}
 _LOCK = threading.Lock()
 
 
+def _fresh_times_lock() -> None:
+    # A GPU worker is forked while a request thread may be pricing a request under this lock (see
+    # `loading._fresh_locks`). Only this cache's lock: the compute slot and the owners' counts are never
+    # taken in a ZeroGPU server process (requests are admitted inside the GPU workers), and stay as they are.
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_times_lock)
+
+
 def _best_seconds(fn, repeats: int = 5) -> float:
     """The fastest of a few runs: a pass measured while other work holds the cores would otherwise
     inflate every later estimate for this model."""

@@ -11,7 +11,7 @@ import gradio as gr
 from ..models.loading import exact_float32
 from ..models.teaching import MODELS as TEACHING_MODELS
 from ..pipeline import PARADIGMS
-from . import assets, handlers, learn, models, panels, wiring
+from . import assets, handlers, learn, models, panels, wiring, zerogpu
 from .components import App
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,9 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                 learn.build()
         page.input_note.value = note
         page.world_note.value = warning
-        if teaching:  # its pass costs take 0.2 s to measure; a real-size model's take 20-30 s on a CPU
+        # The teaching model's pass costs take 0.2 s to measure and ZeroGPU's are estimated (nothing is measured
+        # in the background there); a real-size model's take 20-30 s on a CPU.
+        if teaching or zerogpu.on_zerogpu():
             page.estimate.value = handlers.estimate(
                 page.model.value, page.attack.value, page.eps.value, page.steps.value, page.mode.value,
                 *(page.defenses[p].value for p in PARADIGMS), "{}", "{}", allowed=allowed)
@@ -107,6 +109,12 @@ def build_demo(model: str | None = None) -> gr.Blocks:
         wiring.wire(page, allowed)
         wiring.wire_links(demo, page)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    if zerogpu.on_zerogpu():
+        # Nothing to warm up: `models.preload` loaded every offered model and twin at startup, the pass costs
+        # are estimates and bf16 is for CPUs. And `spaces`' CUDA stand-in holds only in the main thread: in
+        # this thread every model reports the CPU, so it would build each twin again on the CPU, holding the
+        # model cache's locks while requests fork GPU workers, which would then wait on them for good.
+        return demo
     warm = threading.Thread(target=_warm_up, args=(handlers.answering_model(startup, allowed=allowed), allowed),
                             name="warm-up", daemon=True)
     warm.start()

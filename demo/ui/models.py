@@ -27,6 +27,15 @@ _lock = threading.Lock()
 _resolved: dict[str, tuple[LoadedModel, str, float, bool]] = {}
 
 
+def _fresh_lock() -> None:
+    # A GPU worker is forked while other request threads may hold this lock (see `loading._fresh_locks`).
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_lock)
+
+
 def startup_key(requested: str | None = None) -> str:
     """The model the app starts on: the --model flag, else $DEMO_MODEL, else the real CLIP (ViT-B/32) when
     its weights are already in the local Hugging Face cache (a Space with `preload_from_hub`), else the

@@ -4,8 +4,8 @@ On a ZeroGPU Space (the `spaces` package, `SPACES_ZERO_GPU=true`), `import space
 patches torch: in the server process, moving a model to "cuda" only records its tensors, which are packed
 away at launch, and any computation outside a GPU function sees placeholders. A GPU is lent for each call
 of a function decorated with `@spaces.GPU(duration=...)`: the call runs in a worker process forked once per
-decorated function and kept for the next calls, with the real tensors on the GPU; arguments and results
-are pickled across. Hence:
+decorated function and kept for the next calls (a call that starts while it is busy gets a worker of its
+own), with the real tensors on the GPU; arguments and results are pickled across. Hence:
 
 - every event that touches a model calls one of the two module-level functions below, decorated once:
   `run_quick` (a classification, what the model sees, choosing a model: a short duration) or `run_long`

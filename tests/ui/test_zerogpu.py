@@ -117,10 +117,6 @@ def assert_same_answers(got, want, path="") -> None:
 @pytest.fixture(scope="module")
 def answers():
     pytest.importorskip("spaces")
-    if os.environ.get("DEMO_TEST_ZEROGPU") != "1":
-        # The emulated worker is forked from a threaded server and has been seen to stall on a lock copied
-        # from another thread (one run in several); until that is found, these run on request.
-        pytest.skip("the ZeroGPU emulation runs with DEMO_TEST_ZEROGPU=1")
     return serve(zerogpu=False), serve(zerogpu=True)
 
 
@@ -178,3 +174,72 @@ def test_a_long_run_asks_for_a_duration_from_its_gpu_passes(image_file, model_ke
     duration = zerogpu._long_duration(key, request(steps=50, views=64), {}, 0)
     assert duration == zerogpu.gpu_duration(large) and zerogpu.GPU_MIN_S <= duration <= zerogpu.GPU_MAX_S
     assert zerogpu._long_duration(key, request(attack="no-such-attack"), {}, 0) == zerogpu.GPU_QUICK_S
+
+
+def _load_in_worker(model_key, allowed, answers) -> None:
+    from demo.models import loading
+    from demo.pipeline import budget
+    from demo.ui import models
+
+    loaded = models.get_model(model_key, allowed)[0]
+    budget.pass_times(loaded)
+    answers.put(loading.load_image_tower(model_key, loaded.device) is loaded.clip.visual)
+
+
+def test_a_gpu_worker_loads_models_while_server_threads_hold_the_cache_locks(model_key, allowed, monkeypatch):
+    """A GPU worker is forked from a serving thread, and only that thread lives on in it: it must not wait on
+    a lock that another thread (pricing a request, building a model) held at the moment of the fork."""
+    import multiprocessing
+    import threading
+
+    from demo.models import loading
+    from demo.pipeline import budget
+    from demo.ui import models
+
+    for name in ("_CACHE", "_TOWERS", "_KEY_LOCKS"):  # the model is not built yet: the worker builds it
+        monkeypatch.setattr(loading, name, {})
+    monkeypatch.setattr(models, "_resolved", {})
+    key = (loading.spec_for(model_key).key, str(loading.pick_device()))
+    building = loading._KEY_LOCKS.setdefault(key, threading.Lock())
+    held, release = threading.Event(), threading.Event()
+
+    def server_thread():
+        with loading._CACHE_LOCK, building, models._lock, budget._LOCK:
+            held.set()
+            release.wait(120)
+
+    holder = threading.Thread(target=server_thread)
+    holder.start()
+    assert held.wait(10)
+    ctx = multiprocessing.get_context("fork")  # as `spaces` starts its workers
+    answers = ctx.SimpleQueue()
+    worker = ctx.Process(target=_load_in_worker, args=(model_key, allowed, answers), daemon=True)
+    try:
+        worker.start()
+        worker.join(60)
+        stalled = worker.is_alive()
+    finally:
+        if worker.is_alive():
+            worker.kill()
+        release.set()
+        holder.join()
+    assert not stalled, "the forked worker waits on a lock held by a thread it does not have"
+    assert worker.exitcode == 0 and answers.get() is True
+
+
+def test_on_zerogpu_no_background_thread_loads_models(model_key, monkeypatch):
+    """Off ZeroGPU a thread warms up the twins after startup; on ZeroGPU `models.preload` has done it in the
+    main thread, and such a thread would see every model on the CPU and build it again under the cache
+    locks while requests fork GPU workers. The page's first cost estimate is there at once (the pass
+    costs are estimates), not promised from a measurement in the background."""
+    from demo.ui import layout, zerogpu
+
+    started = []
+    monkeypatch.setattr(layout, "_warm_up", lambda *args: started.append(args))
+    monkeypatch.setattr(zerogpu, "on_zerogpu", lambda: True)
+    page = layout.build_demo(model_key)
+    texts = [b.value for b in page.blocks.values() if isinstance(getattr(b, "value", None), str)]
+    assert any(t.startswith("Cost of **Run all**: about") for t in texts)
+    monkeypatch.setattr(zerogpu, "on_zerogpu", lambda: False)
+    layout.build_demo(model_key)
+    assert len(started) == 1  # only the second build, off ZeroGPU, warms up
