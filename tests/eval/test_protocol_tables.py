@@ -135,3 +135,31 @@ def test_ties_are_decided_by_mcnemar_on_shared_images():
     other = {"leaderboard_survivors": (labels, [False] * 30 + [True] * 24 + [False] * 46), "leaderboard_worst": 0.24,
              "leaderboard_n": 100}
     assert tables.tied_with_above(above, other)
+
+
+def test_protocol_runs_fill_run_tokens_and_the_defense_protocol_tokens():
+    from demo.eval.publish import lessons
+
+    run = fake(2, [10] * 3 + [7])
+    run["clean_right"] = [10, 10, 10, 9]
+    filled = lessons.fill("{{run:r.robust}} {{run:r.robust_mean}} {{run:r.clean}} {{run:r.draws}} {{run:r.eot}}",
+                          {"r": lessons.protocol_numbers(run)})
+    assert filled == "75.0% 92.5% 75.0% 10 2"
+    labels = [0] * 4
+    results = {"pgd4_counter_seen": _eval_run(labels, [_row("random_resize_pad", labels, [0] * 4)]),
+               "rand_rrp_eot1_seen": {**fake(1, [10] * 4), "labels": labels},
+               "rand_rrp_eot2_seen": {**run, "labels": labels}}
+    numbers = P.defense_numbers(results)
+    assert numbers["random_resize_pad"]["protocol"] == {"worst": 0.75, "n": 4, "eot": 2, "draws": 10, "reached": 2}
+    text = P.fill("{{random_resize_pad.protocol.worst}} at {{random_resize_pad.protocol.eot}} of "
+                  "{{random_resize_pad.protocol.reached}}", numbers)
+    assert text == "75.0% at 2 of 2"
+
+
+def test_tapt_table_shows_the_attack_through_its_adaptation_beside_its_starting_prompts(tmp_path):
+    start = fake(1, [10, 0, 0, 0], clean=[10, 10, 10, 0])
+    results = {"vit_pgd1_tapt_seen": {"data": {"n": 4}, "defenses": [
+        {"name": "tapt", "clean_accuracy": 0.75, "robust_accuracy_worst": 0.25}]}}
+    table = T.tapt_section({"rand_tapt_start_seen": start}, results)
+    assert "the starting prompts alone" in table and "25.0% [" in table.splitlines()[-1]
+    assert "then TAPT adapts" in table and "not run yet" in table  # the handed-over attack is not run here
