@@ -184,3 +184,18 @@ def test_the_lesson_pages_are_in_the_learn_tab_with_their_numbers(name):
     assert "{{" not in text and "n/a" not in text, text
     if name != "population":  # the population page explains the view; the others quote measured runs
         assert "%" in text
+
+
+def test_tapt_in_its_paper_s_threat_model_adds_nothing_measurable():
+    """"The adaptation adds nothing measurable": on the same images, the attack made on TAPT's starting prompts
+    leaves as many right after TAPT adapts (on every scoring draw) as on the starting prompts alone (McNemar)."""
+    from demo.eval.metrics import mcnemar_exact
+
+    results = published.load()
+    start, handed = results["rand_tapt_start_seen"], results["rand_tapt_from_start_seen"]
+    n = len(handed["labels"])
+    assert start["labels"][:n] == handed["labels"]
+    alone = [r == start["score_draws"] for r in start["adaptive_right"][:n]]
+    adapted = [r == handed["score_draws"] for r in handed["transfer_right"]]
+    assert mcnemar_exact(adapted, alone)[2] >= 0.05
+    assert "adds nothing measurable" in " ".join(assets.content("test_time").split())
