@@ -170,6 +170,12 @@ def test_the_test_time_page_credits_r_tpt_s_vote_as_far_as_the_numbers_go(number
              for part in ("tuned", "vote", "full")}
     assert mcnemar_exact(right["vote"], right["full"])[2] >= 0.05
     assert mcnemar_exact(right["tuned"], right["full"])[2] < 0.05
+    # and under the protocol's attack (one EOT draw, the same 30 seen images)
+    attacked = {part: [r == results[name]["score_draws"] for r in results[name]["adaptive_right"]]
+                for part, name in (("tuned", "rand_rtpt_tuned_eot1_seen"), ("vote", "rand_rtpt_vote_eot1_seen"),
+                                   ("full", "rand_rtpt_eot1_seen"))}
+    assert mcnemar_exact(attacked["vote"], attacked["full"])[2] >= 0.05
+    assert mcnemar_exact(attacked["tuned"], attacked["full"])[2] < 0.05
     _filled("test_time", numbers)
 
 
