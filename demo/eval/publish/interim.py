@@ -67,8 +67,8 @@ def text(entries: list[dict]) -> str:
                      f"of {e['total']} (`{e['run']}`, {e['wall']} so far). {fmt_ci(e['worst'], e['n'])} "
                      f"of them survive every attack, where PGD-10 alone leaves {fmt_ci(e['pgd_worst'], e['n'])} "
                      f"of the same {e['n']}.")
-    return ("**AutoAttack under way on the † rows.** What the finished image shards show so far (not ranked by: "
-            "the rows keep their PGD-10 numbers and their † until the run is complete):\n\n"
+    return ("**AutoAttack runs under way.** What their finished image shards show so far (not ranked by: each "
+            "row keeps its published number, and a † row its †, until the run is complete):\n\n"
             + "\n".join(lines) + "\n")
 
 
