@@ -96,6 +96,28 @@ def test_vit_protocol_runs_form_their_own_curve(tmp_path):
     assert "| ViT | Random resize & pad |" in section and "| ResNet | Random resize & pad |" in section
 
 
+def test_tapt_has_a_vit_curve_and_no_resnet_placeholder(tmp_path):
+    tapt = fake(1, [10] * 3 + [4] * 7)
+    tapt["defense"] |= {"name": "tapt", "title": "TAPT (test-time adversarial prompt tuning)"}
+    write(tmp_path, "vit_rand_tapt_eot1_seen", tapt)
+    runs = T.load(tmp_path)
+    assert "| ViT | TAPT (test-time adversarial prompt tuning) |" in T.leaderboard_section(runs)
+    text = T.results_section(tmp_path)
+    assert "ViT, TAPT (test-time adversarial prompt tuning): EOT-PGD-20" in text
+    assert "ResNet, TAPT" not in text  # its starting prompts exist for the ViT only
+
+
+def test_a_part_done_strong_attack_says_how_far_beside_its_number(tmp_path):
+    write(tmp_path, "rand_rtpt_eot1_seen", fake(1, [10] * 6 + [0] * 24))
+    shards = tmp_path / "shards" / "rand_rtpt_apgd_eot1_seen"
+    shards.mkdir(parents=True)
+    (shards / "00000.json").write_text(json.dumps(fake(1, [10] * 1 + [0] * 9)))
+    runs = T.load(tmp_path)
+    e = T.reached(runs, "rtpt")
+    assert e["all"] == 0.1 and e["at_state"] == "; 10 of 30 images so far"
+    assert "10.0% [1.8, 40.4] (at 1 draw; 10 of 30 images so far)" in T.leaderboard_section(runs)
+
+
 def _row(name: str, labels: list[int], adaptive: list[int]) -> dict:
     return {"name": name, "title": name, "paradigm": "training-free", "randomized": True, "clean_accuracy": 1.0,
             "robust_accuracy_oblivious": 1.0, "robust_accuracy_adaptive": 0.5, "robust_accuracy_worst": 0.5,

@@ -11,7 +11,7 @@ still falling, and otherwise it is flat from the first count that no larger coun
 neighbours would call a slowly falling curve flat at its start). The loss column shows whether more iterations would still
 raise the attack's loss. Sizes follow the cost on 2 shared CPU cores: random resize & pad and TTC get
 EOT-PGD-20 on 100 images (50 on the ViT), R-TPT and TPT EOT-PGD-10 on 30 (each of their draws is 64 views,
-and each scoring draw a whole tuning). The strong attack, AutoAttack's version for randomized defenses (EOT-APGD-CE and
+and each scoring draw a whole tuning), and the ViT's TAPT EOT-PGD-10 at the leaderboard's 4/255 on 30. The strong attack, AutoAttack's version for randomized defenses (EOT-APGD-CE and
 EOT-APGD-DLR, 100 iterations each, per image the worse for the defense; `--attack apgd`), is run at the
 count where a curve flattens; the leaderboard takes the lower of the two families.
 """

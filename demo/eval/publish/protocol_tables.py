@@ -23,6 +23,7 @@ from .published import RESULTS_DIR
 _NAME = re.compile(r"^rand_(?P<group>[a-z_]+?)_eot(?P<k>\d+)_(?P<split>seen|held_out)$")
 TITLES = {"rrp": "Random resize & pad", "rtpt": "R-TPT (robust test-time prompt tuning)",
           "ttc": "TTC (test-time counterattacks)", "tpt": "TPT (test-time prompt tuning)",
+          "tapt": "TAPT (test-time adversarial prompt tuning)",
           "rrp_apgd": "Random resize & pad, strong attack", "rtpt_apgd": "R-TPT, strong attack"}
 
 
@@ -168,7 +169,7 @@ def reached(runs: dict[str, dict], group: str, split: str = "seen", prefix: str 
     s = randomized.summary(res)
     return {"draws_reached": pts[-1][0], "flat_at": k_flat, "at": k, "n": s["n"], "score_draws": s["score_draws"],
             "all": s["adaptive"]["all"], "mean": s["adaptive"]["mean"], "state": _state(pts[-1][1]),
-            "attack": res["attack"]["title"]}
+            "at_state": f"; {res['done']} of {res['total']} images so far" if "total" in res else "", "attack": res["attack"]["title"]}
 
 
 def published_draws(results: dict[str, dict]) -> dict[tuple[str, str], tuple[str, int]]:
@@ -184,7 +185,8 @@ def published_draws(results: dict[str, dict]) -> dict[tuple[str, str], tuple[str
     return out
 
 
-GROUPS = (("rrp", "random_resize_pad"), ("rtpt", "rtpt"), ("ttc", "ttc"), ("tpt", "tpt"))
+GROUPS = (("rrp", "random_resize_pad"), ("rtpt", "rtpt"), ("ttc", "ttc"), ("tpt", "tpt"), ("tapt", "tapt"))
+VIT_ONLY = {"tapt"}  # TAPT's starting prompts were trained on the ViT teaching model only
 
 
 def leaderboard_section(runs: dict[str, dict], results: dict[str, dict] | None = None) -> str:
@@ -198,7 +200,7 @@ def leaderboard_section(runs: dict[str, dict], results: dict[str, dict] | None =
             done.add((model, name))
             flat = f"{e['flat_at']} draw{'s' if e['flat_at'] > 1 else ''}" if e["flat_at"] else "not yet"
             lines.append(f"| {model} | {TITLES[group]} | {e['attack']} | {e['draws_reached']}{e['state']} | {flat} "
-                         f"| {e['score_draws']} draws per image | {fmt_ci(e['all'], e['n'])} (at {e['at']} draw{'s' if e['at'] > 1 else ''}) "
+                         f"| {e['score_draws']} draws per image | {fmt_ci(e['all'], e['n'])} (at {e['at']} draw{'s' if e['at'] > 1 else ''}{e['at_state']}) "
                          f"| {fmt_ci(e['mean'], e['n'])} |")
     for (model, name), (title, draws) in sorted(published_draws(results or {}).items()):
         if (model, name) not in done:
@@ -273,7 +275,7 @@ def results_section(folder: Path = RESULTS_DIR) -> str:
     parts = ["## The protocol for randomized defenses: EOT curves\n", PROSE]
     for prefix in MODELS:
         for group in TITLES:
-            if prefix == "" or curve(runs, group, prefix=prefix):
+            if curve(runs, group, prefix=prefix) or (prefix == "" and group not in VIT_ONLY):
                 parts.append(eot_curve_table(runs, group, prefix=prefix))
     parts += ["## R-TPT decomposed: its tuning, its vote, both\n", DECOMPOSITION_PROSE, rtpt_decomposition(runs),
               "## TAPT's starting prompts\n", TAPT_PROSE, tapt_section(runs, load_published(folder))]
