@@ -234,10 +234,14 @@ _KEY_LOCKS: dict[tuple[str, str], threading.Lock] = {}
 def _fresh_locks() -> None:
     """In a forked child (a ZeroGPU worker) only the forking thread lives on: a lock another thread held at
     that moment would stay held there for good. The caches stay valid (each change is one dict operation
-    under the lock); a build that was under way in another thread is simply redone when the child needs it."""
+    under the lock); a build that was under way in another thread is simply redone when the child needs it.
+    The same holds for torch's OpenMP threads: once the parent has computed on several, the child's first
+    parallel CPU op waits forever for threads it does not have, so the child computes on one (a ZeroGPU
+    worker computes on the GPU)."""
     global _CACHE_LOCK
     _CACHE_LOCK = threading.Lock()
     _KEY_LOCKS.clear()
+    torch.set_num_threads(1)
 
 
 os.register_at_fork(after_in_child=_fresh_locks)

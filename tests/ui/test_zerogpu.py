@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from demo.ui.views import RESULT_COLUMNS
 
@@ -83,8 +84,13 @@ app.demo.close()
 
 def serve(zerogpu: bool) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPACES_", "DEMO_"))}
-    env.update(HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1", DEMO_MODEL="teaching",
+    env.update(HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", DEMO_MODEL="teaching",
                NO_PROXY="localhost,127.0.0.1", PYTHONPATH=str(ROOT))
+    if not zerogpu:
+        # A ZeroGPU worker computes on one thread (see `loading._fresh_locks`); the plain server does the
+        # same, so the two answer alike to 1e-3. The ZeroGPU server keeps the CPU's threads, as on a Space,
+        # and computes on them at startup before it forks a worker.
+        env["OMP_NUM_THREADS"] = "1"
     if zerogpu:
         env.update(SPACES_ZERO_GPU="true", SPACES_ZERO_DEVICE_API_URL="http://device-api.invalid",
                    ZEROGPU_OFFLOAD_DIR=str(Path(os.environ.get("TMPDIR", "/tmp")) / "zerogpu-test"))
@@ -225,6 +231,37 @@ def test_a_gpu_worker_loads_models_while_server_threads_hold_the_cache_locks(mod
         holder.join()
     assert not stalled, "the forked worker waits on a lock held by a thread it does not have"
     assert worker.exitcode == 0 and answers.get() is True
+
+
+def _parallel_op(answers) -> None:
+    x = torch.ones(512, 512)
+    answers.put(float(x.triu_().sum()))
+
+
+def test_a_gpu_worker_computes_after_the_server_computed_on_several_threads():
+    """A ZeroGPU server computes on the CPU's threads at startup (preloading, pricing); torch's OpenMP pool
+    does not survive the fork, so a worker that kept the parent's thread count would wait forever in its
+    first parallel CPU op."""
+    import multiprocessing
+
+    import demo.models.loading  # noqa: F401  (registers the child's fork hooks, as the app does)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.ones(512, 512).triu_()  # the parent's OpenMP pool now has threads a child will not have
+        ctx = multiprocessing.get_context("fork")
+        answers = ctx.SimpleQueue()
+        worker = ctx.Process(target=_parallel_op, args=(answers,), daemon=True)
+        worker.start()
+        worker.join(60)
+        stalled = worker.is_alive()
+        if stalled:
+            worker.kill()
+    finally:
+        torch.set_num_threads(before)
+    assert not stalled, "the forked worker waits for OpenMP threads it does not have"
+    assert answers.get() == 512 * 513 / 2
 
 
 def test_on_zerogpu_no_background_thread_loads_models(model_key, monkeypatch):
