@@ -15,7 +15,8 @@ from ..registry import ATTACKS
 from ..viz import curve_chart, steps_chart
 from . import views
 from . import parse
-from .handlers import ADAPTIVE, Progress, _inputs, _linf_budget, _request, user_errors
+from .errors import Progress, user_errors
+from .handlers import ADAPTIVE, _inputs, _linf_budget, _request
 from .parse import attack_settings, parse_seed
 
 DEFAULT_CURVE_EPS = "0, 1, 2, 4, 8"

@@ -6,7 +6,6 @@ server keeps serving. The model set a visitor may choose from (`allowed`) is pas
 """
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 from typing import Callable
@@ -15,21 +14,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-import gradio as gr
-
 from .. import pipeline
 from ..defenses.test_time.tpt import suggested_views
 from ..models import world_check
 from ..pipeline import USER_ERRORS, InputError, budget
-from ..pipeline.budget import Estimated
 from ..pipeline.compare import check_defenses
 from ..pipeline.stacked import with_stack
 from ..attacks.base import show
 from ..attacks import build_attack
 from ..registry import ATTACKS
 from . import crafted, parse, views
-from .jobs import Cancelled
-from .models import get_model, is_teaching
+from .errors import Progress, user_errors
+from .model_status import model_for, model_line, model_note, outside_world, warning_text
+from .models import get_model
 from .parse import (  # noqa: F401  (re-exported: the page and tests use them through this module)
     AUTO_TRUE,
     NO_TARGET,
@@ -46,31 +43,6 @@ from .views import ColumnView
 log = logging.getLogger(__name__)
 
 OBLIVIOUS, ADAPTIVE = pipeline.OBLIVIOUS, pipeline.ADAPTIVE
-Progress = Callable[[float, str], None] | None
-
-
-def user_errors(fn):
-    """Show library errors meant for users as gr.Error; log anything else and say so plainly."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (gr.Error, Cancelled, Estimated):  # Estimated: a dry run pricing the request
-            raise
-        except USER_ERRORS as exc:
-            log.info("%s refused: %s", fn.__name__, exc)  # one line: the input was wrong, not the server
-            raise gr.Error(str(exc), title="Please check the input", print_exception=False) from exc
-        except torch.OutOfMemoryError as exc:
-            log.warning("%s ran out of memory", fn.__name__)
-            raise gr.Error("Out of memory: try fewer steps, fewer labels or fewer views.",
-                           print_exception=False) from exc
-        except Exception as exc:
-            log.exception("%s failed", fn.__name__)
-            # The details are in the server log; internal names mean nothing to a visitor.
-            raise gr.Error("Something went wrong on the server while computing this (the details are logged). "
-                           "The app is still running; try again or change the settings.",
-                           print_exception=False) from exc
-    return wrapper
 
 
 def image_tensor(loaded, image) -> torch.Tensor:
@@ -82,77 +54,6 @@ def image_tensor(loaded, image) -> torch.Tensor:
     return pipeline.to_model_input(loaded, image if isinstance(image, Image.Image) else Path(image))
 
 
-def _model(model_key: str, allowed: set[str]):
-    return get_model(model_key, allowed)[0]
-
-
-def model_line(model_key: str, loaded, allowed: set[str]) -> str:
-    """The first line of every summary: which model answered (and why, if it is not the one asked for)."""
-    note = model_note(model_key, loaded, allowed)
-    return f"**Model:** {loaded.spec.label}." + (f" {note}" if note else "")
-
-
-def model_note(model_key: str, loaded, allowed: set[str]) -> str:
-    """'' when `loaded` is the model asked for; otherwise which model answered and why."""
-    if loaded.key == model_key:
-        return ""
-    status = get_model(model_key, allowed)[1]
-    return f"Answered by {loaded.spec.label}, not {model_key}: {status}"
-
-
-# ------------------------------------------------------------------------------------- handlers
-
-@user_errors
-def select_model(model_key: str, *, allowed: set[str]) -> tuple[str, bool]:
-    """(status line, whether the teaching model is the one in use)."""
-    model, status = get_model(model_key, allowed)
-    device = "GPU" if model.device.type == "cuda" else "CPU"
-    return f"**Model:** {model.spec.label} on {device}. {status if not status.startswith('Using') else ''}".strip(), \
-        is_teaching(model)
-
-
-def answering_model(model_key: str, *, allowed: set[str]) -> str:
-    """The key of the model that answers requests for `model_key` (another one after a fallback), when
-    the selector offers it; else `model_key`."""
-    try:
-        key = get_model(model_key, allowed)[0].key
-    except USER_ERRORS:
-        return model_key
-    return key if key in allowed else model_key
-
-
-def seen_by_model(image, model_key: str, *, allowed: set[str]) -> tuple[str, np.ndarray | None, str]:
-    """What the model will see of this upload: its crop and size in words, the exact pixels it
-    classifies, and the out-of-world warning ('' when the model can read the image); ("", None, "")
-    without an image or for one it cannot read (the classification says why)."""
-    if image is None or (isinstance(image, str) and not image.strip()):
-        return "", None, ""
-    try:
-        loaded = _model(model_key, allowed)
-        picture = pipeline.load_image(image if not isinstance(image, str) else Path(image))
-        x = pipeline.to_model_input(loaded, picture)
-        pixels = pipeline.to_uint8(x)
-    except USER_ERRORS:
-        return "", None, ""
-    note = "**Left: exactly what the model classifies.** " + pipeline.describe_preprocessing(loaded, picture.size)
-    return note, pixels, world_warning(loaded, x)
-
-
-def outside_world(loaded, x: torch.Tensor) -> bool:
-    """Whether the model cannot know this image (a photo shown to the teaching model)."""
-    v = world_check.verdict(loaded, x)
-    return bool(v is not None and v.outside)
-
-
-def world_warning(loaded, x: torch.Tensor) -> str:
-    """The out-of-world sentence as page text, or '' for an image the model can read."""
-    return _warning(outside_world(loaded, x))
-
-
-def _warning(outside: bool) -> str:
-    return f"**&#9888; {world_check.SENTENCE}**" if outside else ""
-
-
 VIEW_DEFENSES = ("tpt", "rtpt")
 
 
@@ -160,7 +61,7 @@ def estimate(model_key, attack_name, eps, steps, mode, training_time, test_time,
              defense_params="", *, allowed: set[str]) -> str:
     """The cost of "Run all" with these settings, said before it runs (or why it would be refused)."""
     try:
-        loaded = _model(model_key, allowed)
+        loaded = model_for(model_key, allowed)
         req = parse.request([], None, None, model_key, attack_name, eps, steps, mode, 0, attack_params,
                             (training_time, test_time, training_free), defense_params)
         attack = build_attack(req.attack, InputError)
@@ -185,7 +86,7 @@ def defense_starts(model_key: str, *, allowed: set[str]) -> dict:
 
 @user_errors
 def classify(image, labels_text: str, true_label: str, model_key: str, *, allowed: set[str]) -> ColumnView:
-    loaded = _model(model_key, allowed)
+    loaded = model_for(model_key, allowed)
     labels = pipeline.check_labels(parse_labels(labels_text))
     x = image_tensor(loaded, image)
     column = pipeline.classify(loaded, x, labels, label_index(true_label, labels, "true label"))
@@ -205,7 +106,7 @@ CompareView = views.view_type("CompareView", views.RESULT_COLUMNS,
 
 def _lead(outside: bool) -> str:
     """The out-of-world warning as the first paragraph of a summary, or ''."""
-    return _warning(outside) + "\n\n" if outside else ""
+    return warning_text(outside) + "\n\n" if outside else ""
 
 
 def flat(view: tuple) -> tuple:
@@ -231,7 +132,7 @@ def _linf_budget(name: str, params: dict) -> float | None:
 
 
 def _request(image, labels_text, true_label, target, model_key, allowed):
-    loaded = _model(model_key, allowed)
+    loaded = model_for(model_key, allowed)
     labels = pipeline.check_labels(parse_labels(labels_text))
     return (loaded, image_tensor(loaded, image), labels, label_index(true_label, labels, "true label"),
             label_index(target, labels, "target label"))
@@ -239,7 +140,7 @@ def _request(image, labels_text, true_label, target, model_key, allowed):
 
 def _inputs(image, labels_text, model_key, allowed):
     """(model, image tensor, labels) of a request."""
-    loaded = _model(model_key, allowed)
+    loaded = model_for(model_key, allowed)
     return loaded, image_tensor(loaded, image), pipeline.check_labels(parse_labels(labels_text))
 
 

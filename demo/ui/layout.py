@@ -11,7 +11,7 @@ import gradio as gr
 from ..models.loading import exact_float32
 from ..models.teaching import MODELS as TEACHING_MODELS
 from ..pipeline import PARADIGMS
-from . import assets, handlers, learn, models, panels, wiring, zerogpu
+from . import assets, handlers, learn, model_status, models, panels, wiring, zerogpu
 from .components import App
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ CACHE_CLEANUP = (3600, 3600)  # uploaded and generated files are removed after a
 def startup_status(startup: str, allowed: set[str]) -> tuple[str, bool]:
     """The model status shown when the page opens; a model that fails to load is reported, not fatal."""
     try:
-        return handlers.select_model(startup, allowed=allowed)
+        return model_status.select_model(startup, allowed=allowed)
     except gr.Error as exc:
         log.error("startup model %s: %s", startup, exc.message)
         return f"**Model not available:** {exc.message}", startup in TEACHING_MODELS
@@ -85,11 +85,11 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                 if teaching:  # the scenes are measured on the teaching model's world
                     panels.build_scenes(page)
                 with gr.Row(equal_height=False):
-                    note, seen, warning = handlers.seen_by_model(
-                        image, handlers.answering_model(startup, allowed=allowed), allowed=allowed)
+                    note, seen, warning = model_status.seen_by_model(
+                        image, model_status.answering_model(startup, allowed=allowed), allowed=allowed)
                     panels.build_input(page, image, seen)
                     # The selector shows the model that answers (the teaching model after a fallback).
-                    panels.build_labels(page, choices, handlers.answering_model(startup, allowed=allowed), status,
+                    panels.build_labels(page, choices, model_status.answering_model(startup, allowed=allowed), status,
                                         teaching, labels, assets.example_class(image))
                     panels.build_run(page, handlers.defense_starts(startup, allowed=allowed))
                 panels.build_results(page)
@@ -115,7 +115,7 @@ def build_demo(model: str | None = None) -> gr.Blocks:
         # this thread every model reports the CPU, so it would build each twin again on the CPU, holding the
         # model cache's locks while requests fork GPU workers, which would then wait on them for good.
         return demo
-    warm = threading.Thread(target=_warm_up, args=(handlers.answering_model(startup, allowed=allowed), allowed),
+    warm = threading.Thread(target=_warm_up, args=(model_status.answering_model(startup, allowed=allowed), allowed),
                             name="warm-up", daemon=True)
     warm.start()
     # A process that exits while the thread is inside a tensor operation would abort; let it finish its step.

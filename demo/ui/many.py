@@ -14,7 +14,8 @@ from ..pipeline.compare import check_defenses
 from ..eval.population import DEFAULT_N, MAX_N, run_population
 from ..pipeline.stacked import with_stack
 from . import parse, views
-from .handlers import Progress, _model, model_line, user_errors
+from .errors import Progress, user_errors
+from .model_status import model_for, model_line
 from .models import is_teaching
 
 HEADERS = ["column", "right", "accuracy", "95% interval", "published (same setting)"]
@@ -65,7 +66,7 @@ def population(model_key, attack_name, eps, steps, mode, seed, training_time, te
     """The current setup (attack, mode, the three defenses and their stack) on the first `n_images`
     teaching-world test images: per column the accuracy, its 95% interval and the published number of
     the same setting. `emit(view)` receives the table after each image."""
-    loaded = _model(model_key, allowed)
+    loaded = model_for(model_key, allowed)
     if not is_teaching(loaded):
         raise InputError(NOT_TEACHING.format(model=loaded.spec.label))
     try:

@@ -12,7 +12,7 @@ import gradio as gr
 
 from ..pipeline import PARADIGMS
 from ..registry import ATTACKS, DEFENSES
-from . import assets, explore, handlers, views
+from . import assets, explore, handlers, model_status, views
 from . import crafted, jobs, many, scenes
 from .events import clean_first_event, gpu_event, long_event, quick_event, stream_event
 from .panels import Page, defense_note, eps_slider_spec, steps_slider_spec
@@ -129,10 +129,10 @@ def wire(page: Page, allowed: set[str]) -> None:
         page.defenses[paradigm].change(fn, page.defenses[paradigm], outs, **private)
 
     def model_changed(key):
-        status, teaching = handlers.select_model(key, allowed=allowed)
+        status, teaching = model_status.select_model(key, allowed=allowed)
         # The selector shows the model that really answers (after a fallback, not the one asked for);
         # the status line says why. Set by value, so it does not fire this listener (an input event) again.
-        actual = handlers.answering_model(key, allowed=allowed)
+        actual = model_status.answering_model(key, allowed=allowed)
         return status, gr.Group(visible=teaching), gr.Dropdown(value=actual) if actual != key else gr.skip()
 
     page.model.input(gpu_event(model_changed), page.model, [page.model_status, page.teaching_note, page.model],
@@ -179,7 +179,7 @@ def wire(page: Page, allowed: set[str]) -> None:
     page.stop_btn.click(None, None, None, js=STOP_JS, **private)
 
     def seen(image, key):
-        return handlers.seen_by_model(image, key, allowed=allowed)
+        return model_status.seen_by_model(image, key, allowed=allowed)
 
     for change in (page.image.change, page.model.change):  # a model of another input size sees another picture
         change(gpu_event(seen), [page.image, page.model], [page.input_note, page.model_view, page.world_note],

@@ -11,7 +11,7 @@ from PIL import Image
 
 from demo.pipeline import PARADIGMS
 from demo.registry import ATTACKS, DEFENSES
-from demo.ui import explore, handlers, jobs, panels, views
+from demo.ui import explore, handlers, jobs, model_status, panels, views
 from demo.ui.handlers import ADAPTIVE, AUTO_TRUE, NO_TARGET, OBLIVIOUS
 
 LABELS_TEXT = "cat\ndog\ncar\ntree"
@@ -67,10 +67,10 @@ def test_ui_units_become_pixels():
 # ------------------------------------------------------------------------------------ handlers
 
 def test_select_model(model_key, allowed):
-    status, teaching = handlers.select_model(model_key, allowed=allowed)
+    status, teaching = model_status.select_model(model_key, allowed=allowed)
     assert "Model:" in status and teaching is False
     with pytest.raises(gr.Error, match="Unknown model"):
-        handlers.select_model("/etc/passwd", allowed=allowed)
+        model_status.select_model("/etc/passwd", allowed=allowed)
 
 
 def test_classify(image_file, model_key, allowed):
@@ -374,12 +374,12 @@ def test_classify_says_which_model_answered_when_it_fell_back(image_file):
 def test_input_note_says_what_the_model_sees(tmp_path, model_key, allowed):
     wide = tmp_path / "wide.png"
     Image.new("RGB", (640, 480), (200, 30, 30)).save(wide)
-    note = handlers.seen_by_model(str(wide), model_key, allowed=allowed)[0]
+    note = model_status.seen_by_model(str(wide), model_key, allowed=allowed)[0]
     assert "640 x 480" in note and "160 px were cut off" in note and "left and right" in note
     square = tmp_path / "square.png"
     Image.new("RGB", (300, 300)).save(square)
-    assert "resized to" in handlers.seen_by_model(str(square), model_key, allowed=allowed)[0]
-    assert handlers.seen_by_model(None, model_key, allowed=allowed)[0] == ""
+    assert "resized to" in model_status.seen_by_model(str(square), model_key, allowed=allowed)[0]
+    assert model_status.seen_by_model(None, model_key, allowed=allowed)[0] == ""
 
 
 def test_the_model_view_is_the_cropped_and_resized_input(tmp_path, model_key, allowed):
@@ -389,11 +389,11 @@ def test_the_model_view_is_the_cropped_and_resized_input(tmp_path, model_key, al
     pixels = np.zeros((480, 640, 3), np.uint8)
     pixels[:, :80] = 255  # white strip on the left: outside the central square, the model never sees it
     Image.fromarray(pixels).save(wide)
-    view = handlers.seen_by_model(str(wide), model_key, allowed=allowed)[1]
+    view = model_status.seen_by_model(str(wide), model_key, allowed=allowed)[1]
     side = get_model(model_key, allowed)[0].image_size
     assert view.shape == (side, side, 3) and view.dtype == np.uint8 and view.max() == 0
-    assert handlers.seen_by_model(None, model_key, allowed=allowed)[1] is None
-    assert handlers.seen_by_model(str(tmp_path / "missing.png"), model_key, allowed=allowed) == ("", None, "")
+    assert model_status.seen_by_model(None, model_key, allowed=allowed)[1] is None
+    assert model_status.seen_by_model(str(tmp_path / "missing.png"), model_key, allowed=allowed) == ("", None, "")
 
 
 def test_attack_steps_for_the_scrubber(image_file, model_key, allowed):
@@ -417,9 +417,9 @@ def test_attack_steps_for_the_scrubber(image_file, model_key, allowed):
 def test_the_selector_shows_the_model_that_answers():
     # Offline, a hub model falls back to the teaching model: the selector must say so, not the one asked for.
     allowed = {"vit-b-32", "teaching"}
-    assert handlers.answering_model("vit-b-32", allowed=allowed) == "teaching"
-    assert handlers.answering_model("teaching", allowed=allowed) == "teaching"
-    assert handlers.answering_model("nope", allowed=allowed) == "nope"  # refused elsewhere, with a message
+    assert model_status.answering_model("vit-b-32", allowed=allowed) == "teaching"
+    assert model_status.answering_model("teaching", allowed=allowed) == "teaching"
+    assert model_status.answering_model("nope", allowed=allowed) == "nope"  # refused elsewhere, with a message
 
 
 def test_the_noise_attack_is_offered_with_its_kind_control(image_file, model_key, allowed):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from demo.ui import assets, handlers, share
+from demo.ui import assets, handlers, model_status, share
 from demo.world.outside import portrait
 
 TEACHING = "teaching"
@@ -26,7 +26,7 @@ def _example(name: str) -> str:
 def test_a_photo_on_the_teaching_model_is_not_judged(photo_file):
     view = handlers.classify(photo_file, WORLD_LABELS, handlers.AUTO_TRUE, TEACHING, allowed=ALLOWED)
     assert "not judged" in view.verdict and "correct" not in view.verdict
-    note, _, warning = handlers.seen_by_model(photo_file, TEACHING, allowed=ALLOWED)
+    note, _, warning = model_status.seen_by_model(photo_file, TEACHING, allowed=ALLOWED)
     assert "not from the teaching world" in warning and "Model selector" in warning
     data = handlers.compare_json(photo_file, WORLD_LABELS, handlers.AUTO_TRUE, TEACHING, "fgsm", 4, 1,
                                  handlers.NO_TARGET, "oblivious", 0, "none", "none", "jpeg", allowed=ALLOWED)
@@ -43,7 +43,7 @@ def test_a_world_image_is_judged(photo_file):
     path = _example("teaching_red_star")
     view = handlers.classify(path, WORLD_LABELS, "red star", TEACHING, allowed=ALLOWED)
     assert "correct" in view.verdict and "assumed" not in view.verdict
-    assert handlers.seen_by_model(path, TEACHING, allowed=ALLOWED)[2] == ""
+    assert model_status.seen_by_model(path, TEACHING, allowed=ALLOWED)[2] == ""
     data = handlers.compare_json(path, WORLD_LABELS, "red star", TEACHING, "fgsm", 4, 1, handlers.NO_TARGET,
                                  "oblivious", 0, "none", "none", "none", allowed=ALLOWED)
     assert data["outside_world"] is False and data["columns"][0]["correct"] is True
