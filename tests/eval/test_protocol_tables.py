@@ -96,6 +96,14 @@ def test_vit_protocol_runs_form_their_own_curve(tmp_path):
     assert "| ViT | Random resize & pad |" in section and "| ResNet | Random resize & pad |" in section
 
 
+def test_a_curve_at_zero_is_flat_there(tmp_path):
+    write(tmp_path, "rand_tpt_eot1_seen", fake(1, [0] * 20 + [9] * 10))
+    k, sentence = T.flattened(T.curve(T.load(tmp_path), "tpt"))
+    assert k == 1 and "no image is right on every draw (30 images)" in sentence
+    write(tmp_path, "rand_tpt_eot1_seen", fake(1, [10] + [0] * 29))
+    assert T.flattened(T.curve(T.load(tmp_path), "tpt"))[0] is None  # one image left: a second count is needed
+
+
 def test_tapt_has_a_vit_curve_and_no_resnet_placeholder(tmp_path):
     tapt = fake(1, [10] * 3 + [4] * 7)
     tapt["defense"] |= {"name": "tapt", "title": "TAPT (test-time adversarial prompt tuning)"}

@@ -98,6 +98,11 @@ def flattened(pts: list[tuple[int, dict]]) -> tuple[int | None, str]:
     0.05 on the images both scored), and the curve is flat from the first count that no larger count is
     below. Comparing only neighbours would call a slowly falling curve flat at its start (random resize &
     pad fell 15%, 14%, 12%, 9%, 7% over 1 to 16 draws: each step within noise, the whole fall not)."""
+    floor = next(((k, res) for k, res in pts if not any(_all_right(res, "adaptive"))), None)
+    if floor:  # nothing can fall below no image at all
+        k, res = floor
+        return k, (f"at {k} draw{'s' if k > 1 else ''} no image is right on every draw ({len(res['labels'])} images), "
+                   f"so no larger count can be lower")
     if len(pts) < 2:
         return None, "one draw count measured so far: the curve has no second point"
     (k1, a), (k2, b) = pts[-2], pts[-1]
