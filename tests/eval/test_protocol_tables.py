@@ -193,3 +193,12 @@ def test_tapt_table_shows_the_attack_through_its_adaptation_beside_its_starting_
     table = T.tapt_section({"rand_tapt_start_seen": start}, results)
     assert "the starting prompts alone" in table and "25.0% [" in table.splitlines()[-1]
     assert "then TAPT adapts" in table and "not run yet" in table  # the handed-over attack is not run here
+
+
+def test_decomposition_says_which_variant_is_above_by_mcnemar():
+    full = fake(1, [10] * 10 + [0] * 20)
+    runs = {"rand_rtpt_eot1_seen": full, "rand_rtpt_tuned_eot1_seen": fake(1, [10] * 1 + [0] * 29),
+            "rand_rtpt_vote_eot1_seen": fake(1, [10] * 9 + [0] * 21)}
+    text = T.rtpt_decomposition(runs)
+    assert "full R-TPT is above the tuned prompt alone" in text  # 9 vs 0 discordant images
+    assert "full R-TPT is tied with the untuned prompt" in text   # 1 vs 0

@@ -154,7 +154,8 @@ def eot_curve_table(runs: dict[str, dict], group: str, split: str = "seen", pref
                      f"mean, {fmt_ci(s['transfer']['all'], s['n'])} right on every draw")
     _, verdict = flattened(pts)
     lc = randomized.summary(pts[-1][1])["loss_curve"]
-    if len(lc) > 4 and lc[-1] > 1.05 * lc[-1 - len(lc) // 4]:
+    at_floor = not any(_all_right(pts[-1][1], "adaptive"))  # nothing left for more iterations to take
+    if len(lc) > 4 and lc[-1] > 1.05 * lc[-1 - len(lc) // 4] and not at_floor:
         k = pts[-1][0]
         verdict += (f"; at {k} draw{'s' if k > 1 else ''} the expected loss still rose over the last quarter of the steps "
                     f"({lc[-1 - len(lc) // 4]:.2f} → {lc[-1]:.2f}), so more iterations may lower the accuracy further")
@@ -248,7 +249,8 @@ def rtpt_decomposition(runs: dict[str, dict]) -> str:
         if full and other and full.get("adaptive_right") and other.get("adaptive_right"):
             n = min(len(full["labels"]), len(other["labels"]))
             verdict = paired_verdict(_all_right(full, "adaptive")[:n], _all_right(other, "adaptive")[:n])
-            notes.append(f"under the attack, full R-TPT {verdict} {title} (McNemar at 5%, {n} images)")
+            word = {"helps": "is above", "no better than": "is tied with", "worse": "is below"}[verdict]
+            notes.append(f"under the attack, full R-TPT {word} {title} (McNemar at 5%, {n} images)")
     return "\n".join(lines) + "\n" + (("\nOn the same images: " + "; ".join(notes) + ".\n") if notes else "")
 
 
