@@ -148,11 +148,11 @@ def _protocol_runs(shard: dict[str, int]) -> dict[str, str]:
             ("vit_", "teaching-vit", "rtpt", "rtpt", 10, 30, 10, (1, 2, 4)),
             ("vit_", "teaching-vit", "rrp", "random_resize_pad", 20, 50, 10, (1, 2, 4, 8, 16)),
             # the ViT's other randomized rows, so its table is under the same protocol (TAPT at the
-            # leaderboard's 4/255; its paper's 1/255 threat model is the pair of runs below). TPT and TTC
-            # leave no image right on every draw at 1 draw, so no larger count can go lower.
+            # leaderboard's 4/255; its paper's 1/255 threat model is the pair of runs below). TPT, TTC and
+            # TAPT leave no image right on every draw at 1 draw, so no larger count can go lower.
             ("vit_", "teaching-vit", "tpt", "tpt", 10, 30, 10, (1,)),
             ("vit_", "teaching-vit", "ttc", "ttc", 20, 50, 10, (1,)),
-            ("vit_", "teaching-vit", "tapt", "tapt", 10, 30, 10, (1, 2))):
+            ("vit_", "teaching-vit", "tapt", "tapt", 10, 30, 10, (1,))):
         for k in counts:
             extra = " --transfer" if k == counts[0] else " --no-clean"
             add(f"{prefix}rand_{group}_eot{k}_seen",

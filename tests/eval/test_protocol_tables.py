@@ -184,6 +184,12 @@ def test_protocol_runs_fill_run_tokens_and_the_defense_protocol_tokens():
     text = P.fill("{{random_resize_pad.protocol.worst}} at {{random_resize_pad.protocol.eot}} of "
                   "{{random_resize_pad.protocol.reached}}", numbers)
     assert text == "75.0% at 2 of 2"
+    # the strong attack at the flat count has tokens of its own; the sweep's stay the PGD curve's
+    strong = {**fake(1, [10, 0, 0, 0]), "labels": labels}
+    numbers = P.defense_numbers({**results, "rand_rrp_apgd_eot1_seen": strong})
+    assert numbers["random_resize_pad"]["protocol"]["worst"] == 0.75
+    assert numbers["random_resize_pad"]["strong"] == {"worst": 0.25, "n": 4, "eot": 1, "draws": 10, "reached": 1}
+    assert numbers["random_resize_pad"]["board"]["worst"] == 0.25  # the row counts both families per image
 
 
 def test_tapt_table_shows_the_attack_through_its_adaptation_beside_its_starting_prompts(tmp_path):

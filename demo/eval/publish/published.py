@@ -141,14 +141,18 @@ def defense_numbers(results: dict[str, dict] | None = None) -> dict[str, dict]:
                 d[f"{prefix}_attacks"] = sorted({e["run"].split("_")[0] for e in with_adaptive + protocol})
                 # {{defense.board.worst}} / {{defense.board.n}} in texts: the leaderboard's own number
                 d["board" if split == "seen" else "board_held_out"] = {"worst": d[f"{prefix}_worst"], "n": d[f"{prefix}_n"]}
-                if protocol and split == "seen":
+                for family, runs in (("protocol", [e for e in protocol if "_apgd_" not in e["run"]]),
+                                     ("strong", [e for e in protocol if "_apgd_" in e["run"]])):
+                    if not runs or split != "seen":
+                        continue
                     # {{rtpt.protocol.worst}}: the lowest share right on every scoring draw over the EOT
-                    # counts run, with its count ({{rtpt.protocol.eot}}) and the most draws reached
+                    # counts of the PGD sweep, with its count ({{rtpt.protocol.eot}}) and the most draws
+                    # reached; {{rtpt.strong.*}} the same for the strong attack (EOT-APGD) at the flat count
                     shares = [(sum(p == y for p, y in zip(e["per_image"]["adaptive_pred"], e["labels"])) / e["n"],
-                               e["eot_draws"], e) for e in protocol]
+                               e["eot_draws"], e) for e in runs]
                     low, at, e = min(shares, key=lambda t: (t[0], t[1]))
-                    d["protocol"] = {"worst": low, "n": e["n"], "eot": at, "draws": e["score_draws"],
-                                     "reached": max(t[1] for t in shares)}
+                    d[family] = {"worst": low, "n": e["n"], "eot": at, "draws": e["score_draws"],
+                                 "reached": max(t[1] for t in shares)}
                 if protocol:
                     d[f"{prefix}_protocol"] = {"eot_draws": max(e["eot_draws"] for e in protocol),
                                                "score_draws": min(e["score_draws"] for e in protocol),
