@@ -16,8 +16,10 @@ INTRO = """Both teaching models see the same world through the same text tower (
 the ResNet model's frozen text tower), so what changes between the columns is the image tower alone: the
 ResNet's convolutions and batch norm, or the ViT's 16-pixel patch tokens and attention, the architecture of
 the CLIPs people use. Every row was attacked the same way on both (PGD-10 at 4/255, oblivious and adaptive;
-worst case = an image counts only if it survives both; AutoAttack where the row says so). TAPT and FAP
-prompt the image tokens, so they have no ResNet entry.
+worst case = an image counts only if it survives both; AutoAttack where the row says so). The last two
+columns are the leaderboard's number: every attack run on the row counted image by image, the protocol for
+randomized defenses included, on the images all of them covered (n says how many). TAPT and FAP prompt the
+image tokens, so they have no ResNet entry.
 """
 
 
@@ -42,8 +44,10 @@ def side_by_side(results: dict[str, dict]) -> str:
         ds = [numbers[m].get(name) for m in PREFIXES]
         first = next(d for d in ds if d)
         rows.append([first["title"], first["paradigm"]] + [_cell(d, "seen", "clean") for d in ds]
-                    + [_cell(d, "seen") for d in ds] + [_cell(d, "held_out") for d in ds] + [_cell(d, "aa4") for d in ds])
-    return md.text(["defense", "paradigm", *head, "AutoAttack 4/255 (seen), ResNet", "ViT"], rows)
+                    + [_cell(d, "seen") for d in ds] + [_cell(d, "held_out") for d in ds] + [_cell(d, "aa4") for d in ds]
+                    + [_cell(d, "board") + (f", n={d['board']['n']}" if d and d.get("board") else "") for d in ds])
+    return md.text(["defense", "paradigm", *head, "AutoAttack 4/255 (seen), ResNet", "ViT",
+                    "every attack per image (seen), ResNet", "ViT"], rows)
 
 
 PROBE_TEXT = """**Why the ViT names held-out pairs less often.** Linear probes learn to read the shape (or the colour)

@@ -19,5 +19,8 @@ def test_side_by_side_reads_each_model_from_its_own_runs():
     resnet_clean = P.defense_numbers(resnet)["none"]["seen"]["clean"]
     assert cells[2].startswith(f"{100 * resnet_clean:.1f}%") and cells[3].startswith(f"{50 * resnet_clean:.1f}%")
     assert "TAPT" not in table or "not run" in table
+    # the last two columns are each model's leaderboard number (every attack per image)
+    board = P.defense_numbers(resnet)["none"]["board"]
+    assert cells[-2].startswith(f"{100 * board['worst']:.1f}%") and cells[-2].endswith(f"n={board['n']}")
     assert A.model_results(results | vit, "teaching-vit").keys() == {"pgd4_main_seen", "pgd4_main_held_out"}
     assert "no results yet" in A.side_by_side(results)
