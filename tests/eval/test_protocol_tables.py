@@ -208,3 +208,9 @@ def test_decomposition_says_which_variant_is_above_by_mcnemar():
     text = T.rtpt_decomposition(runs)
     assert "full R-TPT is above the tuned prompt alone" in text  # 9 vs 0 discordant images
     assert "full R-TPT is tied with the untuned prompt" in text   # 1 vs 0
+
+
+def test_the_strong_attack_is_said_to_run_at_the_flat_count(tmp_path):
+    write(tmp_path, "rand_rtpt_apgd_eot1_seen", fake(1, [10] * 5 + [0] * 25))
+    text = T.eot_curve_table(T.load(tmp_path), "rtpt_apgd")
+    assert "run at the count where the PGD curve flattened (1 draw)" in text and "no second point" not in text

@@ -153,6 +153,8 @@ def eot_curve_table(runs: dict[str, dict], group: str, split: str = "seen", pref
                      f"{100 * s.get('transfer_undefended', float('nan')):.1f}%): {fmt_ci(s['transfer']['mean'], s['n'])} "
                      f"mean, {fmt_ci(s['transfer']['all'], s['n'])} right on every draw")
     _, verdict = flattened(pts)
+    if group.endswith("_apgd") and len(pts) == 1:  # run at one count by design: the PGD curve's flat count
+        verdict = f"the strong attack is run at the count where the PGD curve flattened ({pts[0][0]} draw{'s' if pts[0][0] > 1 else ''})"
     lc = randomized.summary(pts[-1][1])["loss_curve"]
     at_floor = not any(_all_right(pts[-1][1], "adaptive"))  # nothing left for more iterations to take
     if len(lc) > 4 and lc[-1] > 1.05 * lc[-1 - len(lc) // 4] and not at_floor:
