@@ -150,9 +150,12 @@ def test_the_protocol_counts_in_the_leaderboard_worst_case_on_the_images_it_cove
     results["rand_rrp_tuned_eot1_seen"] = {**run, "adaptive_right": [0] * 20}  # a variant: not the method
     d = P.defense_numbers(results)["random_resize_pad"]
     assert (d["leaderboard_worst"], d["leaderboard_n"]) == (12 / 20, 20)
-    assert d["leaderboard_protocol"] == {"eot_draws": 4, "score_draws": 10, "n": 20, "without": (0.75, 40)}
+    assert d["leaderboard_protocol"] == {"eot_draws": 4, "strong": False, "score_draws": 10, "n": 20,
+                                         "without": (0.75, 40)}
     assert d["board"] == {"worst": 0.6, "n": 20} and "rand" in d["leaderboard_attacks"]
-    assert "protocol for randomized defenses (EOT up to 4 draws" in tables.leaderboard(P.defense_numbers(results))
+    assert "protocol for randomized defenses (EOT up to 4 draws, each" in tables.leaderboard(P.defense_numbers(results))
+    results["rand_rrp_apgd_eot4_seen"] = run  # the strong attack at the flat count is named when it ran
+    assert "(EOT up to 4 draws and EOT-APGD at the flat count, each" in tables.leaderboard(P.defense_numbers(results))
 
 
 def test_ties_are_decided_by_mcnemar_on_shared_images():

@@ -155,6 +155,7 @@ def defense_numbers(results: dict[str, dict] | None = None) -> dict[str, dict]:
                                  "reached": max(t[1] for t in shares)}
                 if protocol:
                     d[f"{prefix}_protocol"] = {"eot_draws": max(e["eot_draws"] for e in protocol),
+                                               "strong": any("_apgd_" in e["run"] for e in protocol),
                                                "score_draws": min(e["score_draws"] for e in protocol),
                                                "n": min(e["n"] for e in protocol),
                                                "without": per_image_worst(with_adaptive)}

@@ -153,7 +153,8 @@ def _attacks(d: dict) -> str:
     words = [ATTACK_WORDS.get(a, a) for a in d["leaderboard_attacks"] if a != "rand"]
     if "leaderboard_protocol" in d:
         p = d["leaderboard_protocol"]
-        words.append(f"protocol for randomized defenses (EOT up to {p['eot_draws']} draw{'s' if p['eot_draws'] > 1 else ''}, each image scored on "
+        strong = " and EOT-APGD at the flat count" if p.get("strong") else ""
+        words.append(f"protocol for randomized defenses (EOT up to {p['eot_draws']} draw{'s' if p['eot_draws'] > 1 else ''}{strong}, each image scored on "
                      f"{p['score_draws']} draws; first {p['n']} images; without it {pct(p['without'][0])}, "
                      f"n={p['without'][1]})")
     return " + ".join(words)
