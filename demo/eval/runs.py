@@ -277,8 +277,8 @@ def _lesson_runs() -> dict[str, str]:
 
 LESSON_RUNS = _lesson_runs()
 RUNS.update(LESSON_RUNS)
-# The page's default stack (TeCoA + R-TPT + JPEG), which is also the leaderboard's best robust image
-# tower, best test-time and best training-free rows together. R-TPT's adaptive path costs ~5.5 s per image
+# The page's default stack (TeCoA + R-TPT + JPEG), one defense per paradigm as the page opens with them.
+# R-TPT's adaptive path costs ~5.5 s per image
 # on one core (several times that on a shared machine), so 50 images.
 RUNS["pgd4_stack_seen"] = (f"python -m demo.eval --model teaching {EOT.replace('--n 200', '--n 50')} --batch-size 10 --defenses stack "
                            "--out docs/results/pgd4_stack_seen")
