@@ -217,6 +217,9 @@ def leaderboard_section(runs: dict[str, dict], results: dict[str, dict] | None =
     return "\n".join(lines) + "\n"
 
 
+# `metrics.paired_verdict` in the words of a comparison between two rows
+VERDICT_WORDS = {"helps": "above", "no better than": "tied with", "worse": "below"}
+
 PARTS = (("tuned", "the tuned prompt alone, on the full image"),
          ("vote", "the untuned prompt, reliability-weighted vote over the 64 views"),
          ("full", "R-TPT (both)"))
@@ -251,8 +254,7 @@ def rtpt_decomposition(runs: dict[str, dict]) -> str:
         if full and other and full.get("adaptive_right") and other.get("adaptive_right"):
             n = min(len(full["labels"]), len(other["labels"]))
             verdict = paired_verdict(_all_right(full, "adaptive")[:n], _all_right(other, "adaptive")[:n])
-            word = {"helps": "is above", "no better than": "is tied with", "worse": "is below"}[verdict]
-            notes.append(f"under the attack, full R-TPT {word} {title} (McNemar at 5%, {n} images)")
+            notes.append(f"under the attack, full R-TPT is {VERDICT_WORDS[verdict]} {title} (McNemar at 5%, {n} images)")
     return "\n".join(lines) + "\n" + (("\nOn the same images: " + "; ".join(notes) + ".\n") if notes else "")
 
 
@@ -306,7 +308,7 @@ def paired_ranking(results: dict[str, dict]) -> str:
         if l1[:n] != l2[:n]:
             continue
         a, b, p = mcnemar_exact(ok1[:n], ok2[:n])
-        word = {"helps": "above", "no better than": "tied with", "worse": "below"}[paired_verdict(ok1[:n], ok2[:n])]
+        word = VERDICT_WORDS[paired_verdict(ok1[:n], ok2[:n])]
         lines.append(f"| {d1['title']} | {d2['title']} | {n} | {a} | {b} | {p:.3f} | {word} |")
     return "\n".join(lines) + "\n"
 
